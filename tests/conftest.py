@@ -1,0 +1,67 @@
+"""Shared fixtures. Everything runs offline on data the tests make."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before TensorFlow/Keras are imported: quiet logs, and a private Keras home so tests
+# never read or write the user's ~/.keras (weights and dataset caches live there).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="vision-keras-home-")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO / "models" / "shapes"
+_IGNORED = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules", "build"}
+
+
+def repo_files() -> set[str]:
+    """Every file in the repository except caches and environments."""
+    found = set()
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in _IGNORED]
+        found.update(os.path.relpath(os.path.join(root, f), REPO) for f in files)
+    return found
+
+
+@pytest.fixture
+def no_stray_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run the test from its tmp folder and fail it if it wrote into the repository
+    or next to its tmp folder (where a path-traversal escape would land)."""
+    monkeypatch.chdir(tmp_path)
+    before_repo = repo_files()
+    before_parent = set(os.listdir(tmp_path.parent))
+    yield tmp_path
+    assert repo_files() == before_repo, "test wrote into the repository"
+    assert set(os.listdir(tmp_path.parent)) == before_parent, "test wrote outside its tmp folder"
+
+
+@pytest.fixture(scope="session")
+def shapes_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset on disk: train/ and val/ class folders plus boxes.json."""
+    from vision.synthetic import write_shapes
+
+    return write_shapes(tmp_path_factory.mktemp("shapes"), per_class=10, size=32, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, shapes_folder: Path) -> Path:
+    """A bundle trained for one epoch at 32 px: quick, and real."""
+    from vision.data import load_folder
+    from vision.pipeline import train_bundle
+    from vision.train import TrainConfig
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    config = TrainConfig(model="simple_cnn", input_size=32, epochs=1, batch_size=16)
+    train_bundle(load_folder(shapes_folder), config, out)
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,195 @@
+"""Command line: ``python -m vision {synth,train,evaluate,predict,models} ...``.
+
+User errors (``VisionError``) print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from vision.errors import VisionError
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "shapes"
+DEFAULT_MODEL_ROOT = DEFAULT_MODEL.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter out
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.handler(args) or 0
+    except VisionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vision", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int | None], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    synth = command("synth", _synth, "write the synthetic shapes dataset (with boxes.json) to a folder")
+    synth.add_argument("out", type=Path)
+    synth.add_argument("--per-class", type=int, default=250)
+    synth.add_argument("--size", type=int, default=64)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--val-fraction", type=float, default=0.2)
+
+    train = command("train", _train, "train a model on a dataset and save it as a bundle")
+    train.add_argument("data", help="folder of class subfolders, a .zip of one, "
+                       "cifar10 | mnist | fashion_mnist, or synth[:N]")
+    train.add_argument("--model", default="resnet_small", help="architecture (see `models`)")
+    train.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    train.add_argument("--name", help="display name (default: the folder name)")
+    train.add_argument("--size", type=int, help="input side in pixels (default: the model's)")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine")
+    train.add_argument("--patience", type=int, default=6)
+    train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--class-weights", action="store_true")
+    train.add_argument("--weights", default="imagenet", help="transfer models: imagenet | none")
+    train.add_argument("--fine-tune", type=int, default=0, help="transfer models: unfreeze top N base layers")
+    train.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto")
+    train.add_argument("--val-fraction", type=float, default=0.2)
+    train.add_argument("--limit", type=int, help="Keras datasets: use only the first N training images")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--overwrite", action="store_true")
+
+    evaluate = command("evaluate", _evaluate, "evaluate a bundle on a dataset's validation split")
+    evaluate.add_argument("data")
+    evaluate.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="bundle folder")
+    evaluate.add_argument("--confusion", type=Path, help="write the confusion matrix PNG here")
+    evaluate.add_argument("--val-fraction", type=float, default=0.2)
+    evaluate.add_argument("--seed", type=int, default=0)
+
+    predict = command("predict", _predict, "classify images with a bundle")
+    predict.add_argument("images", nargs="+", type=Path)
+    predict.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="bundle folder")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--json", action="store_true", help="print JSON lines")
+
+    models = command("models", _models, "list architectures and local bundles")
+    models.add_argument("--root", type=Path, default=DEFAULT_MODEL_ROOT, help="folder of bundles")
+    return parser
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from vision.synthetic import write_shapes
+
+    folder = write_shapes(args.out, per_class=args.per_class, size=args.size, seed=args.seed,
+                          val_fraction=args.val_fraction)
+    print(f"wrote {args.per_class * 4} images to {folder}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from vision.data import load_dataset
+    from vision.pipeline import train_bundle
+    from vision.train import TrainConfig, TrainProgress
+
+    dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed, limit=args.limit)
+    for line in dataset.skipped[:20]:
+        print(f"skipped {line}", file=sys.stderr)
+    config = TrainConfig(
+        model=args.model, input_size=args.size, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+        patience=args.patience, augment=not args.no_augment, class_weights=args.class_weights,
+        seed=args.seed, weights=None if args.weights.lower() == "none" else args.weights,
+        fine_tune_layers=args.fine_tune, mixed_precision=args.mixed_precision,
+    )
+    print(f"training {config.model} on {len(dataset.train)} images "
+          f"({len(dataset.val)} for validation), classes: {', '.join(dataset.class_names)}")
+    bar = tqdm(total=config.epochs, unit="epoch", dynamic_ncols=True, bar_format=
+               "{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+
+    def show(progress: TrainProgress) -> None:
+        bar.update(progress.epoch + progress.batch / max(progress.batches, 1) - bar.n)
+        if progress.epoch_end:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in progress.logs.items()
+                             if k in ("loss", "accuracy", "val_loss", "val_accuracy")})
+
+    try:
+        trained = train_bundle(dataset, config, args.out, name=args.name, overwrite=args.overwrite,
+                               progress=show)
+    finally:
+        bar.close()
+    evaluation = trained.evaluation
+    print(f"saved {trained.path}  val accuracy {evaluation.accuracy:.4f}  "
+          f"macro F1 {evaluation.macro_f1:.4f}  ({trained.result.seconds:.0f} s)")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from vision.data import load_dataset
+    from vision.evaluate import evaluate_model, plot_confusion
+    from vision.store import load_bundle
+
+    bundle = load_bundle(args.model)
+    dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
+    if dataset.class_names != bundle.labels:
+        raise VisionError(f"dataset classes {dataset.class_names} differ from the model's {bundle.labels}")
+    evaluation = evaluate_model(bundle.model, dataset.val, bundle.preprocessing, bundle.labels)
+    report = evaluation.to_dict()
+    print(f"accuracy {report['accuracy']:.4f}  macro F1 {report['macro_f1']:.4f}  on {report['samples']} images")
+    for label, m in report["per_class"].items():
+        print(f"  {label:>20}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+              f"F1 {m['f1']:.3f}  n={m['support']}")
+    if args.confusion:
+        plot_confusion(evaluation).save(args.confusion)
+        print(f"wrote {args.confusion}")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from vision.inference import Classifier
+
+    classifier = Classifier.from_path(args.model)
+    failed = 0
+    for path in args.images:
+        try:
+            predictions = classifier.predict(path, top_k=args.top_k)
+        except VisionError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        if args.json:
+            print(json.dumps({"image": str(path), "predictions": [
+                {"label": p.label, "probability": round(p.probability, 6)} for p in predictions]}))
+        else:
+            print(f"{path}: " + ", ".join(f"{p.label} {p.probability:.3f}" for p in predictions))
+    return 2 if failed else 0
+
+
+def _models(args: argparse.Namespace) -> None:
+    from vision.models import list_models
+    from vision.store import list_bundles
+
+    print("architectures:")
+    for spec in list_models():
+        print(f"  {spec.name:<16} {spec.default_size:>4}px  {spec.description}")
+    bundles: list[dict[str, Any]] = list_bundles(args.root)
+    print(f"bundles in {args.root}:" if bundles else f"no bundles in {args.root}")
+    for info in bundles:
+        accuracy = info.get("metrics", {}).get("accuracy")
+        score = f"val acc {accuracy:.3f}" if accuracy is not None else "not evaluated"
+        print(f"  {Path(info['path']).name:<20} {info['architecture']:<16} {len(info['labels'])} classes  {score}")

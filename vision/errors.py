@@ -1,0 +1,60 @@
+"""Every error the package raises on purpose.
+
+Each subclass also inherits the builtin it resembles, so callers that only know
+``ValueError`` or ``FileNotFoundError`` still catch it (the huggingface_hub pattern).
+The app turns any ``VisionError`` into a message for the user; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class VisionError(Exception):
+    """Base class: a problem with the user's input or environment, explained in the message."""
+
+
+class InvalidImageError(VisionError, ValueError):
+    """The input could not be decoded into an image."""
+
+
+class EmptyImageError(InvalidImageError):
+    """The file or buffer holds zero bytes."""
+
+
+class NotAnImageError(InvalidImageError):
+    """The bytes are not in any image format Pillow can read."""
+
+
+class TruncatedImageError(InvalidImageError):
+    """The image header is valid but the pixel data ends early or is corrupt."""
+
+
+class ImageTooLargeError(InvalidImageError):
+    """The image has more pixels than the configured cap (decompression-bomb guard)."""
+
+
+class DatasetError(VisionError, ValueError):
+    """A dataset folder, archive or name cannot be used for training."""
+
+
+class UnsafeArchiveError(DatasetError):
+    """An archive tries to escape its folder, holds links, or exceeds the size/count caps."""
+
+
+class UnknownModelError(VisionError, ValueError):
+    """A model architecture name is not in the registry."""
+
+
+class WeightsUnavailableError(VisionError, RuntimeError):
+    """Pretrained weights were asked for but cannot be fetched (usually: no network)."""
+
+
+class ModelNotFoundError(VisionError, FileNotFoundError):
+    """No model bundle exists where one was named."""
+
+
+class InvalidBundleError(VisionError, ValueError):
+    """A model bundle exists but is incomplete or inconsistent."""
+
+
+class TrainingCancelledError(VisionError):
+    """Training was stopped by the caller before it finished."""

@@ -1,0 +1,135 @@
+"""Metrics (accuracy, per-class precision/recall/F1, macro F1, confusion matrix) and the
+pictures people read them from: training curves and the confusion matrix."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from vision.data import Split, make_pipeline
+from vision.images import Preprocessing
+
+
+@dataclass
+class Evaluation:
+    labels: list[str]
+    y_true: np.ndarray
+    probabilities: np.ndarray  # (N, classes)
+    confusion: np.ndarray  # rows: true class, columns: predicted class
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.confusion) / max(self.confusion.sum(), 1))
+
+    def per_class(self) -> dict[str, dict[str, float]]:
+        cm = self.confusion.astype(np.float64)
+        tp = np.diag(cm)
+        precision = np.divide(tp, cm.sum(axis=0), out=np.zeros_like(tp), where=cm.sum(axis=0) > 0)
+        recall = np.divide(tp, cm.sum(axis=1), out=np.zeros_like(tp), where=cm.sum(axis=1) > 0)
+        denominator = precision + recall
+        f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(tp), where=denominator > 0)
+        return {
+            label: {"precision": float(precision[i]), "recall": float(recall[i]),
+                    "f1": float(f1[i]), "support": int(cm[i].sum())}
+            for i, label in enumerate(self.labels)
+        }
+
+    @property
+    def macro_f1(self) -> float:
+        return float(np.mean([m["f1"] for m in self.per_class().values()]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": round(self.accuracy, 5),
+            "macro_f1": round(self.macro_f1, 5),
+            "per_class": self.per_class(),
+            "confusion_matrix": self.confusion.tolist(),
+            "samples": int(self.confusion.sum()),
+        }
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    return cm
+
+
+def evaluation_from_probabilities(labels: list[str], y_true: np.ndarray, probabilities: np.ndarray) -> Evaluation:
+    y_true = np.asarray(y_true, np.int64)
+    cm = confusion_matrix(y_true, probabilities.argmax(axis=1), len(labels))
+    return Evaluation(list(labels), y_true, probabilities, cm)
+
+
+def evaluate_model(model: Any, split: Split, preprocessing: Preprocessing, labels: list[str],
+                   batch_size: int = 64) -> Evaluation:
+    """Run ``model`` over ``split`` (no augmentation) and compute every metric."""
+    dataset = make_pipeline(split, preprocessing, batch_size)
+    y_true, probs = [], []
+    for images, targets in dataset:
+        probs.append(np.asarray(model(images, training=False)))
+        y_true.append(targets.numpy())
+    return evaluation_from_probabilities(labels, np.concatenate(y_true), np.concatenate(probs))
+
+
+def plot_history(history: dict[str, list[float]]) -> Image.Image:
+    """Loss and accuracy per epoch, train against validation, as an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 3.2), dpi=100, layout="constrained")
+    for axis, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+        for key, style in ((metric, "-o"), (f"val_{metric}", "-s")):
+            if history.get(key):
+                epochs = np.arange(1, len(history[key]) + 1)
+                axis.plot(epochs, history[key], style, markersize=3,
+                          label="validation" if key.startswith("val_") else "train")
+        axis.set_title(metric)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend()
+    return _to_image(figure)
+
+
+def plot_confusion(evaluation: Evaluation) -> Image.Image:
+    """The confusion matrix with counts in each cell, as an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    n = len(evaluation.labels)
+    side = min(12, 2.5 + 0.55 * n)
+    figure = Figure(figsize=(side, side * 0.85), dpi=100, layout="constrained")
+    axis = figure.subplots()
+    cm = evaluation.confusion
+    image = axis.imshow(cm, cmap="Blues")
+    figure.colorbar(image, ax=axis, shrink=0.8)
+    axis.set_xticks(range(n), evaluation.labels, rotation=45, ha="right")
+    axis.set_yticks(range(n), evaluation.labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(f"accuracy {evaluation.accuracy:.3f}")
+    if n <= 20:
+        threshold = cm.max() / 2 if cm.size else 0
+        for (row, col), count in np.ndenumerate(cm):
+            axis.text(col, row, str(count), ha="center", va="center",
+                      color="white" if count > threshold else "black", fontsize=9)
+    return _to_image(figure)
+
+
+def _to_image(figure: Any) -> Image.Image:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")

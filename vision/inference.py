@@ -1,0 +1,156 @@
+"""Fast, thread-safe prediction for a loaded bundle.
+
+A ``Classifier`` is built once per bundle: it converts the Keras model to TFLite and runs
+it with XNNPACK (on 2 CPU cores, ~2x faster than a ``tf.function`` and ~10x faster than
+``model.predict`` for batch-1 requests). A TFLite interpreter may be used by one thread at
+a time, so a small pool of them serves concurrent callers. Preprocessing is the shared
+``images.preprocess``, compiled once. Batches go through a compiled Keras call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vision.images import ImageSource, load_image, preprocess
+from vision.store import Bundle, load_bundle
+from vision.tflite import convert_to_tflite, make_interpreter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probability: float
+    index: int
+
+
+class Classifier:
+    """Predict labels for images with a bundle's model.
+
+    Args:
+        bundle: A loaded bundle (see ``vision.store.load_bundle``).
+        runtime: ``"tflite"`` (fast, the default), or ``"tf"`` (compiled Keras, no
+            conversion step). If TFLite conversion fails, ``"tflite"`` falls back to ``"tf"``.
+        pool_size: Interpreters kept for concurrent callers.
+        threads: CPU threads per interpreter; all cores by default.
+
+    Example:
+        >>> classifier = Classifier.from_path("models/shapes")
+        >>> classifier.predict("photo.jpg", top_k=3)[0].label
+    """
+
+    def __init__(self, bundle: Bundle, runtime: str = "tflite", pool_size: int = 2,
+                 threads: int | None = None) -> None:
+        import tensorflow as tf
+
+        if runtime not in ("tflite", "tf"):
+            raise ValueError(f"runtime must be 'tflite' or 'tf'; got {runtime!r}")
+        self.bundle = bundle
+        self.labels = bundle.labels
+        self.preprocessing = bundle.preprocessing
+        height, width = self.preprocessing.size
+        spec = self.preprocessing
+        self._prepare = tf.function(
+            lambda image: preprocess(image[None], spec),
+            input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
+        )
+        model = bundle.model
+        self._batch_call = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)],
+        )
+        self._pool: queue.Queue | None = None
+        self.runtime = "tf"
+        if runtime == "tflite":
+            try:
+                flatbuffer = convert_to_tflite(model)
+            except Exception as error:  # converter failures are varied; the tf path still works
+                log.warning("TFLite conversion failed (%s); using the TensorFlow path", error)
+            else:
+                self._pool = queue.Queue()
+                for _ in range(max(1, pool_size)):
+                    self._pool.put(make_interpreter(flatbuffer, threads or os.cpu_count()))
+                self.runtime = "tflite"
+        self._warm_up()
+
+    @classmethod
+    def from_path(cls, path: str | Path, **kwargs: Any) -> "Classifier":
+        return cls(load_bundle(path), **kwargs)
+
+    def prepare(self, image: ImageSource) -> np.ndarray:
+        """Decode ``image`` and return the model input, shape (1, H, W, 3) float32."""
+        return self._prepare(load_image(image)).numpy()
+
+    def probabilities(self, image: ImageSource) -> np.ndarray:
+        """Class probabilities (in label order) for one image."""
+        x = self.prepare(image)
+        if self._pool is None:
+            return self._batch_call(x).numpy()[0]
+        with self._interpreter() as interpreter:
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+            interpreter.invoke()
+            return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0].copy()
+
+    def predict(self, image: ImageSource, top_k: int = 5) -> list[Prediction]:
+        """The ``top_k`` most likely labels for ``image``, most likely first."""
+        return self._top(self.probabilities(image), top_k)
+
+    def predict_batch(self, images: Sequence[ImageSource], top_k: int = 5,
+                      batch_size: int = 32) -> list[list[Prediction]]:
+        """``predict`` for many images, run in batches through the compiled Keras model."""
+        results: list[list[Prediction]] = []
+        for start in range(0, len(images), batch_size):
+            chunk = [self.prepare(image)[0] for image in images[start:start + batch_size]]
+            probabilities = self._batch_call(np.stack(chunk)).numpy()
+            results.extend(self._top(p, top_k) for p in probabilities)
+        return results
+
+    def _top(self, probabilities: np.ndarray, top_k: int) -> list[Prediction]:
+        order = np.argsort(-probabilities, kind="stable")[: max(1, top_k)]
+        return [Prediction(self.labels[i], float(probabilities[i]), int(i)) for i in order]
+
+    @contextmanager
+    def _interpreter(self) -> Iterator[Any]:
+        assert self._pool is not None
+        interpreter = self._pool.get()
+        try:
+            yield interpreter
+        finally:
+            self._pool.put(interpreter)
+
+    def _warm_up(self) -> None:
+        # The first call traces the tf.functions and sizes XNNPACK's buffers: pay it now.
+        height, width = self.preprocessing.size
+        blank = np.zeros((height, width, 3), np.uint8)
+        if self._pool is not None:
+            for _ in range(self._pool.qsize()):
+                self.probabilities(blank)
+        self.predict_batch([blank])
+
+
+_CACHE: dict[str, Classifier] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_classifier(path: str | Path, **kwargs: Any) -> Classifier:
+    """A ``Classifier`` for the bundle at ``path``, loaded once per process and reused.
+
+    Saving over a bundle changes its folder's modification time, which reloads it.
+    """
+    folder = Path(path).resolve()
+    key = f"{folder}:{folder.stat().st_mtime_ns if folder.exists() else 0}:{sorted(kwargs.items())}"
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = Classifier.from_path(folder, **kwargs)
+        return _CACHE[key]

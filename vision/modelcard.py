@@ -1,0 +1,74 @@
+"""The ``README.md`` model card written into every bundle, with Hub-valid YAML metadata."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def render_model_card(info: dict[str, Any]) -> str:
+    """Markdown for a bundle's ``vision.json`` contents ``info``, YAML front matter first."""
+    metrics = info.get("metrics") or {}
+    labels = info.get("labels", [])
+    front = {
+        "library_name": "keras",
+        "pipeline_tag": "image-classification",
+        "tags": ["image-classification", "keras", "vision", info.get("architecture", "")],
+    }
+    if info.get("base_model"):
+        front["tags"].append(f"base:{info['base_model']}")
+    lines = ["---"]
+    for key, value in front.items():
+        lines.append(f"{key}: {json.dumps(value)}")
+    if "accuracy" in metrics:
+        lines += [
+            "model-index:",
+            f"- name: {json.dumps(info.get('name', 'model'))}",
+            "  results:",
+            "  - task: {type: image-classification, name: Image Classification}",
+            f"    dataset: {{type: custom, name: {json.dumps(str(info.get('dataset', {}).get('source', 'custom')))}}}",
+            "    metrics:",
+            f"    - {{type: accuracy, value: {float(metrics['accuracy']):.4f}, name: Validation accuracy}}",
+        ]
+        if "macro_f1" in metrics:
+            lines.append(f"    - {{type: f1, value: {float(metrics['macro_f1']):.4f}, name: Macro F1}}")
+    lines.append("---")
+    size = info.get("preprocessing", {}).get("size", ["?", "?"])
+    body = [
+        f"# {info.get('name', 'model')}",
+        "",
+        f"An image classifier ({info.get('architecture', '?')}, {size[0]}x{size[1]} RGB input) "
+        f"for {len(labels)} classes: {', '.join(f'`{label}`' for label in labels)}.",
+        "",
+        "## Metrics (validation split)",
+        "",
+    ]
+    if metrics:
+        for key in ("accuracy", "macro_f1", "loss"):
+            if key in metrics:
+                body.append(f"- {key}: {float(metrics[key]):.4f}")
+    else:
+        body.append("Not evaluated.")
+    body += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import keras",
+        "model = keras.saving.load_model(\"path/to/this/folder\")  # or \"hf://user/repo\"",
+        "```",
+        "",
+        "Input: float32 RGB, resized bilinearly to the size above, "
+        f"value * {info.get('preprocessing', {}).get('scale', 1 / 255):.6g} + "
+        f"{info.get('preprocessing', {}).get('offset', 0.0):g}. Output: class probabilities "
+        "in the label order of `vision.json`.",
+        "",
+        "## Training",
+        "",
+        "```json",
+        json.dumps({"training": info.get("training", {}), "dataset": info.get("dataset", {})},
+                   indent=2, sort_keys=True),
+        "```",
+        "",
+    ]
+    return "\n".join(lines + [""] + body)

@@ -1,0 +1,51 @@
+"""Keras model -> TensorFlow Lite flatbuffer, used by the fast inference path and export."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from typing import Any, Iterator
+
+
+def convert_to_tflite(model: Any, quantize: str | None = None) -> bytes:
+    """Convert ``model`` to a TFLite flatbuffer (batch 1, float32 input and output).
+
+    Args:
+        model: A Keras model with a fixed (H, W, C) input.
+        quantize: None (fp32), ``"float16"`` (fp16 weights) or ``"dynamic"`` (int8
+            weights, float activations).
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize is not None:
+        raise ValueError(f"unknown TFLite quantization {quantize!r}; use None, 'float16' or 'dynamic'")
+    with _quiet_stdout():
+        return converter.convert()
+
+
+def make_interpreter(flatbuffer: bytes, threads: int | None = None) -> Any:
+    """A ready ``tf.lite.Interpreter`` (XNNPACK delegate, ``threads`` CPU threads)."""
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        # TF 2.19 warns that tf.lite.Interpreter moves to ai_edge_litert in 2.20; the
+        # stack is pinned to 2.19, where it is the supported interpreter.
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer,
+                                          num_threads=threads or os.cpu_count())
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    # The converter prints the traced signature (hundreds of lines) to stdout.
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
