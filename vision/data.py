@@ -289,7 +289,10 @@ def _dataset_root(folder: Path) -> Path:
         children = _visible(root)
         dirs = [c for c in children if c.is_dir()]
         files = [c for c in children if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES]
-        if len(dirs) == 1 and not files and dirs[0].name.lower() not in TRAIN_NAMES:
+        # A wrapper holds only folders; a lone class folder holds images and stays a class.
+        if len(dirs) == 1 and not files and dirs[0].name.lower() not in TRAIN_NAMES and not any(
+            c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES for c in _visible(dirs[0])
+        ):
             root = dirs[0]
         else:
             return root

@@ -55,10 +55,12 @@ def write_shapes(
     """
     folder = Path(folder)
     data = make_shapes(per_class, size, seed)
-    n_val = int(round(len(data.labels) * val_fraction))
+    n_val = int(round(per_class * val_fraction))  # per class, so both splits stay balanced
+    seen = [0] * len(SHAPES)
     boxes: dict[str, list[float]] = {}
     for i, (image, label, box) in enumerate(zip(data.images, data.labels, data.boxes)):
-        split = "val" if i < n_val else "train"
+        split = "val" if seen[label] < n_val else "train"
+        seen[label] += 1
         relative = f"{split}/{SHAPES[label]}/{i:05d}.png"
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / relative)

@@ -7,17 +7,34 @@ import os
 import warnings
 from typing import Any, Iterator
 
+from vision.images import Preprocessing, preprocess
 
-def convert_to_tflite(model: Any, quantize: str | None = None) -> bytes:
-    """Convert ``model`` to a TFLite flatbuffer (batch 1, float32 input and output).
+
+def convert_to_tflite(model: Any, quantize: str | None = None,
+                      preprocessing: Preprocessing | None = None) -> bytes:
+    """Convert ``model`` to a TFLite flatbuffer with batch size 1.
 
     Args:
         model: A Keras model with a fixed (H, W, C) input.
         quantize: None (fp32), ``"float16"`` (fp16 weights) or ``"dynamic"`` (int8
             weights, float activations).
+        preprocessing: If given, ``images.preprocess`` is compiled into the flatbuffer:
+            it then takes a uint8 RGB image (1, h, w, 3) of any size, and serving it
+            needs no TensorFlow call outside the interpreter.
     """
+    import keras
     import tensorflow as tf
 
+    if preprocessing is not None:
+        spec = preprocessing
+
+        class _Preprocess(keras.layers.Layer):
+            # Exists only for the conversion; never saved, so safe mode never sees it.
+            def call(self, images: Any) -> Any:
+                return preprocess(images, spec)
+
+        images = keras.Input((None, None, 3), dtype="uint8", batch_size=1, name="image")
+        model = keras.Model(images, model(_Preprocess()(images), training=False))
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -139,6 +139,7 @@ def train(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook 
             train_ds,
             validation_data=val_ds,
             epochs=config.epochs,
+            shuffle=False,  # the pipeline shuffles, seeded
             callbacks=callbacks,
             class_weight=summary.class_weights if config.class_weights else None,
             verbose=0,
@@ -146,8 +147,12 @@ def train(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook 
     if hook.cancelled:
         raise TrainingCancelledError("training was cancelled; nothing was saved")
     history = {k: [float(v) for v in vs] for k, vs in model.history.history.items()}
+    # Hand back an uncompiled copy: bundles then hold weights only, not the optimizer's
+    # moment estimates (which would triple the file).
+    trained = keras.Model.from_config(model.get_config())
+    trained.set_weights(model.get_weights())
     best_epoch = int(stopper.best_epoch) if stopper.best_weights is not None else len(history["loss"]) - 1
-    return TrainResult(model, preprocessing, config, history, best_epoch,
+    return TrainResult(trained, preprocessing, config, history, best_epoch,
                        time.perf_counter() - started, summary.to_dict())
 
 

@@ -1,0 +1,88 @@
+"""The CLI end to end: synth -> train every registered model -> bundles that Keras and
+vision both load with identical predictions; predict, evaluate, models; user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vision.cli import main
+from vision.models import list_models
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def synth_folder(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "shapes"
+    assert main(["synth", str(out), "--per-class", "6", "--size", "32", "--seed", "2"]) == 0
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", [spec.name for spec in list_models()])
+def test_train_every_model_and_round_trip(architecture, synth_folder, tmp_path):
+    import keras
+
+    from vision.inference import Classifier
+    from vision.store import load_bundle
+
+    out = tmp_path / architecture
+    code = main(["train", str(synth_folder), "--model", architecture, "--out", str(out), "--size", "32",
+                 "--epochs", "1", "--batch-size", "8", "--weights", "none"])
+    assert code == 0
+    info = json.loads((out / "vision.json").read_text())
+    assert info["architecture"] == architecture and 0.0 <= info["metrics"]["accuracy"] <= 1.0
+    assert (out / "training_curves.png").stat().st_size > 1000
+
+    images = np.random.default_rng(0).random((3, 32, 32, 3), np.float32)
+    by_keras = np.asarray(keras.saving.load_model(out)(images, training=False))
+    bundle = load_bundle(out)
+    by_vision = np.asarray(bundle.model(images, training=False))
+    np.testing.assert_array_equal(by_keras, by_vision)
+    classifier = Classifier(bundle)
+    pixels = (images * 255).round().astype(np.uint8)
+    for pixel_image, expected in zip(pixels, np.asarray(bundle.model(pixels / 255.0, training=False))):
+        np.testing.assert_allclose(classifier.probabilities(pixel_image), expected, atol=1e-4)
+
+
+def test_predict_evaluate_and_models_commands(tiny_bundle, shapes_folder, tmp_path, capsys):
+    image = next((shapes_folder / "val" / "circle").iterdir())
+    assert main(["predict", str(image), "--model", str(tiny_bundle), "--json", "--top-k", "2"]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    first, second = line["predictions"]
+    assert first["probability"] >= second["probability"]
+
+    confusion = tmp_path / "cm.png"
+    assert main(["evaluate", str(shapes_folder), "--model", str(tiny_bundle), "--confusion", str(confusion)]) == 0
+    assert "accuracy" in capsys.readouterr().out and confusion.stat().st_size > 1000
+
+    assert main(["models", "--root", str(tiny_bundle.parent)]) == 0
+    listing = capsys.readouterr().out
+    assert "mobilenet_v2" in listing and "tiny" in listing
+
+
+def test_user_errors_print_one_line_and_exit_2(tmp_path, tiny_bundle):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    bad_image = tmp_path / "bad.png"
+    bad_image.write_text("nope")
+    cases = [
+        (["train", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], "does not exist"),
+        (["predict", str(bad_image), "--model", str(tiny_bundle)], "not an image"),
+        (["predict", str(bad_image), "--model", str(tmp_path / "nomodel")], "no model bundle"),
+        (["train", "synth:4", "--model", "vgg99", "--out", str(tmp_path / "o")], "unknown model 'vgg99'"),
+    ]
+    for args, message in cases:
+        run = subprocess.run([sys.executable, "-m", "vision", *args], capture_output=True, text=True,
+                             env=env, cwd=tmp_path, timeout=300)
+        assert run.returncode == 2, (args, run.stderr)
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], run.stderr
+        assert "Traceback" not in run.stderr
+    assert not (tmp_path / "o").exists()
