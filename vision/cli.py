@@ -1,4 +1,4 @@
-"""Command line: ``python -m vision {synth,train,evaluate,predict,models} ...``.
+"""Command line: ``python -m vision {synth,train,evaluate,predict,explain,models} ...``.
 
 User errors (``VisionError``) print one line on stderr and exit with status 2.
 """
@@ -89,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="print JSON lines")
 
+    explain = command("explain", _explain, "write a Grad-CAM (or Grad-CAM++ / Score-CAM) overlay PNG")
+    explain.add_argument("image", type=Path)
+    explain.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="bundle folder")
+    explain.add_argument("--method", choices=["gradcam", "gradcam++", "scorecam"], default="gradcam")
+    explain.add_argument("--class", dest="target", help="label or index to explain (default: top-1)")
+    explain.add_argument("--layer", help="target layer name (default: the last spatial layer)")
+    explain.add_argument("--alpha", type=float, default=0.45, help="heatmap opacity, 0..1")
+    explain.add_argument("--out", type=Path, required=True, help="PNG to write")
+
     models = command("models", _models, "list architectures and local bundles")
     models.add_argument("--root", type=Path, default=DEFAULT_MODEL_ROOT, help="folder of bundles")
     return parser
@@ -178,6 +187,25 @@ def _predict(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: " + ", ".join(f"{p.label} {p.probability:.3f}" for p in predictions))
     return 2 if failed else 0
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from vision.explain import Explainer
+    from vision.images import load_image
+    from vision.overlay import overlay
+    from vision.store import load_bundle
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise VisionError(f"--alpha must be between 0 and 1; got {args.alpha}")
+    pixels = load_image(args.image)
+    explainer = Explainer.from_bundle(load_bundle(args.model), layer=args.layer)
+    explanation = explainer.explain(pixels, method=args.method, target=args.target)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(overlay(pixels, explanation.heatmap, alpha=args.alpha)).save(args.out)
+    print(f"{args.image}: {explanation.method} for '{explanation.label}' (p={explanation.probability:.3f}) "
+          f"at layer {explanation.layer} -> {args.out}")
 
 
 def _models(args: argparse.Namespace) -> None:
