@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import DEFAULT_MODEL
 from PIL import Image
 
 from vision.explain import METHODS, Explainer, ExplainError, find_target_layer
@@ -17,6 +16,8 @@ from vision.overlay import overlay
 from vision.pointing import pointing_game
 from vision.store import load_bundle
 from vision.synthetic import BOXES_FILE, make_shapes, write_shapes
+
+from conftest import DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import threading
 import numpy as np
 import pytest
 
+from vision.cache import get_classifier
 from vision.errors import InvalidImageError
-from vision.inference import Classifier, get_classifier
+from vision.inference import Classifier
 from vision.store import load_bundle
 from vision.synthetic import make_shapes
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,20 +152,3 @@ class _Runner:
         self.interpreter.set_tensor(self.input_index, pixels[None])
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output_index)[0].copy()
-
-
-_CACHE: dict[str, Classifier] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def get_classifier(path: str | Path, **kwargs: Any) -> Classifier:
-    """A ``Classifier`` for the bundle at ``path``, loaded once per process and reused.
-
-    Saving over a bundle changes its folder's modification time, which reloads it.
-    """
-    folder = Path(path).resolve()
-    key = f"{folder}:{folder.stat().st_mtime_ns if folder.exists() else 0}:{sorted(kwargs.items())}"
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = Classifier.from_path(folder, **kwargs)
-        return _CACHE[key]

@@ -1,0 +1,184 @@
+"""The Gradio app through gradio_client, against the launched server: classify, explain,
+train end to end, per-session model switching, error paths, concurrent load."""
+
+from __future__ import annotations
+
+import io
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from app_server import launch_app
+from conftest import REPO
+
+EXAMPLE = REPO / "docs" / "examples" / "star.png"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    models_dir = tmp_path_factory.mktemp("models")
+    demo, url = launch_app(models_dir)
+    yield url, models_dir
+    demo.close()
+
+
+@pytest.fixture
+def client(server):
+    return Client(server[0], verbose=False)
+
+
+def _png(colour: tuple[int, int, int], size: int = 32) -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.zeros((size, size, 3), np.uint8) + np.array(colour, np.uint8)
+    pixels += np.random.default_rng(sum(colour)).integers(0, 30, pixels.shape, dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _colour_zip(path: Path, classes: dict[str, tuple[int, int, int]], per_class: int = 8,
+                extra: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, colour in classes.items():
+            for i in range(per_class):
+                zf.writestr(f"colours/{name}/{i}.png", _png(tuple(min(255, c + 3 * i) for c in colour)))
+        for member, data in (extra or {}).items():
+            zf.writestr(member, data)
+    return path
+
+
+def _labels(result) -> list[str]:
+    return [c["label"] for c in result["confidences"]]
+
+
+def test_classify_and_explain(client):
+    labels, latency = client.predict(handle_file(str(EXAMPLE)), 3, api_name="/classify")
+    assert labels["label"] == "star" and len(labels["confidences"]) == 3
+    assert "ms" in latency
+    overlay_path, caption = client.predict(handle_file(str(EXAMPLE)), "gradcam++", "circle", 0.5,
+                                           api_name="/explain")
+    overlay = np.asarray(Image.open(overlay_path).convert("RGB"))
+    original = np.asarray(Image.open(EXAMPLE).convert("RGB"))
+    assert overlay.shape == original.shape and np.abs(overlay.astype(int) - original).mean() > 5
+    assert "gradcam++" in caption and "circle" in caption
+
+
+def test_train_end_to_end_then_switch_models_per_session(server, tmp_path):
+    url, models_dir = server
+    archive = _colour_zip(tmp_path / "colours.zip", {"red": (200, 20, 20), "blue": (20, 20, 200)},
+                          extra={"colours/red/notes.txt": b"not an image"})
+    trainer = Client(url, verbose=False)
+    result = trainer.predict(handle_file(str(archive)), "simple_cnn", 32, 2, True, False, "colours",
+                             api_name="/train")
+    status, _curves, metrics, confusion, _gallery, _choices = result
+    assert "Saved **colours**" in metrics and "Skipped 1 unreadable" in status
+    assert Path(confusion).is_file()
+    assert (models_dir / "colours" / "vision.json").is_file()
+    assert str((models_dir / "colours").resolve()) in trainer.predict(api_name="/list_models")
+
+    # This session switches to the new model; a second session keeps the default.
+    trainer.predict(str((models_dir / "colours").resolve()), api_name="/use_model")
+    labels, _ = trainer.predict(handle_file(str(EXAMPLE)), 2, api_name="/classify")
+    assert set(_labels(labels)) == {"red", "blue"}
+    other = Client(url, verbose=False)
+    labels, _ = other.predict(handle_file(str(EXAMPLE)), 2, api_name="/classify")
+    assert labels["label"] == "star"
+
+    message = other.predict(str((models_dir / "colours").resolve()), api_name="/delete_model")[-1]
+    assert "Deleted" in message and not (models_dir / "colours").exists()
+
+
+def _error(client, *args, api_name: str) -> str:
+    with pytest.raises(AppError) as info:
+        client.predict(*args, api_name=api_name)
+    return str(info.value)
+
+
+def test_error_paths_show_clear_messages_and_change_nothing(client, server, tmp_path):
+    _, models_dir = server
+    before = sorted(p.name for p in models_dir.iterdir())
+
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(_png((10, 200, 10), 64)[:200])
+    assert "truncated or corrupt" in _error(client, handle_file(str(truncated)), 3, api_name="/classify")
+
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8000, 8000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+    assert "over the limit" in _error(client, handle_file(str(huge)), 3, api_name="/classify")
+
+    one_class = _colour_zip(tmp_path / "one.zip", {"red": (200, 0, 0)})
+    message = _error(client, handle_file(str(one_class)), "simple_cnn", 32, 1, False, False, "one",
+                     api_name="/train")
+    assert "only one class folder" in message
+
+    hostile = _colour_zip(tmp_path / "evil.zip", {"a": (0, 0, 0), "b": (255, 255, 255)},
+                          extra={"../../escape.png": _png((1, 2, 3))})
+    message = _error(client, handle_file(str(hostile)), "simple_cnn", 32, 1, False, False, "evil",
+                     api_name="/train")
+    assert "outside the archive" in message
+
+    not_zip = tmp_path / "data.zip"
+    not_zip.write_text("hello")
+    assert "not a zip" in _error(client, handle_file(str(not_zip)), "simple_cnn", 32, 1, False, False,
+                                 "x", api_name="/train")
+    assert "Name the model" in _error(client, None, "simple_cnn", 32, 1, False, False, "../etc",
+                                      api_name="/train")
+    assert "already exists" in _error(client, handle_file(str(one_class)), "simple_cnn", 32, 1, False,
+                                      False, "shapes", api_name="/train")
+    assert "Unknown model" in _error(client, "/etc", api_name="/use_model")
+    assert "cannot be deleted" in _error(client, str((models_dir / "shapes").resolve()), api_name="/delete_model")
+
+    assert sorted(p.name for p in models_dir.iterdir()) == before
+    assert not (tmp_path.parent / "escape.png").exists()
+
+
+def test_teachable_machine_samples_then_train(server, tmp_path):
+    url, models_dir = server
+    client = Client(url, verbose=False)
+    for name, colour in (("dark", (10, 10, 10)), ("light", (240, 240, 240))):
+        files = []
+        for i in range(5):
+            path = tmp_path / f"{name}{i}.png"
+            path.write_bytes(_png(colour))
+            files.append(handle_file(str(path)))
+        table = client.predict(name, None, files, api_name="/add_samples")[0]
+    assert {row[0]: row[1] for row in table["data"]} == {"dark": 5, "light": 5}
+    bad = tmp_path / "bad.png"
+    bad.write_text("no")
+    assert "not an image" in _error(client, "dark", None, [handle_file(str(bad))], api_name="/add_samples")
+
+
+def test_eight_concurrent_clients_without_errors(server):
+    url, _ = server
+    errors: list[BaseException] = []
+    labels: list[str] = []
+
+    def user() -> None:
+        client = Client(url, verbose=False)
+        for _ in range(25):
+            try:
+                result, _ = client.predict(handle_file(str(EXAMPLE)), 1, api_name="/classify")
+                labels.append(result["label"])
+            except BaseException as error:  # counted below
+                errors.append(error)
+
+    threads = [threading.Thread(target=user) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors[:3]
+    assert labels == ["star"] * 200
