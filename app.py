@@ -145,10 +145,13 @@ def add_samples(class_name: str, snapshot: str | None, uploads: list[str] | None
     return _samples_table(collection), str(collection.root), None, None
 
 
-@user_errors
-def clear_samples(root: str | None) -> tuple[list[list[Any]], None]:
+def _remove_samples(root: str | None) -> None:
     if root:
         SampleCollection(root).clear()
+
+
+def clear_samples(root: str | None) -> tuple[list[list[Any]], None]:
+    _remove_samples(root)
     return [], None
 
 
@@ -302,7 +305,8 @@ def create_app() -> gr.Blocks:
 
     with gr.Blocks(title="vision — image classifier", delete_cache=(3600, 3600)) as demo:
         active = gr.State(default)
-        samples_root = gr.State(None)
+        # A session's webcam/upload samples live in a temporary folder, removed with the session.
+        samples_root = gr.State(None, time_to_live=6 * 3600, delete_callback=_remove_samples)
         gr.Markdown("# Image classifier\nClassify pictures, see why, train your own model.")
 
         with gr.Tab("Classify", id="classify"):

@@ -182,3 +182,57 @@ def test_eight_concurrent_clients_without_errors(server):
         thread.join(timeout=300)
     assert not errors, errors[:3]
     assert labels == ["star"] * 200
+
+
+def test_cancel_stops_training_and_saves_nothing(server, tmp_path):
+    import time
+
+    url, models_dir = server
+    archive = _colour_zip(tmp_path / "c.zip", {"red": (200, 20, 20), "blue": (20, 20, 200)}, per_class=20)
+    client = Client(url, verbose=False)
+    job = client.submit(handle_file(str(archive)), "simple_cnn", 32, 60, True, False, "never-saved",
+                        api_name="/train")
+    reply = ""
+    for _ in range(120):  # the job registers once the zip is read
+        reply = client.predict(api_name="/cancel_training")
+        if reply.startswith("Cancelling"):
+            break
+        time.sleep(0.5)
+    assert reply.startswith("Cancelling")
+    with pytest.raises(AppError, match="cancelled"):
+        job.result(timeout=120)
+    assert not (models_dir / "never-saved").exists()
+
+
+def test_app_py_starts_on_a_chosen_model_with_flags(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from app_server import free_port
+
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "models" / "shapes", models / "mine")
+    port = free_port()
+    env = {**os.environ, "VISION_MODELS_DIR": str(models)}
+    server = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--model", str(models / "mine"),
+                               "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, "app.py exited"
+                time.sleep(0.5)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        assert client.predict(api_name="/list_models") == [str((models / "mine").resolve())]
+        labels, _ = client.predict(handle_file(str(EXAMPLE)), 1, api_name="/classify")
+        assert labels["label"] == "star"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -42,10 +42,14 @@ def train_bundle(dataset: LabelledDataset, config: TrainConfig, out: str | Path,
     metrics["best_epoch"] = result.best_epoch + 1
     metrics["epochs_run"] = len(result.history.get("loss", []))
     metrics["train_seconds"] = round(result.seconds, 1)
+    spec = get_spec(config.model)
+    training = config.to_dict()
+    if not spec.transfer:  # pretrained weights and fine-tuning do not apply: don't record them
+        training.pop("weights")
+        training.pop("fine_tune_layers")
     info = make_info(
         name or out.name, dataset.class_names, config.model, result.preprocessing,
-        base_model=get_spec(config.model).base_model,
-        training=config.to_dict(), metrics=metrics, history=result.history,
+        base_model=spec.base_model, training=training, metrics=metrics, history=result.history,
         dataset={**result.summary, "source": dataset.source, "skipped_files": len(dataset.skipped)},
     )
     save_bundle(result.model, info, out, overwrite=overwrite, extra_files={

@@ -1,0 +1,133 @@
+"""The app under load, and the live view's frame rate, printed as one report.
+
+    python bench/bench_app.py [--clients 8] [--requests 25] [--live-seconds 15]
+
+Launches the real app on loopback; N gradio_client users each send M classify requests
+(p50/p95 latency, throughput); then headless Chromium streams a fake camera clip into the
+Live view and the frames the server processed per second are read back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+import numpy as np  # noqa: E402
+
+
+def load_report(url: str, clients: int, requests: int) -> None:
+    from gradio_client import Client, handle_file
+
+    example = str(REPO / "docs" / "examples" / "star.png")
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+
+    def user() -> None:
+        client = Client(url, verbose=False)
+        for _ in range(requests):
+            start = time.perf_counter()
+            try:
+                client.predict(handle_file(example), 3, api_name="/classify")
+                latencies.append(time.perf_counter() - start)
+            except BaseException as error:  # counted in the report
+                errors.append(error)
+
+    threads = [threading.Thread(target=user) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    ms = sorted(x * 1000 for x in latencies)
+    print(f"load: {clients} clients x {requests} classify requests over HTTP (gradio_client)")
+    print(f"  ok {len(ms)}, errors {len(errors)}")
+    print(f"  latency p50 {statistics.median(ms):7.1f} ms   p95 {ms[int(0.95 * (len(ms) - 1))]:7.1f} ms"
+          f"   max {ms[-1]:7.1f} ms")
+    print(f"  throughput {len(ms) / wall:7.1f} requests/s")
+
+
+def live_report(url: str, seconds: float) -> None:
+    import re
+
+    from playwright.sync_api import sync_playwright
+
+    from vision.synthetic import SHAPES, make_shapes
+
+    from browser import launch_chromium, write_y4m
+
+    data = make_shapes(per_class=6, size=480, seed=3)
+    frames = [np.pad(image, ((0, 0), (80, 80), (0, 0)), mode="edge")
+              for image, label in zip(data.images, data.labels) if SHAPES[label] == "star" for _ in range(5)]
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
+        clip = write_y4m(Path(tmp) / "clip.y4m", frames)
+        browser = launch_chromium(playwright, fake_video=clip)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(url)
+        page.get_by_role("tab", name="Live").click()
+        page.locator("#live-camera").get_by_text("Click to Access Webcam").click()
+        page.locator("#live-camera button[aria-label='capture photo']").click()
+        page.wait_for_function("document.querySelector('#live-prediction').innerText.includes('star')",
+                               timeout=60_000)
+        readings = []
+        end = time.time() + seconds
+        while time.time() < end:
+            time.sleep(1.0)
+            match = re.search(r"([\d.]+)\s*frames/s", page.inner_text("#live-fps"))
+            if match:
+                readings.append(float(match.group(1)))
+        browser.close()
+    print(f"\nlive view: 640x480 fake camera in headless Chromium, stream_every=0.08 s, {seconds:.0f} s")
+    print(f"  processed frames/s: median {statistics.median(readings):.1f}, min {min(readings):.1f} "
+          f"(target >= 10)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=25)
+    parser.add_argument("--live-seconds", type=float, default=15)
+    args = parser.parse_args()
+
+    import shutil
+    import subprocess
+    import urllib.request
+
+    from app_server import free_port
+
+    # The server runs in its own process, as it would in production: the load clients'
+    # threads must not share its interpreter lock.
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
+        shutil.copytree(REPO / "models" / "shapes", models / "shapes")
+        port = free_port()
+        env = {**os.environ, "VISION_MODELS_DIR": str(models), "VISION_MODEL": str(models / "shapes")}
+        server = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            for _ in range(240):
+                try:
+                    urllib.request.urlopen(url, timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            load_report(url, args.clients, args.requests)
+            live_report(url, args.live_seconds)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

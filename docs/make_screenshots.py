@@ -1,0 +1,79 @@
+"""Regenerate the README's screenshots of every view (headless Chromium, fake camera).
+
+    .venv/bin/python docs/make_screenshots.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+import numpy as np  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from vision.synthetic import SHAPES, make_shapes, write_shapes  # noqa: E402
+
+from app_server import launch_app  # noqa: E402
+from browser import launch_chromium, write_y4m  # noqa: E402
+
+OUT = REPO / "docs" / "screenshots"
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        demo, url = launch_app(tmp / "models")
+        data = make_shapes(per_class=6, size=240, seed=3)
+        frames = [np.pad(image, ((0, 0), (40, 40), (0, 0)), mode="edge")
+                  for image, label in zip(data.images, data.labels) if SHAPES[label] == "star" for _ in range(5)]
+        clip = write_y4m(tmp / "clip.y4m", frames)
+        dataset = write_shapes(tmp / "shapes", per_class=100, size=64, seed=5)
+        archive = tmp / "shapes.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            for path in sorted(dataset.rglob("*.png")):
+                zf.write(path, path.relative_to(dataset))
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright, fake_video=clip)
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(url)
+            page.set_input_files("#classify-image input[type=file]", str(REPO / "docs" / "examples" / "star.png"))
+            page.wait_for_selector("#heatmap img", timeout=60_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(OUT / "classify.png"))
+
+            page.get_by_role("tab", name="Live").click()
+            page.locator("#live-camera").get_by_text("Click to Access Webcam").click()
+            page.locator("#live-camera button[aria-label='capture photo']").click()
+            page.wait_for_function("document.querySelector('#live-prediction').innerText.includes('star')")
+            page.wait_for_timeout(4000)
+            page.screenshot(path=str(OUT / "live.png"))
+            page.locator("#live-camera button[aria-label='capture photo']").click()
+
+            page.get_by_role("tab", name="Train").click()
+            page.locator("input[type=file][accept*='.zip']").set_input_files(str(archive))
+            page.get_by_label("Save as").fill("shapes-retrained")
+            page.get_by_label("Epochs").last.fill("20")
+            page.get_by_role("button", name="Train", exact=True).click()
+            page.wait_for_function("document.querySelector('#train-metrics').innerText.includes('Saved')",
+                                   timeout=300_000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(OUT / "train.png"), full_page=True)
+
+            page.get_by_role("tab", name="Models").click()
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(OUT / "models.png"), full_page=True)
+            browser.close()
+        demo.close()
+    print(f"wrote {', '.join(p.name for p in sorted(OUT.glob('*.png')))} to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Headless Debian Chromium driven by Playwright, with a fake camera fed from a clip the
+tests render. Never downloads a browser: it uses /usr/bin/chromium."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BASE_ARGS = [
+    "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--disable-dev-shm-usage", "--enable-unsafe-swiftshader",
+]
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    """Write RGB frames (same even size) as a YUV4MPEG2 4:2:0 clip for --use-file-for-fake-video-capture."""
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as clip:
+        clip.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            y, cb, cr = Image.fromarray(frame).convert("YCbCr").split()
+            half = (width // 2, height // 2)
+            clip.write(b"FRAME\n" + y.tobytes() + cb.resize(half).tobytes() + cr.resize(half).tobytes())
+    return path
+
+
+def launch_chromium(playwright, fake_video: Path | None = None):
+    args = list(BASE_ARGS)
+    if fake_video is not None:
+        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-video-capture={fake_video}"]
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
