@@ -1,4 +1,4 @@
-"""Command line: ``python -m vision {synth,train,evaluate,predict,explain,models} ...``.
+"""Command line: ``python -m vision {synth,train,evaluate,predict,explain,export,models} ...``.
 
 User errors (``VisionError``) print one line on stderr and exit with status 2.
 """
@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--layer", help="target layer name (default: the last spatial layer)")
     explain.add_argument("--alpha", type=float, default=0.45, help="heatmap opacity, 0..1")
     explain.add_argument("--out", type=Path, required=True, help="PNG to write")
+
+    export = command("export", _export, "export a bundle for TF.js (the browser), TFLite or TF Serving")
+    export.add_argument("bundle", type=Path)
+    export.add_argument("--format", choices=["tfjs", "tflite", "savedmodel"], default="tfjs")
+    export.add_argument("--quantize", help="tfjs: float16 | uint8; tflite: float16 | dynamic")
+    export.add_argument("--out", type=Path, required=True, help="folder to write")
+    export.add_argument("--web-site", type=Path, help="tfjs: also write a self-contained static site here")
+    export.add_argument("--overwrite", action="store_true")
 
     models = command("models", _models, "list architectures and local bundles")
     models.add_argument("--root", type=Path, default=DEFAULT_MODEL_ROOT, help="folder of bundles")
@@ -206,6 +214,22 @@ def _explain(args: argparse.Namespace) -> None:
     Image.fromarray(overlay(pixels, explanation.heatmap, alpha=args.alpha)).save(args.out)
     print(f"{args.image}: {explanation.method} for '{explanation.label}' (p={explanation.probability:.3f}) "
           f"at layer {explanation.layer} -> {args.out}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from vision.export import ExportError, build_web_site, export
+    from vision.store import load_bundle
+
+    if args.web_site and args.format != "tfjs":
+        raise ExportError("--web-site needs --format tfjs")
+    result = export(load_bundle(args.bundle), args.format, args.out, quantize=args.quantize,
+                    overwrite=args.overwrite)
+    print(f"wrote {result.format} export to {result.path} ({result.size_bytes / 1e6:.2f} MB, "
+          f"quantization {result.quantization or 'none'}); checked on {result.checked_images} images: "
+          f"max |p - keras| {result.max_abs_diff:.2e}, top-1 agreement {result.top1_agreement:.0%}")
+    if args.web_site:
+        site = build_web_site(result.path, args.web_site, overwrite=args.overwrite)
+        print(f"wrote static site to {site} (serve it with any static file server)")
 
 
 def _models(args: argparse.Namespace) -> None:

@@ -1,0 +1,133 @@
+// All DOM access for the page. The maths lives in classifier.js.
+import { FpsMeter, backendOrder, parseMetadata, pickBackend, preprocess, topK } from './classifier.js';
+
+const tf = window.tf;
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const MODEL_BASE = (params.get('model') || 'model').replace(/\/$/, '');
+const SHOWN = 5;
+
+let model;
+let meta;
+let streaming = false;
+const stats = { frames: 0, lastProbabilities: null };
+window.visionStats = stats; // read by tests and curious visitors
+
+async function main() {
+  try {
+    tf.wasm?.setWasmPaths(new URL('node_modules/@tensorflow/tfjs-backend-wasm/dist/', location.href).href);
+    tf.env().set('SOFTWARE_WEBGL_ENABLED', true); // headless and GPU-less machines: SwiftShader
+    const backend = await pickBackend(tf, backendOrder(params.get('backend')));
+    $('backend').textContent = backend;
+    const response = await fetch(`${MODEL_BASE}/metadata.json`);
+    if (!response.ok) throw new Error(`cannot load ${MODEL_BASE}/metadata.json (HTTP ${response.status})`);
+    meta = parseMetadata(await response.json());
+    model = await tf.loadGraphModel(`${MODEL_BASE}/model.json`);
+    tf.tidy(() => model.predict(tf.zeros([1, meta.height, meta.width, 3]))); // warm-up: compile shaders now
+    $('title').textContent = meta.name;
+    $('status').textContent = `Ready: ${meta.labels.length} classes${meta.quantization ? `, ${meta.quantization} weights` : ''}`;
+    $('camera').disabled = false;
+    document.body.dataset.ready = 'true';
+  } catch (error) {
+    $('status').textContent = `Could not start: ${error.message}`;
+    document.body.dataset.ready = 'error';
+  }
+}
+
+/** Classify any source tf.browser.fromPixels accepts; returns the probabilities. */
+async function classify(source) {
+  const started = performance.now();
+  const output = tf.tidy(() => {
+    const input = preprocess(tf, tf.browser.fromPixels(source), meta);
+    return model.predict(input);
+  });
+  const probabilities = await output.data();
+  output.dispose();
+  const elapsed = performance.now() - started;
+  stats.lastProbabilities = Array.from(probabilities);
+  stats.numTensors = tf.memory().numTensors;
+  render(probabilities, elapsed);
+  return probabilities;
+}
+
+function render(probabilities, elapsed) {
+  const results = $('results');
+  results.dataset.probabilities = JSON.stringify(Array.from(probabilities));
+  results.replaceChildren(...topK(probabilities, meta.labels, SHOWN).map(({ label, probability }) => {
+    const item = document.createElement('li');
+    item.dataset.label = label;
+    item.dataset.probability = String(probability);
+    const name = document.createElement('span');
+    name.textContent = label;
+    const bar = document.createElement('div');
+    bar.className = 'bar';
+    const fill = document.createElement('span');
+    fill.style.width = `${(probability * 100).toFixed(1)}%`;
+    bar.append(fill);
+    const value = document.createElement('span');
+    value.textContent = `${(probability * 100).toFixed(1)}%`;
+    item.append(name, bar, value);
+    return item;
+  }));
+  $('latency').textContent = `${elapsed.toFixed(1)} ms`;
+}
+
+async function classifyFile(file) {
+  if (!file || !model) return;
+  try {
+    // Decode exactly: no colour-space conversion, no premultiplied alpha.
+    const bitmap = await createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+    $('preview').src = URL.createObjectURL(file);
+    await classify(bitmap);
+    bitmap.close();
+    stats.files = (stats.files || 0) + 1;
+    $('status').textContent = `Classified ${file.name}`;
+  } catch (error) {
+    $('status').textContent = `Could not read ${file.name}: ${error.message}`;
+  }
+}
+
+async function toggleCamera() {
+  const video = $('video');
+  if (streaming) {
+    streaming = false;
+    video.srcObject?.getTracks().forEach((track) => track.stop());
+    video.hidden = true;
+    $('camera').textContent = 'Start webcam';
+    return;
+  }
+  try {
+    video.srcObject = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    await video.play();
+  } catch (error) {
+    $('status').textContent = `Webcam unavailable: ${error.message}`;
+    return;
+  }
+  video.hidden = false;
+  $('camera').textContent = 'Stop webcam';
+  streaming = true;
+  const meter = new FpsMeter();
+  const loop = async () => {
+    if (!streaming) return;
+    if (video.readyState >= 2) {
+      await classify(video);
+      stats.frames += 1;
+      $('fps').textContent = `${meter.tick(performance.now()).toFixed(1)} fps`;
+    }
+    requestAnimationFrame(loop);
+  };
+  requestAnimationFrame(loop);
+}
+
+$('file').addEventListener('change', (event) => classifyFile(event.target.files[0]));
+$('camera').addEventListener('click', toggleCamera);
+const drop = $('drop');
+drop.addEventListener('dragover', (event) => { event.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', (event) => {
+  event.preventDefault();
+  drop.classList.remove('over');
+  classifyFile(event.dataTransfer.files[0]);
+});
+
+main();
