@@ -175,7 +175,11 @@ def _export_tflite(bundle: Bundle, folder: Path, inputs: np.ndarray, quantize: s
 def _export_tfjs(bundle: Bundle, folder: Path, inputs: np.ndarray, quantize: str | None) -> np.ndarray:
     import contextlib
     import io
+    import os
 
+    # tensorflowjs imports tensorflow_decision_forests, which imports IPython to greet
+    # "notebooks" whenever stdout is not a terminal (a server's log, a test): opt out.
+    os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
     from tensorflowjs.converters.tf_saved_model_conversion_v2 import convert_tf_saved_model
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,82 @@
+"""Exports verify themselves against Keras, carry their metadata, and fail cleanly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vision.cli import main
+from vision.export import ExportError, build_web_site, export
+from vision.images import preprocess
+from vision.store import load_bundle
+from vision.tflite import make_interpreter
+
+from conftest import DEFAULT_MODEL
+
+pytestmark = pytest.mark.usefixtures("no_stray_writes")
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(DEFAULT_MODEL)
+
+
+@pytest.mark.parametrize("fmt, quantize", [
+    ("savedmodel", None), ("tflite", None), ("tflite", "float16"), ("tflite", "dynamic"),
+    ("tfjs", None), ("tfjs", "float16"), ("tfjs", "uint8"),
+])
+def test_every_format_verifies_and_writes_metadata(bundle, tmp_path, fmt, quantize):
+    result = export(bundle, fmt, tmp_path / "out", quantize=quantize)
+    metadata = json.loads((tmp_path / "out" / "metadata.json").read_text())
+    assert metadata["labels"] == bundle.labels and metadata["quantization"] == quantize
+    assert metadata["preprocessing"] == bundle.preprocessing.to_dict()
+    assert metadata["input"] == {"height": 64, "width": 64, "channels": 3, "dtype": "float32"}
+    assert result.checked_images == 16 and result.top1_agreement == 1.0
+    if quantize is None:
+        assert result.max_abs_diff <= 1e-4
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folders left
+
+
+def test_quantization_shrinks_the_files(bundle, tmp_path):
+    quantizations = (None, "float16", "dynamic")
+    sizes = {q: export(bundle, "tflite", tmp_path / str(q), quantize=q).size_bytes for q in quantizations}
+    assert sizes["dynamic"] < sizes["float16"] < sizes[None]
+    assert sizes["dynamic"] < sizes[None] / 3
+
+
+def test_tflite_export_runs_on_its_own(bundle, tmp_path):
+    export(bundle, "tflite", tmp_path / "t")
+    interpreter = make_interpreter((tmp_path / "t" / "model.tflite").read_bytes())
+    image = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    x = np.asarray(preprocess(image[None], bundle.preprocessing))
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, np.asarray(bundle.model(x)), atol=1e-5)
+
+
+def test_bad_requests_fail_clearly_and_write_nothing(bundle, tmp_path):
+    with pytest.raises(ExportError, match="unknown export format 'onnx'"):
+        export(bundle, "onnx", tmp_path / "x")
+    with pytest.raises(ExportError, match="cannot be quantized as 'int4'; choose: float16, uint8"):
+        export(bundle, "tfjs", tmp_path / "x", quantize="int4")
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ExportError, match="already exists"):
+        export(bundle, "tflite", tmp_path / "taken")
+    with pytest.raises(ExportError, match="not a TF.js export"):
+        build_web_site(tmp_path / "taken", tmp_path / "site")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_cli_export_with_web_site(tmp_path, capsys):
+    assert main(["export", str(DEFAULT_MODEL), "--format", "tfjs", "--quantize", "uint8",
+                 "--out", str(tmp_path / "js"), "--web-site", str(tmp_path / "site")]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 agreement 100%" in out and "static site" in out
+    assert (tmp_path / "site" / "model" / "model.json").is_file()
+    assert (tmp_path / "site" / "node_modules" / "@tensorflow" / "tfjs-backend-wasm" / "dist"
+            / "tfjs-backend-wasm-simd.wasm").is_file()
+    assert main(["export", str(DEFAULT_MODEL), "--format", "tflite", "--out", str(tmp_path / "t"),
+                 "--web-site", str(tmp_path / "s2")]) == 2

@@ -1,0 +1,123 @@
+"""The exported model in the browser gives the same answers as Keras in Python.
+
+Debian Chromium loads the static page, validation images go through its file input, and
+the probabilities it shows are compared with Keras's: fp32 on WebGL (SwiftShader here)
+and on wasm, then the quantized exports' top-1 agreement; and the webcam loop keeps the
+number of live tensors flat.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import sync_playwright
+from web_harness import classify_files, open_page, static_server
+
+from vision.export import build_web_site, export
+from vision.images import preprocess
+from vision.store import load_bundle
+from vision.synthetic import SHAPES, make_shapes, write_shapes
+
+from browser import launch_chromium, write_y4m
+from conftest import DEFAULT_MODEL, REPO
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+WEB = REPO / "web"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A static site built by the exporter, with the fp32 and quantized exports beside it."""
+    if not (WEB / "node_modules" / "@tensorflow" / "tfjs").is_dir():
+        pytest.fail("TF.js is not installed: run `npm ci` in web/ (the README's test command does)")
+    root = tmp_path_factory.mktemp("site")
+    bundle = load_bundle(DEFAULT_MODEL)
+    for quantize in (None, "float16", "uint8"):
+        export(bundle, "tfjs", root / f"export-{quantize or 'fp32'}", quantize=quantize)
+    build_web_site(root / "export-fp32", root / "site")
+    return root
+
+
+@pytest.fixture(scope="module")
+def validation(tmp_path_factory):
+    """The default model's validation images (seed 0 regenerates them) and Keras's answers."""
+    folder = write_shapes(tmp_path_factory.mktemp("val"), per_class=250, size=64, seed=0)
+    paths = sorted((folder / "val").rglob("*.png"))[::8]  # 25 of the 200, every class
+    bundle = load_bundle(DEFAULT_MODEL)
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    expected = np.asarray(bundle.model(preprocess(pixels, bundle.preprocessing), training=False))
+    return paths, expected
+
+
+@pytest.mark.parametrize("backend", ["webgl", "wasm"])
+def test_fp32_export_matches_keras_in_the_browser(site, validation, backend):
+    paths, expected = validation
+    with static_server(site) as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = open_page(browser, f"{url}site/index.html?backend={backend}")
+        assert page.evaluate("tf.getBackend()") == backend
+        probabilities, _ = classify_files(page, paths)
+        browser.close()
+    got = np.array(probabilities)
+    assert got.shape == expected.shape
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_quantized_exports_agree_on_top1(site, validation, capsys):
+    paths, expected = validation
+    rates = {}
+    with static_server(site) as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        for quantize in ("float16", "uint8"):
+            page = open_page(browser, f"{url}site/index.html?backend=wasm&model=../export-{quantize}")
+            assert quantize in page.inner_text("#status")
+            probabilities, _ = classify_files(page, paths)
+            rates[quantize] = float((np.array(probabilities).argmax(1) == expected.argmax(1)).mean())
+            page.close()
+        browser.close()
+    with capsys.disabled():
+        print(f"\ntop-1 agreement with Keras on {len(paths)} images: {rates}")
+    assert rates["float16"] == 1.0
+    assert rates["uint8"] >= 0.96  # target 99 % (bench/bench_web.py measures all 200)
+
+
+def test_webcam_loop_keeps_live_tensors_flat(site, tmp_path):
+    data = make_shapes(per_class=4, size=240, seed=8)
+    frames = [np.pad(image, ((0, 0), (40, 40), (0, 0)), mode="edge") for image in data.images for _ in range(3)]
+    clip = write_y4m(tmp_path / "clip.y4m", frames)
+    with static_server(site) as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright, fake_video=clip)
+        page = open_page(browser, f"{url}site/index.html?backend=wasm")
+        page.click("#camera")
+        page.wait_for_function("window.visionStats.frames >= 10", timeout=60_000)
+        start_frames, start_tensors = page.evaluate("[window.visionStats.frames, tf.memory().numTensors]")
+        page.wait_for_function(f"window.visionStats.frames >= {start_frames + 100}", timeout=120_000)
+        end_tensors = page.evaluate("tf.memory().numTensors")
+        label = page.get_attribute("#results li", "data-label")
+        fps = page.inner_text("#fps")
+        page.click("#camera")
+        browser.close()
+    assert end_tensors == start_tensors, f"live tensors grew from {start_tensors} to {end_tensors}"
+    assert label in SHAPES and "fps" in fps
+
+
+def test_web_site_is_self_contained(site):
+    files = {p.relative_to(site / "site").as_posix() for p in (site / "site").rglob("*") if p.is_file()}
+    assert {"index.html", "app.js", "classifier.js", "model/model.json", "model/metadata.json",
+            "node_modules/@tensorflow/tfjs/dist/tf.min.js"} <= files
+    html = (site / "site" / "index.html").read_text()
+    assert "http://" not in html and "https://" not in html  # no CDN
+    metadata = json.loads((site / "site" / "model" / "metadata.json").read_text())
+    assert metadata["labels"] == load_bundle(DEFAULT_MODEL).labels
+
+
+def test_shipped_web_model_is_the_default_models_export():
+    shipped = json.loads((WEB / "model" / "metadata.json").read_text())
+    bundle = load_bundle(DEFAULT_MODEL)
+    assert shipped["labels"] == bundle.labels and shipped["name"] == bundle.name
+    assert shipped["verification"]["max_abs_diff"] <= 1e-4
+    assert (WEB / "model" / "model.json").is_file()
