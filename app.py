@@ -1,4 +1,4 @@
-"""The Gradio app: classify, live webcam, explain, train on your own images, manage models.
+"""The Gradio app: classify, live webcam, explain, train, manage and export models.
 
     python app.py [--model PATH] [--host HOST] [--port PORT] [--share]
 
@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parent
 DEFAULT_MODEL = Path(os.environ.get("VISION_MODEL", REPO / "models" / "shapes"))
 MODELS_DIR = Path(os.environ.get("VISION_MODELS_DIR", REPO / "models"))
 EXAMPLES = sorted(str(p) for p in (REPO / "docs" / "examples").glob("*.png"))
+WEB_DIR = REPO / "web"
+EXPORTS_DIR = Path(tempfile.mkdtemp(prefix="vision-exports-"))  # served at /exports
 MAX_FILE_SIZE = "50mb"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -292,6 +294,49 @@ def delete_model(choice: str, active: str) -> tuple[list[list[Any]], gr.Dropdown
             f"Deleted **{folder.name}**.")
 
 
+# -- Export ---------------------------------------------------------------------------
+
+@user_errors
+def export_model(fmt: str, quantize: str, model: str, progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
+    from vision.export import export
+
+    quantization = None if quantize in ("", "none", None) else quantize
+    export_id = f"{Path(model).name}-{fmt}-{quantization or 'fp32'}-{int(time.time() * 1000) % 10**8}"
+    progress(0.1, desc=f"exporting to {fmt}")
+    result = export(get_bundle(model), fmt, EXPORTS_DIR / export_id, quantize=quantization)
+    progress(0.9, desc="zipping")
+    archive = shutil.make_archive(str(EXPORTS_DIR / export_id), "zip", result.path)
+    checked_with = result.metadata["verification"]["checked_with"]
+    lines = [f"Exported **{get_bundle(model).name}** as {fmt} ({result.size_bytes / 1e6:.2f} MB, "
+             f"quantization {quantization or 'none'}).",
+             f"Checked against Keras on {result.checked_images} images ({checked_with}): "
+             f"max |Δp| {result.max_abs_diff:.1e}, top-1 agreement {result.top1_agreement:.0%}."]
+    if fmt == "tfjs":
+        lines.append(f"[Open it in the browser page](/web/?model=/exports/{export_id}) — it runs client-side.")
+    return archive, "\n\n".join(lines)
+
+
+def mount_static(demo: gr.Blocks) -> None:
+    """Serve the web page at /web and this app's exports at /exports, nothing else."""
+    from fastapi.staticfiles import StaticFiles
+
+    from vision.export import WEB_FILES, WEB_VENDOR
+
+    allowed = set(WEB_FILES) | {f"node_modules/{name}" for name in WEB_VENDOR}
+
+    class WebFiles(StaticFiles):
+        async def get_response(self, path: str, scope: Any) -> Any:
+            # Only the page, its libraries and the shipped model: not package.json, tests, ...
+            if path not in allowed and path not in (".", "") and not path.startswith("model/"):
+                from starlette.exceptions import HTTPException
+
+                raise HTTPException(status_code=404)
+            return await super().get_response(path, scope)
+
+    demo.app.mount("/web", WebFiles(directory=WEB_DIR, html=True), name="web")
+    demo.app.mount("/exports", StaticFiles(directory=EXPORTS_DIR), name="exports")
+
+
 # -- Layout ---------------------------------------------------------------------------
 
 def create_app() -> gr.Blocks:
@@ -395,6 +440,20 @@ def create_app() -> gr.Blocks:
                 card_curves = gr.Image(label="Training curves", interactive=False)
                 card_confusion = gr.Image(label="Confusion matrix", interactive=False)
 
+        with gr.Tab("Export", id="export"):
+            gr.Markdown("Export the active model: **TF.js** runs in any visitor's browser "
+                        "([the page](/web/) ships with the default model), **TFLite** on phones and "
+                        "edge devices, **SavedModel** in TF Serving. Every export is checked against Keras.")
+            with gr.Row():
+                export_format = gr.Radio(["tfjs", "tflite", "savedmodel"], value="tfjs", label="Format")
+                export_quantize = gr.Dropdown(["none", "float16", "uint8", "dynamic"], value="none",
+                                              label="Weights (uint8: TF.js, dynamic int8: TFLite)")
+                export_button = gr.Button("Export", variant="primary")
+            export_file = gr.File(label="Download (.zip)", interactive=False)
+            export_status = gr.Markdown(elem_id="export-status")
+            export_button.click(export_model, [export_format, export_quantize, active],
+                                [export_file, export_status], api_name="export")
+
         add.click(add_samples, [class_name, snapshot, uploads, samples_root],
                   [samples, samples_root, snapshot, uploads], api_name="add_samples")
         clear.click(clear_samples, samples_root, [samples, samples_root], api_name="clear_samples")
@@ -433,7 +492,10 @@ def main(argv: list[str] | None = None) -> None:
     DEFAULT_MODEL = args.model
     demo = create_app()
     demo.queue(default_concurrency_limit=4, max_size=64)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,
+                prevent_thread_lock=True)
+    mount_static(demo)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-import numpy as np  # noqa: E402
 
 
 def load_report(url: str, clients: int, requests: int) -> None:
@@ -62,23 +61,14 @@ def live_report(url: str, seconds: float) -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from vision.synthetic import SHAPES, make_shapes
+    from browser import launch_chromium, shape_clip, start_live_view
 
-    from browser import launch_chromium, write_y4m
-
-    data = make_shapes(per_class=6, size=480, seed=3)
-    frames = [np.pad(image, ((0, 0), (80, 80), (0, 0)), mode="edge")
-              for image, label in zip(data.images, data.labels) if SHAPES[label] == "star" for _ in range(5)]
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-        clip = write_y4m(Path(tmp) / "clip.y4m", frames)
+        clip = shape_clip(Path(tmp) / "clip.y4m", "star", size=480)
         browser = launch_chromium(playwright, fake_video=clip)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         page.goto(url)
-        page.get_by_role("tab", name="Live").click()
-        page.locator("#live-camera").get_by_text("Click to Access Webcam").click()
-        page.locator("#live-camera button[aria-label='capture photo']").click()
-        page.wait_for_function("document.querySelector('#live-prediction').innerText.includes('star')",
-                               timeout=60_000)
+        start_live_view(page, "star")
         readings = []
         end = time.time() + seconds
         while time.time() < end:

@@ -15,13 +15,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-import numpy as np  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from vision.synthetic import SHAPES, make_shapes, write_shapes  # noqa: E402
+from vision.synthetic import write_shapes  # noqa: E402
 
 from app_server import launch_app  # noqa: E402
-from browser import launch_chromium, write_y4m  # noqa: E402
+from browser import launch_chromium, shape_clip, start_live_view  # noqa: E402
+from web_harness import classify_files, open_page  # noqa: E402
 
 OUT = REPO / "docs" / "screenshots"
 
@@ -31,10 +31,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         demo, url = launch_app(tmp / "models")
-        data = make_shapes(per_class=6, size=240, seed=3)
-        frames = [np.pad(image, ((0, 0), (40, 40), (0, 0)), mode="edge")
-                  for image, label in zip(data.images, data.labels) if SHAPES[label] == "star" for _ in range(5)]
-        clip = write_y4m(tmp / "clip.y4m", frames)
+        clip = shape_clip(tmp / "clip.y4m", "star")
         dataset = write_shapes(tmp / "shapes", per_class=100, size=64, seed=5)
         archive = tmp / "shapes.zip"
         with zipfile.ZipFile(archive, "w") as zf:
@@ -49,10 +46,7 @@ def main() -> None:
             page.wait_for_timeout(1000)
             page.screenshot(path=str(OUT / "classify.png"))
 
-            page.get_by_role("tab", name="Live").click()
-            page.locator("#live-camera").get_by_text("Click to Access Webcam").click()
-            page.locator("#live-camera button[aria-label='capture photo']").click()
-            page.wait_for_function("document.querySelector('#live-prediction').innerText.includes('star')")
+            start_live_view(page, "star")
             page.wait_for_timeout(4000)
             page.screenshot(path=str(OUT / "live.png"))
             page.locator("#live-camera button[aria-label='capture photo']").click()
@@ -70,6 +64,17 @@ def main() -> None:
             page.get_by_role("tab", name="Models").click()
             page.wait_for_timeout(1500)
             page.screenshot(path=str(OUT / "models.png"), full_page=True)
+
+            page.get_by_role("tab", name="Export").click()
+            page.get_by_role("button", name="Export", exact=True).click()
+            page.wait_for_function("document.querySelector('#export-status').innerText.includes('Exported')",
+                                   timeout=120_000)
+            page.screenshot(path=str(OUT / "export.png"))
+
+            # The static page the app serves at /web/, classifying in the browser itself.
+            web = open_page(browser, f"{url}web/?backend=webgl")
+            classify_files(web, [REPO / "docs" / "examples" / "star.png"] * 2)  # the second is warm
+            web.screenshot(path=str(OUT / "web.png"))
             browser.close()
         demo.close()
     print(f"wrote {', '.join(p.name for p in sorted(OUT.glob('*.png')))} to {OUT}")

@@ -27,4 +27,5 @@ def launch_app(models_dir: Path) -> tuple[object, str]:
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 max_file_size=app.MAX_FILE_SIZE)
+    app.mount_static(demo)
     return demo, f"http://127.0.0.1:{port}/"

@@ -34,3 +34,23 @@ def launch_chromium(playwright, fake_video: Path | None = None):
         args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                  f"--use-file-for-fake-video-capture={fake_video}"]
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+
+
+def shape_clip(path: Path, shape: str = "star", size: int = 240, seed: int = 3) -> Path:
+    """A 4:3 clip of synthetic images of one ``shape``, five frames each, for the fake camera."""
+    from vision.synthetic import SHAPES, make_shapes
+
+    data = make_shapes(per_class=6, size=size, seed=seed)
+    pad = size // 6
+    frames = [np.pad(image, ((0, 0), (pad, pad), (0, 0)), mode="edge")
+              for image, label in zip(data.images, data.labels) if SHAPES[label] == shape for _ in range(5)]
+    return write_y4m(path, frames)
+
+
+def start_live_view(page, label: str = "star") -> None:
+    """Open the app's Live tab, start the (fake) webcam stream, wait for ``label`` to show."""
+    page.get_by_role("tab", name="Live").click()
+    page.locator("#live-camera").get_by_text("Click to Access Webcam").click()
+    page.locator("#live-camera button[aria-label='capture photo']").click()
+    page.wait_for_function(f"document.querySelector('#live-prediction').innerText.includes('{label}')",
+                           timeout=60_000)

@@ -236,3 +236,24 @@ def test_app_py_starts_on_a_chosen_model_with_flags(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_export_view_and_the_web_page_served_by_the_app(client, server):
+    import urllib.error
+    import urllib.request
+    import zipfile as zf
+
+    url, _ = server
+    archive, message = client.predict("tfjs", "uint8", api_name="/export")
+    with zf.ZipFile(archive) as exported:
+        assert {"model.json", "metadata.json"} <= set(exported.namelist())
+    link = message.split("](")[1].split(")")[0]
+    assert link.startswith("/web/?model=/exports/")
+    base = link.split("model=")[1]
+    metadata = urllib.request.urlopen(url.rstrip("/") + base + "/metadata.json").read()
+    assert b'"quantization": "uint8"' in metadata
+    assert urllib.request.urlopen(url + "web/").status == 200
+    for hidden in ("web/package.json", "web/test/classifier.test.js", "exports/"):
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url + hidden)
+    assert "choose: float16, dynamic" in _error(client, "tflite", "uint8", api_name="/export")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
-from vision.synthetic import SHAPES, make_shapes
-
 from app_server import launch_app
-from browser import launch_chromium, write_y4m
+from browser import launch_chromium, shape_clip, start_live_view
 from conftest import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -24,10 +21,7 @@ def app_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def star_clip(tmp_path_factory):
-    data = make_shapes(per_class=6, size=240, seed=3)
-    stars = [image for image, label in zip(data.images, data.labels) if SHAPES[label] == "star"]
-    frames = [np.pad(image, ((0, 0), (40, 40), (0, 0)), mode="edge") for image in stars for _ in range(5)]
-    return write_y4m(tmp_path_factory.mktemp("clip") / "stars.y4m", frames)
+    return shape_clip(tmp_path_factory.mktemp("clip") / "stars.y4m", "star")
 
 
 def test_upload_an_image_and_read_the_label(app_url, tmp_path):
@@ -51,11 +45,7 @@ def test_live_view_streams_fake_camera_frames_and_labels_arrive(app_url, star_cl
         browser = launch_chromium(playwright, fake_video=star_clip)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         page.goto(app_url)
-        page.get_by_role("tab", name="Live").click()
-        page.locator("#live-camera").get_by_text("Click to Access Webcam").click()
-        page.locator("#live-camera button[aria-label='capture photo']").click()
-        page.wait_for_function("document.querySelector('#live-prediction').innerText.includes('star')",
-                               timeout=60_000)
+        start_live_view(page, "star")
         # Several frames, not one: the processed-frame counter grows.
         page.wait_for_function("/\\((\\d+) recent\\)/.test(document.querySelector('#live-fps').innerText) && "
                                "+document.querySelector('#live-fps').innerText.match(/\\((\\d+) recent\\)/)[1] >= 10",

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
-from web_harness import classify_files, open_page, static_server
 
 from vision.export import build_web_site, export
 from vision.images import preprocess
@@ -23,6 +22,7 @@ from vision.synthetic import SHAPES, make_shapes, write_shapes
 
 from browser import launch_chromium, write_y4m
 from conftest import DEFAULT_MODEL, REPO
+from web_harness import classify_files, open_page, static_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 WEB = REPO / "web"

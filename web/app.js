@@ -23,7 +23,8 @@ async function main() {
     if (!response.ok) throw new Error(`cannot load ${MODEL_BASE}/metadata.json (HTTP ${response.status})`);
     meta = parseMetadata(await response.json());
     model = await tf.loadGraphModel(`${MODEL_BASE}/model.json`);
-    tf.tidy(() => model.predict(tf.zeros([1, meta.height, meta.width, 3]))); // warm-up: compile shaders now
+    // Warm up the whole path, resize included: WebGL compiles its shaders on first use.
+    tf.tidy(() => model.predict(preprocess(tf, tf.zeros([meta.height * 2, meta.width * 2, 3], 'int32'), meta)));
     $('title').textContent = meta.name;
     $('status').textContent = `Ready: ${meta.labels.length} classes${meta.quantization ? `, ${meta.quantization} weights` : ''}`;
     $('camera').disabled = false;
@@ -119,7 +120,10 @@ async function toggleCamera() {
   requestAnimationFrame(loop);
 }
 
-$('file').addEventListener('change', (event) => classifyFile(event.target.files[0]));
+$('file').addEventListener('change', async (event) => {
+  await classifyFile(event.target.files[0]);
+  event.target.value = ''; // so choosing the same file again classifies it again
+});
 $('camera').addEventListener('click', toggleCamera);
 const drop = $('drop');
 drop.addEventListener('dragover', (event) => { event.preventDefault(); drop.classList.add('over'); });
