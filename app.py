@@ -44,6 +44,7 @@ EXPORTS_DIR = Path(tempfile.mkdtemp(prefix="vision-exports-"))  # served at /exp
 MAX_FILE_SIZE = "50mb"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
+_pulled: list[str] = []  # bundles pulled from the Hub in this process (snapshot folders)
 _jobs: dict[str, Any] = {}  # session -> running TrainingJob, so "Cancel" can reach it
 _live_frames: dict[str, deque] = {}  # session -> recent frame times, for the fps readout
 
@@ -245,8 +246,16 @@ def _model_choices() -> list[tuple[str, str]]:
                for info, path in zip(bundles, paths)]
     default = str(DEFAULT_MODEL.resolve())
     if default not in paths:
-        choices.insert(0, (f"{DEFAULT_MODEL.name} (default)", default))
+        choices.insert(0, (f"{_display_name(DEFAULT_MODEL)} (default)", default))
+    choices += [(f"{_display_name(Path(p))} (from the Hub)", p) for p in _pulled if p != default]
     return choices
+
+
+def _display_name(folder: Path) -> str:
+    try:
+        return get_bundle(folder).name
+    except VisionError:
+        return folder.name
 
 
 def models_table() -> list[list[Any]]:
@@ -292,6 +301,33 @@ def delete_model(choice: str, active: str) -> tuple[list[list[Any]], gr.Dropdown
     still_active = active if Path(active).resolve() != folder else str(DEFAULT_MODEL.resolve())
     return (models_table(), gr.Dropdown(choices=_model_choices(), value=still_active), still_active,
             f"Deleted **{folder.name}**.")
+
+
+# -- Hub ------------------------------------------------------------------------------
+
+@user_errors
+def hub_push(repo_id: str, private: bool, with_tfjs: bool, token: str, model: str,
+             progress: gr.Progress = gr.Progress()) -> str:
+    from vision.hub import push
+
+    progress(0.1, desc="uploading")
+    # The token is used for this call only: not stored, logged or echoed.
+    url = push(model, (repo_id or "").strip(), token=token or None, private=bool(private),
+               exports=("tfjs",) if with_tfjs else ())
+    return f"Pushed **{get_bundle(model).name}** → [{url}]({url})"
+
+
+@user_errors
+def hub_pull(repo_id: str, token: str, progress: gr.Progress = gr.Progress()) -> tuple[str, str, gr.Dropdown]:
+    from vision.hub import pull
+
+    progress(0.1, desc="downloading")
+    folder = str(pull((repo_id or "").strip(), token=token or None).resolve())
+    if folder not in _pulled:
+        _pulled.append(folder)
+    get_classifier(folder)
+    message = f"Pulled **{get_bundle(folder).name}** from `{repo_id}`; this session now uses it."
+    return folder, message, gr.Dropdown(choices=_model_choices(), value=folder)
 
 
 # -- Export ---------------------------------------------------------------------------
@@ -440,6 +476,23 @@ def create_app() -> gr.Blocks:
                 card_curves = gr.Image(label="Training curves", interactive=False)
                 card_confusion = gr.Image(label="Confusion matrix", interactive=False)
 
+        with gr.Tab("Hub", id="hub"):
+            gr.Markdown("Share the active model on the Hugging Face Hub, or use one from it. The token "
+                        "(or `HF_TOKEN` on the server) is used for that request only and never stored.")
+            with gr.Row():
+                with gr.Column():
+                    push_repo = gr.Textbox(label="Push to repo", placeholder="user/my-model")
+                    with gr.Row():
+                        push_private = gr.Checkbox(False, label="Private")
+                        push_tfjs = gr.Checkbox(False, label="Include the TF.js export")
+                    push_token = gr.Textbox(label="Write token (optional)", type="password")
+                    push_button = gr.Button("Push", variant="primary")
+                with gr.Column():
+                    pull_repo = gr.Textbox(label="Pull repo", placeholder="user/repo or user/repo@revision")
+                    pull_token = gr.Textbox(label="Read token (private repos)", type="password")
+                    pull_button = gr.Button("Pull and use", variant="primary")
+            hub_status = gr.Markdown(elem_id="hub-status")
+
         with gr.Tab("Export", id="export"):
             gr.Markdown("Export the active model: **TF.js** runs in any visitor's browser "
                         "([the page](/web/) ships with the default model), **TFLite** on phones and "
@@ -454,6 +507,10 @@ def create_app() -> gr.Blocks:
             export_button.click(export_model, [export_format, export_quantize, active],
                                 [export_file, export_status], api_name="export")
 
+        push_button.click(hub_push, [push_repo, push_private, push_tfjs, push_token, active], hub_status,
+                          api_name="push")
+        pull_button.click(hub_pull, [pull_repo, pull_token], [active, hub_status, choice], api_name="pull") \
+            .then(class_choices, active, target, api_name=False)
         add.click(add_samples, [class_name, snapshot, uploads, samples_root],
                   [samples, samples_root, snapshot, uploads], api_name="add_samples")
         clear.click(clear_samples, samples_root, [samples, samples_root], api_name="clear_samples")
@@ -477,10 +534,26 @@ def list_model_names() -> list[str]:
     return [path for _, path in _model_choices()]
 
 
+def start_model(flag: str | None) -> Path:
+    """The model to start on: --model, else MODEL_REPO (a Hub repo: the Space case), else
+    VISION_MODEL or the bundled default. Hub models are pulled (token: HF_TOKEN)."""
+    from vision.hub import resolve_model
+
+    ref = flag or (f"hf://{os.environ['MODEL_REPO']}" if os.environ.get("MODEL_REPO") else None)
+    if ref is None:
+        return DEFAULT_MODEL
+    folder = resolve_model(ref)
+    if str(ref).startswith("hf://"):
+        _pulled.append(str(folder.resolve()))
+    return folder
+
+
 def main(argv: list[str] | None = None) -> None:
     global DEFAULT_MODEL
     parser = argparse.ArgumentParser(description="Image classifier app")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="bundle to start on (env VISION_MODEL)")
+    parser.add_argument("--model", default=None,
+                        help="bundle folder or hf://user/repo[@rev] to start on (env VISION_MODEL, or MODEL_REPO "
+                             "for a Hub repo)")
     parser.add_argument("--host", default=os.environ.get("VISION_HOST", os.environ.get("GRADIO_SERVER_NAME",
                                                                                          "127.0.0.1")))
     parser.add_argument("--port", type=int, default=int(os.environ.get("VISION_PORT",
@@ -489,11 +562,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="create a temporary public link (needs internet)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    DEFAULT_MODEL = args.model
-    demo = create_app()
+    try:
+        DEFAULT_MODEL = start_model(args.model)
+        demo = create_app()
+    except VisionError as error:
+        parser.exit(2, f"error: {error}\n")
     demo.queue(default_concurrency_limit=4, max_size=64)
+    # run_history=False: the browser must not keep past inputs (tokens, uploads) around.
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,
-                prevent_thread_lock=True)
+                prevent_thread_lock=True, run_history=False)
     mount_static(demo)
     demo.block_thread()
 

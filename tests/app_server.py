@@ -26,6 +26,6 @@ def launch_app(models_dir: Path) -> tuple[object, str]:
     demo.queue(default_concurrency_limit=4, max_size=64)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                max_file_size=app.MAX_FILE_SIZE)
+                max_file_size=app.MAX_FILE_SIZE, run_history=False)
     app.mount_static(demo)
     return demo, f"http://127.0.0.1:{port}/"

@@ -11,6 +11,13 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="vision-keras-home-")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The Hub: a private cache, no telemetry, the classic LFS upload path the test server speaks,
+# and an endpoint that refuses connections unless a test points it at its own server.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="vision-hf-home-")
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ.pop("HF_TOKEN", None)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -1,4 +1,4 @@
-"""Command line: ``python -m vision {synth,train,evaluate,predict,explain,export,models} ...``.
+"""Command line: ``python -m vision {synth,train,evaluate,predict,explain,export,push,pull,models} ...``.
 
 User errors (``VisionError``) print one line on stderr and exit with status 2.
 """
@@ -17,6 +17,7 @@ from vision.errors import VisionError
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "shapes"
 DEFAULT_MODEL_ROOT = DEFAULT_MODEL.parent
+MODEL_HELP = "bundle folder or hf://user/repo[@revision]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,20 +79,20 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = command("evaluate", _evaluate, "evaluate a bundle on a dataset's validation split")
     evaluate.add_argument("data")
-    evaluate.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="bundle folder")
+    evaluate.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     evaluate.add_argument("--confusion", type=Path, help="write the confusion matrix PNG here")
     evaluate.add_argument("--val-fraction", type=float, default=0.2)
     evaluate.add_argument("--seed", type=int, default=0)
 
     predict = command("predict", _predict, "classify images with a bundle")
     predict.add_argument("images", nargs="+", type=Path)
-    predict.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="bundle folder")
+    predict.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="print JSON lines")
 
     explain = command("explain", _explain, "write a Grad-CAM (or Grad-CAM++ / Score-CAM) overlay PNG")
     explain.add_argument("image", type=Path)
-    explain.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="bundle folder")
+    explain.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     explain.add_argument("--method", choices=["gradcam", "gradcam++", "scorecam"], default="gradcam")
     explain.add_argument("--class", dest="target", help="label or index to explain (default: top-1)")
     explain.add_argument("--layer", help="target layer name (default: the last spatial layer)")
@@ -99,12 +100,23 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", type=Path, required=True, help="PNG to write")
 
     export = command("export", _export, "export a bundle for TF.js (the browser), TFLite or TF Serving")
-    export.add_argument("bundle", type=Path)
+    export.add_argument("bundle", help=MODEL_HELP)
     export.add_argument("--format", choices=["tfjs", "tflite", "savedmodel"], default="tfjs")
     export.add_argument("--quantize", help="tfjs: float16 | uint8; tflite: float16 | dynamic")
     export.add_argument("--out", type=Path, required=True, help="folder to write")
     export.add_argument("--web-site", type=Path, help="tfjs: also write a self-contained static site here")
     export.add_argument("--overwrite", action="store_true")
+
+    push = command("push", _push, "upload a bundle to the Hugging Face Hub (token: HF_TOKEN or `hf auth login`)")
+    push.add_argument("bundle", type=Path)
+    push.add_argument("repo_id", help="user/repo")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision", help="branch to commit to (created if missing)")
+    push.add_argument("--message", help="commit message")
+    push.add_argument("--with-exports", default="", help="comma-separated: tfjs,tflite")
+
+    pull = command("pull", _pull, "download a bundle from the Hub into the cache and validate it")
+    pull.add_argument("repo_id", help="user/repo[@revision] or hf://user/repo[@revision]")
 
     models = command("models", _models, "list architectures and local bundles")
     models.add_argument("--root", type=Path, default=DEFAULT_MODEL_ROOT, help="folder of bundles")
@@ -162,7 +174,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from vision.evaluate import evaluate_model, plot_confusion
     from vision.store import load_bundle
 
-    bundle = load_bundle(args.model)
+    bundle = load_bundle(resolve_model(args.model))
     dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
     if dataset.class_names != bundle.labels:
         raise VisionError(f"dataset classes {dataset.class_names} differ from the model's {bundle.labels}")
@@ -180,7 +192,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from vision.inference import Classifier
 
-    classifier = Classifier.from_path(args.model)
+    classifier = Classifier.from_path(resolve_model(args.model))
     failed = 0
     for path in args.images:
         try:
@@ -208,7 +220,7 @@ def _explain(args: argparse.Namespace) -> None:
     if not 0.0 <= args.alpha <= 1.0:
         raise VisionError(f"--alpha must be between 0 and 1; got {args.alpha}")
     pixels = load_image(args.image)
-    explainer = Explainer.from_bundle(load_bundle(args.model), layer=args.layer)
+    explainer = Explainer.from_bundle(load_bundle(resolve_model(args.model)), layer=args.layer)
     explanation = explainer.explain(pixels, method=args.method, target=args.target)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(overlay(pixels, explanation.heatmap, alpha=args.alpha)).save(args.out)
@@ -222,7 +234,7 @@ def _export(args: argparse.Namespace) -> None:
 
     if args.web_site and args.format != "tfjs":
         raise ExportError("--web-site needs --format tfjs")
-    result = export(load_bundle(args.bundle), args.format, args.out, quantize=args.quantize,
+    result = export(load_bundle(resolve_model(args.bundle)), args.format, args.out, quantize=args.quantize,
                     overwrite=args.overwrite)
     print(f"wrote {result.format} export to {result.path} ({result.size_bytes / 1e6:.2f} MB, "
           f"quantization {result.quantization or 'none'}); checked on {result.checked_images} images: "
@@ -230,6 +242,29 @@ def _export(args: argparse.Namespace) -> None:
     if args.web_site:
         site = build_web_site(result.path, args.web_site, overwrite=args.overwrite)
         print(f"wrote static site to {site} (serve it with any static file server)")
+
+
+def _push(args: argparse.Namespace) -> None:
+    from vision.hub import push
+
+    exports = tuple(name for name in args.with_exports.split(",") if name)
+    url = push(args.bundle, args.repo_id, private=args.private, revision=args.revision,
+               commit_message=args.message, exports=exports)
+    print(f"pushed {args.bundle} -> {url}")
+
+
+def _pull(args: argparse.Namespace) -> None:
+    from vision.hub import pull
+
+    folder = pull(args.repo_id)
+    print(f"pulled {args.repo_id} -> {folder}")
+
+
+def resolve_model(ref: str) -> Path:
+    """A bundle folder, or ``hf://user/repo[@rev]`` pulled from the Hub into the cache."""
+    from vision.hub import resolve_model as resolve
+
+    return resolve(ref)
 
 
 def _models(args: argparse.Namespace) -> None:

@@ -1,0 +1,205 @@
+"""Hub sync against a Hub-compatible server on loopback (tests/hub_server.py): round trips,
+Keras-only loading, revisions, private repos, and failures with what they leave behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vision.errors import InvalidBundleError
+from vision.hub import HubAuthError, HubConnectionError, HubError, HubNotFoundError, parse_ref, pull, push
+from vision.images import Preprocessing
+from vision.inference import Classifier
+from vision.store import make_info, save_bundle
+
+from conftest import DEFAULT_MODEL, REPO
+from hub_server import HubServer
+
+ALICE, BOB = "hf_alice_write_0123456789", "hf_bob_write_9876543210"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    with HubServer({ALICE: ("alice", "write"), BOB: ("bob", "write")}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _probe() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
+
+
+def _predictions(folder: Path) -> np.ndarray:
+    classifier = Classifier.from_path(folder)
+    return np.stack([classifier.probabilities(image) for image in _probe()])
+
+
+def test_parse_ref():
+    assert parse_ref("hf://alice/shapes@v2") == ("alice/shapes", "v2")
+    assert parse_ref("alice/shapes") == ("alice/shapes", None)
+    for bad in ("alice", "hf://a/b/c", "hf://../x", "/etc/passwd"):
+        with pytest.raises(HubError, match="not a Hub model id"):
+            parse_ref(bad)
+
+
+def test_push_pull_round_trip_with_a_valid_model_card(hub, tmp_path):
+    url = push(DEFAULT_MODEL, "alice/shapes", token=ALICE, exports=("tfjs",), commit_message="first")
+    assert url.startswith(f"{hub.url}/alice/shapes/commit/")
+    assert "POST /api/validate-yaml" in hub.state.log
+    assert any(line.startswith("PUT /lfs-upload/") for line in hub.state.log)  # weights went through LFS
+    folder = pull("alice/shapes", cache_dir=tmp_path / "cache")
+    assert (folder / "tfjs" / "model.json").is_file()
+    np.testing.assert_array_equal(_predictions(folder), _predictions(DEFAULT_MODEL))
+    card = (folder / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["library_name"] == "keras" and meta["pipeline_tag"] == "image-classification"
+    assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] >= 0.95
+
+
+def test_keras_alone_loads_the_pushed_repo(hub, tmp_path):
+    push(DEFAULT_MODEL, "alice/shapes", token=ALICE, exports=("tfjs", "tflite"))
+    script = (
+        "import numpy as np, keras\n"
+        "m = keras.saving.load_model('hf://alice/shapes')\n"
+        "x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)\n"
+        "np.save('out.npy', np.asarray(m(x)))\n"
+    )
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1"}
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    import keras
+
+    x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    expected = np.asarray(keras.saving.load_model(DEFAULT_MODEL)(x))
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+def test_revisions_are_pinned_and_branches_kept_apart(hub, tmp_path, tiny_bundle):
+    first = push(DEFAULT_MODEL, "alice/m", token=ALICE).rsplit("/", 1)[1]
+    push(tiny_bundle, "alice/m", token=ALICE, commit_message="second")
+    push(tiny_bundle, "alice/m", token=ALICE, revision="experiment")
+    latest = pull("alice/m", cache_dir=tmp_path / "c")
+    pinned = pull(f"hf://alice/m@{first}", cache_dir=tmp_path / "c")
+    branch = pull("alice/m", revision="experiment", cache_dir=tmp_path / "c")
+    assert (pinned / "vision.json").read_text() == (DEFAULT_MODEL / "vision.json").read_text()
+    assert (latest / "vision.json").read_text() == (tiny_bundle / "vision.json").read_text()
+    assert (branch / "vision.json").read_text() == (tiny_bundle / "vision.json").read_text()
+    with pytest.raises(HubNotFoundError, match="revision 'v9' does not exist"):
+        pull("alice/m@v9", cache_dir=tmp_path / "c")
+
+
+def test_private_repos_need_the_owners_token(hub, tmp_path):
+    push(DEFAULT_MODEL, "alice/secret", token=ALICE, private=True)
+    with pytest.raises(HubNotFoundError, match="not found, or it is private"):
+        pull("alice/secret", cache_dir=tmp_path / "a")
+    with pytest.raises(HubNotFoundError):
+        pull("alice/secret", token=BOB, cache_dir=tmp_path / "b")
+    assert (pull("alice/secret", token=ALICE, cache_dir=tmp_path / "c") / "vision.json").is_file()
+
+
+def test_auth_failures_leave_the_local_bundle_untouched(hub, tmp_path):
+    before = _digest(DEFAULT_MODEL)
+    with pytest.raises(HubAuthError, match="rejected the token \\(401\\)") as bad:
+        push(DEFAULT_MODEL, "alice/x", token="hf_not_a_real_token")
+    assert "hf_not_a_real_token" not in str(bad.value)
+    with pytest.raises(HubAuthError, match="no write access to 'alice/y' \\(403\\)"):
+        push(DEFAULT_MODEL, "alice/y", token=BOB)
+    with pytest.raises(HubAuthError):
+        push(DEFAULT_MODEL, "alice/z")  # no token at all
+    assert _digest(DEFAULT_MODEL) == before
+    assert hub.state.repos == {}
+
+
+def test_a_500_during_the_commit_changes_nothing(hub):
+    push(DEFAULT_MODEL, "alice/m", token=ALICE)
+    head = hub.state.repos["alice/m"].branches["main"]
+    before = _digest(DEFAULT_MODEL)
+    hub.state.inject("POST", r"/commit/", status=500)
+    with pytest.raises(HubError, match="answered 500"):
+        push(DEFAULT_MODEL, "alice/m", token=ALICE, commit_message="broken")
+    assert hub.state.repos["alice/m"].branches["main"] == head
+    assert _digest(DEFAULT_MODEL) == before
+
+
+def test_a_transient_500_on_an_lfs_upload_is_retried(hub):
+    hub.state.inject("PUT", r"/lfs-upload/", status=500, times=1)
+    push(DEFAULT_MODEL, "alice/m", token=ALICE)
+    assert hub.state.log.count("POST /api/models/alice/m/commit/main") == 1
+
+
+def test_a_dropped_download_leaves_nothing_that_loads_later(hub, tmp_path):
+    push(DEFAULT_MODEL, "alice/m", token=ALICE)
+    cache = tmp_path / "cache"
+    hub.state.inject("GET", r"/resolve/[^/]+/model\.weights\.h5$", status=None, times=20)
+    with pytest.raises(HubError):
+        pull("alice/m", cache_dir=cache)
+    for snapshot in cache.glob("models--alice--m/snapshots/*"):
+        with pytest.raises(InvalidBundleError):
+            from vision.store import load_bundle
+
+            load_bundle(snapshot)
+    hub.state.faults.clear()
+    np.testing.assert_array_equal(_predictions(pull("alice/m", cache_dir=cache)), _predictions(DEFAULT_MODEL))
+
+
+def test_missing_repo_and_unreachable_hub(hub, tmp_path, monkeypatch):
+    with pytest.raises(HubNotFoundError, match="'alice/nothing' was not found"):
+        pull("alice/nothing", cache_dir=tmp_path / "c")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(HubConnectionError, match="cannot reach the Hub"):
+        pull("alice/m", cache_dir=tmp_path / "c")
+    with pytest.raises(HubConnectionError, match="cannot reach the Hub"):
+        push(DEFAULT_MODEL, "alice/m", token=ALICE)
+
+
+def test_code_in_a_config_is_refused_and_removed_from_the_cache(hub, tmp_path):
+    import keras
+    from huggingface_hub import HfApi
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    folder = save_bundle(keras.Model(inputs, outputs), make_info("evil", ["a", "b"], "custom", Preprocessing((8, 8))),
+                         tmp_path / "evil")
+    api = HfApi(endpoint=hub.url, token=ALICE)
+    api.create_repo("alice/evil")
+    api.upload_folder(folder_path=str(folder), repo_id="alice/evil")
+    cache = tmp_path / "cache"
+    with pytest.raises(InvalidBundleError, match="(?i)lambda|safe"):
+        pull("alice/evil", cache_dir=cache)
+    assert not list(cache.glob("models--alice--evil/snapshots/*/config.json"))
+
+
+def test_cli_push_pull_and_offline_mode_never_print_the_token(hub, tmp_path):
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": ALICE, "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": str(REPO)}
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "vision", *args], env={**env, **extra}, capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+
+    pushed = cli("push", str(DEFAULT_MODEL), "alice/cli")
+    assert pushed.returncode == 0, pushed.stderr[-1500:]
+    pulled = cli("predict", str(REPO / "docs" / "examples" / "star.png"), "--model", "hf://alice/cli")
+    assert pulled.returncode == 0 and "star" in pulled.stdout
+    offline = cli("pull", "alice/never-cached", HF_HUB_OFFLINE="1")
+    assert offline.returncode == 2 and "offline mode is on" in offline.stderr
+    denied = cli("push", str(DEFAULT_MODEL), "bob/cli")
+    assert denied.returncode == 2 and "no write access" in denied.stderr
+    for run in (pushed, pulled, offline, denied):
+        assert ALICE not in run.stdout + run.stderr
