@@ -347,9 +347,19 @@ def export_model(fmt: str, quantize: str, model: str, progress: gr.Progress = gr
              f"quantization {quantization or 'none'}).",
              f"Checked against Keras on {result.checked_images} images ({checked_with}): "
              f"max |Δp| {result.max_abs_diff:.1e}, top-1 agreement {result.top1_agreement:.0%}."]
-    if fmt == "tfjs":
+    if fmt == "tfjs" and web_page_available():
         lines.append(f"[Open it in the browser page](/web/?model=/exports/{export_id}) — it runs client-side.")
+    elif fmt == "tfjs":
+        lines.append("This server has no TF.js install for the /web page (`npm ci` in web/); "
+                     "`python -m vision export … --web-site DIR` builds a static site instead.")
     return archive, "\n\n".join(lines)
+
+
+def web_page_available() -> bool:
+    """Whether TF.js is installed for web/ (a Space built from requirements.txt has none)."""
+    from vision.export import WEB_VENDOR
+
+    return all((WEB_DIR / "node_modules" / name).is_file() for name in WEB_VENDOR)
 
 
 def mount_static(demo: gr.Blocks) -> None:
@@ -369,7 +379,10 @@ def mount_static(demo: gr.Blocks) -> None:
                 raise HTTPException(status_code=404)
             return await super().get_response(path, scope)
 
-    demo.app.mount("/web", WebFiles(directory=WEB_DIR, html=True), name="web")
+    if web_page_available():
+        demo.app.mount("/web", WebFiles(directory=WEB_DIR, html=True), name="web")
+    else:
+        log.warning("web/node_modules is missing (run `npm ci` in web/): the /web page is not served")
     demo.app.mount("/exports", StaticFiles(directory=EXPORTS_DIR), name="exports")
 
 

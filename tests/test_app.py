@@ -257,3 +257,27 @@ def test_export_view_and_the_web_page_served_by_the_app(client, server):
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(url + hidden)
     assert "choose: float16, dynamic" in _error(client, "tflite", "uint8", api_name="/export")
+
+
+def test_hub_view_push_and_pull_never_leak_the_token(client, server, monkeypatch, caplog, capfd):
+    import logging
+
+    from hub_server import HubServer
+
+    token = "hf_app_secret_token_5555"
+    caplog.set_level(logging.DEBUG)
+    with HubServer({token: ("carol", "write")}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        pushed = client.predict("carol/shapes", True, False, token, api_name="/push")
+        assert "Pushed" in pushed and "/carol/shapes/commit/" in pushed
+        assert hub.state.repos["carol/shapes"].private
+        refused = _error(client, "carol/other", False, False, "hf_wrong_token_000", api_name="/push")
+        assert "rejected the token" in refused and "hf_wrong_token_000" not in refused
+        pulled = client.predict("carol/shapes", token, api_name="/pull")
+        assert "Pulled" in pulled[0] and "carol--shapes" in str(pulled[1])
+        labels, _ = client.predict(handle_file(str(EXAMPLE)), 1, api_name="/classify")
+        assert labels["label"] == "star"
+    captured = capfd.readouterr()
+    everything = captured.out + captured.err + caplog.text + str(pushed) + str(pulled)
+    assert token not in everything
+    assert "hf_wrong_token_000" not in everything

@@ -203,3 +203,54 @@ def test_cli_push_pull_and_offline_mode_never_print_the_token(hub, tmp_path):
     assert denied.returncode == 2 and "no write access" in denied.stderr
     for run in (pushed, pulled, offline, denied):
         assert ALICE not in run.stdout + run.stderr
+
+
+def test_pull_through_olah_an_independent_hub_mirror(hub, tmp_path):
+    """olah (a third-party Hub mirror) serves a git repository holding a pushed bundle;
+    pull through it loads the same model."""
+    import shutil
+    import socket
+    import time
+    import urllib.request
+
+    push(DEFAULT_MODEL, "alice/shapes", token=ALICE)
+    pushed = pull("alice/shapes", cache_dir=tmp_path / "from-test-hub")
+    mirror = tmp_path / "mirrors" / "models" / "alice" / "shapes"
+    shutil.copytree(pushed, mirror, ignore=shutil.ignore_patterns(".gitattributes"))
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=mirror, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=mirror, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "bundle"], cwd=mirror, check=True)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "olah.toml"
+    config.write_text(f'[basic]\nhost = "127.0.0.1"\nport = {port}\nmirrors-path = ["{tmp_path / "mirrors"}"]\n'
+                      f'repos-path = "{tmp_path / "olah-repos"}"\n\n[accessibility]\noffline = true\n')
+    server = subprocess.Popen([sys.executable, "-c", "from olah.server import cli; cli()", "-c", str(config)],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/models/alice/shapes", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, "olah exited"
+                time.sleep(0.25)
+        folder = pull("alice/shapes", cache_dir=tmp_path / "from-olah", endpoint=f"http://127.0.0.1:{port}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    np.testing.assert_array_equal(_predictions(folder), _predictions(DEFAULT_MODEL))
+
+
+def test_model_repo_makes_the_app_start_on_a_hub_model(hub, monkeypatch):
+    import app
+
+    push(DEFAULT_MODEL, "alice/space-model", token=ALICE)
+    monkeypatch.setenv("MODEL_REPO", "alice/space-model")
+    monkeypatch.setattr(app, "_pulled", [])  # start_model records the pull here
+    folder = app.start_model(None)
+    assert "models--alice--space-model" in str(folder) and (folder / "vision.json").is_file()
+    assert str(folder.resolve()) in app.list_model_names()
