@@ -134,7 +134,7 @@ def throughput_report(epochs: int = 3, source_size: int = 256) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "shapes")
     args = parser.parse_args()
 
