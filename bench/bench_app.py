@@ -90,10 +90,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import shutil
-    import subprocess
-    import urllib.request
 
-    from app_server import free_port
+    from app_server import free_port, running
 
     # The server runs in its own process, as it would in production: the load clients'
     # threads must not share its interpreter lock.
@@ -101,22 +99,11 @@ def main() -> None:
         models = Path(tmp) / "models"
         shutil.copytree(REPO / "models" / "shapes", models / "shapes")
         port = free_port()
-        env = {**os.environ, "VISION_MODELS_DIR": str(models), "VISION_MODEL": str(models / "shapes")}
-        server = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}/"
-        try:
-            for _ in range(240):
-                try:
-                    urllib.request.urlopen(url, timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.5)
+        env = {**os.environ, "VISION_MODELS_DIR": str(models), "VISION_MODEL": str(models / "shapes")}
+        with running([sys.executable, str(REPO / "app.py"), "--port", str(port)], url, timeout=240, env=env):
             load_report(url, args.clients, args.requests)
             live_report(url, args.live_seconds)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import DEFAULT_MODEL
@@ -29,3 +35,27 @@ def launch_app(models_dir: Path) -> tuple[object, str]:
                 max_file_size=app.MAX_FILE_SIZE, run_history=False)
     app.mount_static(demo)
     return demo, f"http://127.0.0.1:{port}/"
+
+
+@contextmanager
+def running(command: list[str], ready_url: str, timeout: float = 120, **popen: object) -> Iterator[subprocess.Popen]:
+    """Run ``command`` until the block ends; enter once ``ready_url`` answers."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(ready_url, timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # any HTTP answer means the server is up
+            except OSError:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{command[:3]} exited with {process.returncode} before it was ready")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{ready_url} did not answer within {timeout:.0f} s")
+                time.sleep(0.25)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

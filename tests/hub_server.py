@@ -199,6 +199,12 @@ class HubHandler(BaseHTTPRequestHandler):
             return None
         return repo
 
+    def _readable_commit(self, repo_id: str, revision: str) -> tuple[Repo, Commit] | None:
+        """The repo and the commit ``revision`` names, if readable; else answers the error."""
+        repo = self._readable(repo_id)
+        commit = self._commit_of(repo, revision) if repo is not None else None
+        return (repo, commit) if commit is not None else None
+
     def _commit_of(self, repo: Repo, revision: str) -> Commit | None:
         commit = repo.resolve(revision)
         if commit is None:
@@ -234,24 +240,20 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json({"url": f"http://{self.headers['Host']}/{repo_id}", "name": repo_id})
 
     def repo_info(self, repo_id: str, revision: str = "main") -> None:
-        repo = self._readable(repo_id)
-        if repo is None:
+        found = self._readable_commit(repo_id, revision)
+        if found is None:
             return
-        commit = self._commit_of(repo, revision)
-        if commit is None:
-            return
+        repo, commit = found
         self._json({"id": repo_id, "modelId": repo_id, "author": repo.owner, "sha": commit.oid,
                     "private": repo.private, "disabled": False, "gated": False, "tags": [],
                     "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.date)),
                     "siblings": [{"rfilename": path} for path in sorted(commit.files)]})
 
     def tree(self, repo_id: str, revision: str, prefix: str = "") -> None:
-        repo = self._readable(repo_id)
-        if repo is None:
+        found = self._readable_commit(repo_id, revision)
+        if found is None:
             return
-        commit = self._commit_of(repo, revision)
-        if commit is None:
-            return
+        repo, commit = found
         recursive = parse_qs(urlparse(self.path).query).get("recursive", ["false"])[0] in ("true", "True", "1")
         prefix = prefix.strip("/")
         entries, folders = [], set()
@@ -273,10 +275,10 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json(entries)
 
     def commits(self, repo_id: str, revision: str) -> None:
-        repo = self._readable(repo_id)
-        if repo is None:
+        found = self._readable_commit(repo_id, revision)
+        if found is None:
             return
-        commit = self._commit_of(repo, revision)
+        repo, commit = found
         history = []
         while commit is not None:
             history.append({"id": commit.oid, "title": commit.message, "message": commit.message,
@@ -286,12 +288,10 @@ class HubHandler(BaseHTTPRequestHandler):
         self._json(history)
 
     def resolve(self, repo_id: str, revision: str, path: str) -> None:
-        repo = self._readable(repo_id)
-        if repo is None:
+        found = self._readable_commit(repo_id, revision)
+        if found is None:
             return
-        commit = self._commit_of(repo, revision)
-        if commit is None:
-            return
+        repo, commit = found
         blob = commit.files.get(path)
         if blob is None:
             return self._error(404, "EntryNotFound", f"{path} does not exist on {revision}")

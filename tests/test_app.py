@@ -207,36 +207,20 @@ def test_cancel_stops_training_and_saves_nothing(server, tmp_path):
 def test_app_py_starts_on_a_chosen_model_with_flags(tmp_path):
     import os
     import shutil
-    import subprocess
     import sys
-    import time
-    import urllib.request
 
-    from app_server import free_port
+    from app_server import free_port, running
 
     models = tmp_path / "models"
     shutil.copytree(REPO / "models" / "shapes", models / "mine")
     port = free_port()
-    env = {**os.environ, "VISION_MODELS_DIR": str(models)}
-    server = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--model", str(models / "mine"),
-                               "--host", "127.0.0.1", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, "app.py exited"
-                time.sleep(0.5)
+    command = [sys.executable, str(REPO / "app.py"), "--model", str(models / "mine"), "--host", "127.0.0.1",
+               "--port", str(port)]
+    with running(command, f"http://127.0.0.1:{port}/", env={**os.environ, "VISION_MODELS_DIR": str(models)}):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         assert client.predict(api_name="/list_models") == [str((models / "mine").resolve())]
         labels, _ = client.predict(handle_file(str(EXAMPLE)), 1, api_name="/classify")
         assert labels["label"] == "star"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
 
 def test_export_view_and_the_web_page_served_by_the_app(client, server):
     import urllib.error

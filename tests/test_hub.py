@@ -209,9 +209,8 @@ def test_pull_through_olah_an_independent_hub_mirror(hub, tmp_path):
     """olah (a third-party Hub mirror) serves a git repository holding a pushed bundle;
     pull through it loads the same model."""
     import shutil
-    import socket
-    import time
-    import urllib.request
+
+    from app_server import free_port, running
 
     push(DEFAULT_MODEL, "alice/shapes", token=ALICE)
     pushed = pull("alice/shapes", cache_dir=tmp_path / "from-test-hub")
@@ -222,26 +221,13 @@ def test_pull_through_olah_an_independent_hub_mirror(hub, tmp_path):
     subprocess.run([*git, "add", "-A"], cwd=mirror, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "bundle"], cwd=mirror, check=True)
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     config = tmp_path / "olah.toml"
     config.write_text(f'[basic]\nhost = "127.0.0.1"\nport = {port}\nmirrors-path = ["{tmp_path / "mirrors"}"]\n'
                       f'repos-path = "{tmp_path / "olah-repos"}"\n\n[accessibility]\noffline = true\n')
-    server = subprocess.Popen([sys.executable, "-c", "from olah.server import cli; cli()", "-c", str(config)],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/models/alice/shapes", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, "olah exited"
-                time.sleep(0.25)
+    olah = [sys.executable, "-c", "from olah.server import cli; cli()", "-c", str(config)]
+    with running(olah, f"http://127.0.0.1:{port}/api/models/alice/shapes", cwd=tmp_path):
         folder = pull("alice/shapes", cache_dir=tmp_path / "from-olah", endpoint=f"http://127.0.0.1:{port}")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     np.testing.assert_array_equal(_predictions(folder), _predictions(DEFAULT_MODEL))
 
 
