@@ -316,7 +316,7 @@ class Explainer:
     def _build_fast_path(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
         import keras
 
-        from vision.tflite import make_interpreter
+        from vision.tflite import convert_to_tflite, make_interpreter
 
         forward, spec = self._forward, self.preprocessing
         self._dense_kernel = np.asarray(self._dense.kernel, np.float32)
@@ -333,13 +333,7 @@ class Explainer:
         images = keras.Input((None, None, 3), dtype="uint8", batch_size=1)
         wrapper = keras.Model(images, _Features(self.model)(images))
         try:
-            import tensorflow as tf
-
-            from vision.tflite import _quiet_stdout
-
-            with _quiet_stdout():
-                flatbuffer = tf.lite.TFLiteConverter.from_keras_model(wrapper).convert()
-            interpreter = make_interpreter(flatbuffer, os.cpu_count())
+            interpreter = make_interpreter(convert_to_tflite(wrapper), os.cpu_count())
         except Exception as error:  # the tf.function path always works
             log.warning("no TFLite fast path for Grad-CAM (%s); using tf.function", error)
             return None
