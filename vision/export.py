@@ -166,7 +166,7 @@ def _export_savedmodel(bundle: Bundle, folder: Path, inputs: np.ndarray) -> np.n
 
 
 def _export_tflite(bundle: Bundle, folder: Path, inputs: np.ndarray, quantize: str | None) -> np.ndarray:
-    flatbuffer = convert_to_tflite(bundle.model, quantize="dynamic" if quantize == "dynamic" else quantize)
+    flatbuffer = convert_to_tflite(bundle.model, quantize=quantize)
     (folder / "model.tflite").write_bytes(flatbuffer)
     interpreter = make_interpreter(flatbuffer)
     input_index = interpreter.get_input_details()[0]["index"]
