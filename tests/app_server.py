@@ -21,20 +21,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_app(models_dir: Path) -> tuple[object, str]:
-    """Start ``app.create_app()`` with ``models_dir`` holding a copy of the default model."""
-    import app
+def launch_app(models_dir: Path, **settings: object) -> tuple[object, str]:
+    """Build and start the app with ``models_dir`` holding a copy of the default model.
+
+    ``settings`` override ``AppConfig`` fields (``public=True``, ``owner=...``, ``limits=...``).
+    Returns the ``VisionApp`` (``close()`` stops it and removes its files) and its URL.
+    """
+    from vision.ui import build
+    from vision.ui.config import AppConfig
 
     shutil.copytree(DEFAULT_MODEL, models_dir / "shapes")
-    app.MODELS_DIR = models_dir
-    app.DEFAULT_MODEL = models_dir / "shapes"
-    demo = app.create_app()
-    demo.queue(default_concurrency_limit=4, max_size=64)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                max_file_size=app.MAX_FILE_SIZE, run_history=False)
-    app.mount_static(demo)
-    return demo, f"http://127.0.0.1:{port}/"
+    config = AppConfig(default_model=models_dir / "shapes", models_dir=models_dir,
+                       state_dir=models_dir.parent / f"{models_dir.name}-state", **settings)
+    app = build(config)
+    app.launch("127.0.0.1", free_port(), quiet=True)
+    return app, app.demo.local_url
 
 
 @contextmanager

@@ -80,17 +80,18 @@ def test_train_end_to_end_then_switch_models_per_session(server, tmp_path):
     assert "Saved **colours**" in metrics and "Skipped 1 unreadable" in status
     assert Path(confusion).is_file()
     assert (models_dir / "colours" / "vision.json").is_file()
-    assert str((models_dir / "colours").resolve()) in trainer.predict(api_name="/list_models")
+    assert "shared/colours" in trainer.predict(api_name="/list_models")  # private mode: saved for everyone
 
     # This session switches to the new model; a second session keeps the default.
-    trainer.predict(str((models_dir / "colours").resolve()), api_name="/use_model")
+    trainer.predict("shared/colours", api_name="/use_model")
     labels, _ = trainer.predict(handle_file(str(EXAMPLE)), 2, api_name="/classify")
     assert set(_labels(labels)) == {"red", "blue"}
     other = Client(url, verbose=False)
     labels, _ = other.predict(handle_file(str(EXAMPLE)), 2, api_name="/classify")
     assert labels["label"] == "star"
 
-    message = other.predict(str((models_dir / "colours").resolve()), api_name="/delete_model")[-1]
+    trainer.predict("default", api_name="/use_model")  # a model in use cannot be deleted
+    message = other.predict("shared/colours", "", api_name="/delete_model")[-1]
     assert "Deleted" in message and not (models_dir / "colours").exists()
 
 
@@ -134,12 +135,13 @@ def test_error_paths_show_clear_messages_and_change_nothing(client, server, tmp_
     not_zip.write_text("hello")
     assert "not a zip" in _error(client, handle_file(str(not_zip)), "simple_cnn", 32, 1, False, False,
                                  "x", api_name="/train")
-    assert "Name the model" in _error(client, None, "simple_cnn", 32, 1, False, False, "../etc",
+    assert "name the model" in _error(client, None, "simple_cnn", 32, 1, False, False, "../etc",
                                       api_name="/train")
     assert "already exists" in _error(client, handle_file(str(one_class)), "simple_cnn", 32, 1, False,
                                       False, "shapes", api_name="/train")
-    assert "Unknown model" in _error(client, "/etc", api_name="/use_model")
-    assert "cannot be deleted" in _error(client, str((models_dir / "shapes").resolve()), api_name="/delete_model")
+    assert "unknown model" in _error(client, "/etc", api_name="/use_model")
+    assert "unknown model" in _error(client, str((models_dir / "shapes").resolve()), "", api_name="/delete_model")
+    assert "cannot be deleted" in _error(client, "default", "", api_name="/delete_model")
 
     assert sorted(p.name for p in models_dir.iterdir()) == before
     assert not (tmp_path.parent / "escape.png").exists()
@@ -218,7 +220,7 @@ def test_app_py_starts_on_a_chosen_model_with_flags(tmp_path):
                "--port", str(port)]
     with running(command, f"http://127.0.0.1:{port}/", env={**os.environ, "VISION_MODELS_DIR": str(models)}):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        assert client.predict(api_name="/list_models") == [str((models / "mine").resolve())]
+        assert client.predict(api_name="/list_models") == ["default"]
         labels, _ = client.predict(handle_file(str(EXAMPLE)), 1, api_name="/classify")
         assert labels["label"] == "star"
 

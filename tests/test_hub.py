@@ -236,7 +236,8 @@ def test_model_repo_makes_the_app_start_on_a_hub_model(hub, monkeypatch):
 
     push(DEFAULT_MODEL, "alice/space-model", token=ALICE)
     monkeypatch.setenv("MODEL_REPO", "alice/space-model")
-    monkeypatch.setattr(app, "_pulled", [])  # start_model records the pull here
     folder = app.start_model(None)
     assert "models--alice--space-model" in str(folder) and (folder / "vision.json").is_file()
-    assert str(folder.resolve()) in app.list_model_names()
+    from vision.ui.config import AppConfig
+
+    assert AppConfig.from_env(default_model=folder).default_model == folder

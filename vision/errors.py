@@ -58,3 +58,39 @@ class InvalidBundleError(VisionError, ValueError):
 
 class TrainingCancelledError(VisionError):
     """Training was stopped by the caller before it finished."""
+
+
+class BundleExistsError(InvalidBundleError, FileExistsError):
+    """A model bundle already exists where a new one would be written."""
+
+
+class ExplainError(VisionError, ValueError):
+    """An explanation cannot be computed (unknown method, class or layer)."""
+
+
+class ExportError(VisionError, RuntimeError):
+    """An export failed, or its output did not match the Keras model."""
+
+
+class HubError(VisionError, RuntimeError):
+    """The Hub could not do what was asked; the message says why and what to do."""
+
+
+class HubAuthError(HubError, PermissionError):
+    """Missing, invalid or insufficient token."""
+
+
+class HubNotFoundError(HubError, FileNotFoundError):
+    """The repository, revision or file does not exist (or is private to others)."""
+
+
+class HubConnectionError(HubError, ConnectionError):
+    """The Hub cannot be reached: no network, time-out, or offline mode."""
+
+
+class AccessDeniedError(VisionError, PermissionError):
+    """The caller may not do this: an owner-only action, or another session's model."""
+
+
+class LimitExceededError(VisionError, ValueError):
+    """A per-call or per-session limit (files, samples, models, disk) would be exceeded."""

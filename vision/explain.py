@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vision.errors import VisionError
+from vision.errors import ExplainError, VisionError  # noqa: F401  (ExplainError re-exported)
 from vision.images import ImageSource, Preprocessing, load_image, preprocess
 from vision.overlay import resize_heatmap
 
@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
 SCORECAM_CHANNELS = 32  # Score-CAM masks with the most active channels only: one batch pass
-
-
-class ExplainError(VisionError, ValueError):
-    """The model or the request cannot be explained as asked."""
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vision.errors import VisionError
+from vision.errors import ExportError, VisionError  # noqa: F401  (ExportError re-exported)
 from vision.images import preprocess
 from vision.store import Bundle, versions
 from vision.tflite import convert_to_tflite, make_interpreter
@@ -39,10 +39,6 @@ WEB_VENDOR = ("@tensorflow/tfjs/dist/tf.min.js", "@tensorflow/tfjs-backend-wasm/
 FP32_TOLERANCE = 1e-4
 #: Quantized exports must agree with Keras on the top-1 label this often.
 MIN_QUANTIZED_AGREEMENT = 0.9
-
-
-class ExportError(VisionError, RuntimeError):
-    """An export failed or did not verify against Keras."""
 
 
 @dataclass

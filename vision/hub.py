@@ -16,28 +16,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vision.errors import InvalidBundleError, VisionError
+from vision.errors import (  # noqa: F401  (the Hub errors are re-exported for callers of this module)
+    HubAuthError,
+    HubConnectionError,
+    HubError,
+    HubNotFoundError,
+    InvalidBundleError,
+    VisionError,
+)
 from vision.store import load_bundle, read_info
 
 log = logging.getLogger(__name__)
 SCHEME = "hf://"
 EXPORT_FOLDERS = {"tfjs": "tfjs", "tflite": "tflite"}
-
-
-class HubError(VisionError, RuntimeError):
-    """The Hub could not do what was asked; the message says why and what to do."""
-
-
-class HubAuthError(HubError, PermissionError):
-    """Missing, invalid or insufficient token."""
-
-
-class HubNotFoundError(HubError, FileNotFoundError):
-    """The repository, revision or file does not exist (or is private to others)."""
-
-
-class HubConnectionError(HubError, ConnectionError):
-    """The Hub cannot be reached: no network, time-out, or offline mode."""
 
 
 def parse_ref(text: str) -> tuple[str, str | None]:
@@ -131,6 +122,19 @@ def pull(repo_id: str, revision: str | None = None, token: str | None = None,
         shutil.rmtree(folder, ignore_errors=True)
         raise InvalidBundleError(f"'{repo_id}' is not a usable model bundle: {error}") from None
     return folder
+
+
+def whoami(token: str, endpoint: str | None = None) -> str:
+    """The Hub username that ``token`` belongs to (the token is sent, never shown).
+
+    Raises:
+        HubAuthError: the Hub rejected the token. HubConnectionError: unreachable.
+    """
+    from huggingface_hub import HfApi
+
+    url = endpoint or _endpoint()
+    with _hub_errors("whoami", None, url):
+        return str(HfApi(endpoint=url).whoami(token=token)["name"])
 
 
 def _offline() -> bool:

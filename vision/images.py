@@ -34,6 +34,11 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 #: warns below twice its limit; we refuse outright and say why.
 MAX_PIXELS = int(os.environ.get("VISION_MAX_PIXELS", 40_000_000))
 
+#: The formats people upload, decoded by Pillow itself (JPEG covers MPO, phone photos). Everything else (EPS, which runs
+#: Ghostscript; PSD; ICNS; ...) is refused before any plugin looks at the bytes.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+_FORMAT_NAMES = "JPEG, PNG, GIF, BMP, WebP or TIFF"
+
 ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
 
 
@@ -66,13 +71,16 @@ def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray
         with warnings.catch_warnings():
             # We enforce our own cap below; Pillow's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(stream)
+            Image.init()  # registers every plugin once; ``formats`` then picks among them
+            image = Image.open(stream, formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
-        raise NotAnImageError(f"{name} is not an image in a format we can read") from None
+        raise NotAnImageError(f"{name} is not an image in an accepted format ({_FORMAT_NAMES})") from None
     except Image.DecompressionBombError:
         raise ImageTooLargeError(
-            f"{name} is too large to decode safely (limit {cap:,} pixels)"
+            f"{name} is too large to decode safely: over the limit of {cap:,} pixels; resize it first"
         ) from None
+    except (OSError, SyntaxError, ValueError) as error:  # a header cut short (e.g. a truncated JPEG)
+        raise TruncatedImageError(f"{name} is truncated or corrupt ({error})") from None
     _check_pixel_count(image.size, cap, name)
     try:
         image.seek(0)  # first frame of an animation

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from vision.errors import InvalidBundleError, ModelNotFoundError
+from vision.errors import BundleExistsError, InvalidBundleError, ModelNotFoundError
 from vision.images import Preprocessing
 from vision.modelcard import render_model_card
 
@@ -95,7 +95,7 @@ def save_bundle(model: Any, info: dict[str, Any], folder: str | Path, overwrite:
     _validate_info(info, folder)
     _check_model_matches(model, info, folder)
     if folder.exists() and not overwrite:
-        raise InvalidBundleError(f"a model already exists at '{folder}'; choose another name or overwrite")
+        raise BundleExistsError(f"a model already exists at '{folder}'; choose another name or overwrite")
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -183,6 +183,28 @@ def list_bundles(root: str | Path) -> list[dict[str, Any]]:
             continue
         found.append({**info, "path": str(child)})
     return found
+
+
+def copy_bundle(source: str | Path, folder: str | Path) -> Path:
+    """Copy the bundle at ``source`` to ``folder`` atomically (a new name only).
+
+    Raises:
+        BundleExistsError: ``folder`` exists. InvalidBundleError, ModelNotFoundError:
+            ``source`` is not a valid bundle.
+    """
+    source, folder = Path(source), Path(folder)
+    read_info(source)
+    if folder.exists():
+        raise BundleExistsError(f"a model named '{folder.name}' already exists; choose another name")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        shutil.copytree(source, staging)
+        _fsync_tree(staging)
+        os.replace(staging, folder)  # fails, rather than merges, if the name appeared meanwhile
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def delete_bundle(folder: str | Path) -> None:

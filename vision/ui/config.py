@@ -1,0 +1,58 @@
+"""Everything the app is told at start, read once from flags and the environment."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one visitor's session may use. Stated in the README ("Sharing publicly")."""
+
+    models_per_session: int = 3  # trained or pulled, kept until the session ends
+    session_disk_mb: int = 400  # the session's models, samples and exports together
+    files_per_call: int = 20  # images in one "Add to class"
+    samples_per_session: int = 300  # webcam snapshots and uploads across all classes
+    sample_max_side: int = 512  # samples are stored downscaled: training uses <= 224 px
+    exports_per_session: int = 5
+    session_idle_s: float = 2 * 3600  # a session unseen this long is removed with its files
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The app's settings. ``public`` turns on visitor roles (see ``vision.ui.access``)."""
+
+    default_model: Path
+    models_dir: Path
+    public: bool = False
+    owner: str | None = None  # Hub username of the owner (public mode)
+    oauth: bool = False  # "Sign in with Hugging Face" is real (on a Space with hf_oauth)
+    web_dir: Path = REPO / "web"
+    examples: tuple[str, ...] = ()
+    state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vision-app-")))
+    limits: Limits = Limits()
+    max_file_size: str = "50mb"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, default_model: Path | None = None) -> "AppConfig":
+        """Read ``VISION_*``, ``SPACE_ID`` and ``OAUTH_CLIENT_ID`` (see the README)."""
+        env = os.environ if env is None else env
+        on_space = bool(env.get("SPACE_ID"))
+        public_flag = env.get("VISION_PUBLIC", "").strip().lower()
+        public = on_space if public_flag == "" else public_flag not in ("0", "false", "no", "off")
+        return cls(
+            default_model=Path(default_model or env.get("VISION_MODEL") or REPO / "models" / "shapes"),
+            models_dir=Path(env.get("VISION_MODELS_DIR") or REPO / "models"),
+            public=public,
+            owner=(env.get("VISION_OWNER") or "").strip() or None,
+            # Gradio only does real OAuth on a Space; elsewhere it signs everyone in as the
+            # server's own Hub account, which must never count as a visitor's identity.
+            oauth=on_space and bool(env.get("OAUTH_CLIENT_ID")),
+            examples=tuple(sorted(str(p) for p in (REPO / "docs" / "examples").glob("*.png"))),
+        )

@@ -1,0 +1,30 @@
+"""What every view is handed: the settings, the sessions and the model catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vision.ui.catalog import Catalog
+from vision.ui.config import AppConfig
+from vision.ui.session import Session, SessionRegistry
+
+
+@dataclass(frozen=True)
+class Context:
+    config: AppConfig
+    sessions: SessionRegistry
+    catalog: Catalog
+
+    @classmethod
+    def create(cls, config: AppConfig) -> "Context":
+        return cls(config, SessionRegistry(config), Catalog(config))
+
+    def session(self, request: Any) -> Session:
+        return self.sessions.get(request)
+
+    def active_model(self, request: Any) -> tuple[Session, Path]:
+        """The caller's session and the folder of its active model."""
+        session = self.sessions.get(request)
+        return session, self.catalog.active(session)

@@ -1,0 +1,66 @@
+"""The Hub view: push the active model, pull one from the Hub into this session.
+
+Tokens are used for the one call and never stored, logged or echoed. Which token a call
+may use is decided in ``vision.ui.access``: in public mode only the visitor's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from vision.cache import get_bundle, get_classifier
+from vision.errors import AccessDeniedError, LimitExceededError
+from vision.ui import access
+from vision.ui.catalog import MINE
+from vision.ui.context import Context
+from vision.ui.errors import user_errors
+
+
+class HubView:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @user_errors
+    def push(self, repo_id: str, private: bool, with_tfjs: bool, token: str, request: gr.Request,
+             oauth_token: gr.OAuthToken | None, profile: gr.OAuthProfile | None,
+             progress: gr.Progress = gr.Progress()) -> str:
+        from vision.hub import push
+
+        config = self.ctx.config
+        session, folder = self.ctx.active_model(request)
+        credential = access.require_hub_credentials(config, token, oauth_token)
+        if config.public and not session.active.startswith(MINE) and not access.is_owner(config, token, profile):
+            raise AccessDeniedError("visitors push the models they trained or pulled in this session; "
+                                    "pick one of yours in the Models tab")
+        progress(0.1, desc="uploading")
+        url = push(folder, (repo_id or "").strip(), token=credential, private=bool(private),
+                   exports=("tfjs",) if with_tfjs else ())
+        return f"Pushed **{get_bundle(folder).name}** → [{url}]({url})"
+
+    @user_errors
+    def pull(self, repo_id: str, token: str, request: gr.Request, oauth_token: gr.OAuthToken | None,
+             progress: gr.Progress = gr.Progress()) -> tuple[str, Any]:
+        """Download a bundle into this session (its own cache in public mode) and use it."""
+        from vision.hub import parse_ref, pull
+
+        config = self.ctx.config
+        session = self.ctx.session(request)
+        repo, revision = parse_ref((repo_id or "").strip())
+        key = MINE + repo.replace("/", "--") + (f"@{revision}" if revision else "")
+        if config.public and key not in session.models:
+            if len(session.models) >= config.limits.models_per_session:
+                raise LimitExceededError(f"a session keeps at most {config.limits.models_per_session} models: "
+                                         "delete one in the Models tab first")
+            session.check_disk(config.limits.session_disk_mb)
+        progress(0.1, desc="downloading")
+        # Public mode: a private cache per session, so one visitor's private download is
+        # never served from the cache to another.
+        cache = session.root / "hub" if config.public else None
+        folder = pull(repo, revision=revision, token=access.hub_token(config, token, oauth_token), cache_dir=cache)
+        get_classifier(folder)
+        session.models[key] = folder
+        session.active = key
+        message = f"Pulled **{get_bundle(folder).name}** from `{repo_id}`; this session now uses it."
+        return message, gr.Dropdown(choices=self.ctx.catalog.choices(session), value=key)

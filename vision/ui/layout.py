@@ -1,0 +1,207 @@
+"""The Blocks: tabs, components, and every event's wiring (with its api_name) in one place."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from vision.explain import METHODS
+from vision.export import FORMATS
+from vision.models import list_models
+from vision.ui.classify import ClassifyView
+from vision.ui.context import Context
+from vision.ui.export import ExportView
+from vision.ui.hub import HubView
+from vision.ui.live import LiveView
+from vision.ui.models import HEADERS, ModelsView
+from vision.ui.train import TrainView
+
+
+
+class UploadedImage(gr.Image):
+    """``gr.Image`` that hands the handler the visitor's file as it arrived, unopened.
+
+    ``gr.Image`` opens (and for other modes converts) every upload before the handler runs;
+    here ``vision.images.load_image`` is the first to read it, so its format allow-list and
+    pixel cap act on the header and the app answers exactly as the library does.
+    """
+
+    is_template = True  # rendered by the frontend's ordinary Image component
+
+    def preprocess(self, payload):  # noqa: ANN001, ANN201 - Gradio's signature
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return super().preprocess(payload)  # pasted data URLs: Gradio decodes (Pillow's cap applies)
+
+
+UPLOAD = dict(type="filepath", image_mode=None)
+
+
+def build_blocks(ctx: Context) -> gr.Blocks:
+    config = ctx.config
+    classify, live, train = ClassifyView(ctx), LiveView(ctx), TrainView(ctx)
+    models, hub, export = ModelsView(ctx), HubView(ctx), ExportView(ctx)
+    architectures = [(f"{spec.name} — {spec.description}", spec.name) for spec in list_models()]
+    labels = ctx.catalog.info(config.default_model).get("labels", [])
+
+    with gr.Blocks(title="vision — image classifier", delete_cache=(3600, 3600)) as demo:
+        with gr.Row():
+            gr.Markdown("# Image classifier\nClassify pictures, see why, train your own model.")
+            if config.oauth:
+                gr.LoginButton(scale=0)
+        if config.public:
+            gr.Markdown("*Public demo: what you train or pull stays in your browser session and is removed "
+                        "when you leave. Hub pushes use your own Hugging Face account.*")
+
+        with gr.Tab("Classify", id="classify"):
+            with gr.Row():
+                with gr.Column():
+                    image = UploadedImage(sources=["upload", "clipboard", "webcam"], label="Image",
+                                     elem_id="classify-image", **UPLOAD)
+                    with gr.Row():
+                        top_k = gr.Slider(1, 10, value=3, step=1, label="Top k")
+                        method = gr.Radio(list(METHODS), value="gradcam", label="Explanation")
+                    with gr.Row():
+                        target = gr.Dropdown([("top prediction", "")] + [(x, x) for x in labels], value="",
+                                             label="Explain class")
+                        alpha = gr.Slider(0.0, 1.0, value=0.45, step=0.05, label="Heatmap opacity")
+                    run = gr.Button("Classify", variant="primary")
+                    if config.examples:
+                        gr.Examples(list(config.examples), inputs=image, label="Examples (click one)")
+                with gr.Column():
+                    prediction = gr.Label(num_top_classes=10, label="Prediction", elem_id="prediction")
+                    latency = gr.Markdown(elem_id="latency")
+                    heatmap = gr.Image(type="numpy", label="Grad-CAM", interactive=False, elem_id="heatmap")
+                    explanation = gr.Markdown()
+            explain_inputs = [image, method, target, alpha]
+            run.click(classify.classify, [image, top_k], [prediction, latency], api_name="classify") \
+                .then(classify.explain, explain_inputs, [heatmap, explanation], api_name=False)
+            image.change(classify.classify, [image, top_k], [prediction, latency], api_name=False) \
+                .then(classify.explain, explain_inputs, [heatmap, explanation], api_name=False)
+            gr.on([method.change, target.change, alpha.release], classify.explain, explain_inputs,
+                  [heatmap, explanation], api_name="explain")
+
+        with gr.Tab("Live", id="live"):
+            gr.Markdown("Start the webcam: labels update continuously while frames stream to the server.")
+            with gr.Row():
+                camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
+                                  webcam_options=gr.WebcamOptions(mirror=True), elem_id="live-camera")
+                with gr.Column():
+                    live_labels = gr.Label(num_top_classes=3, label="Live prediction", elem_id="live-prediction")
+                    fps = gr.Markdown(elem_id="live-fps")
+            camera.stream(live.frame, camera, [live_labels, fps], stream_every=0.08, time_limit=300,
+                          concurrency_limit=8, concurrency_id="live", api_name="live", show_progress="hidden")
+
+        with gr.Tab("Train", id="train"):
+            gr.Markdown("Upload a **.zip** with one folder per class, **or** build classes here from webcam "
+                        "snapshots and uploads. Then choose the model and train.")
+            with gr.Row():
+                with gr.Column():
+                    zip_file = gr.File(label="Dataset .zip (class folders)", file_types=[".zip"], type="filepath")
+                with gr.Column():
+                    class_name = gr.Textbox(label="Class name", placeholder="e.g. thumbs-up")
+                    with gr.Row():
+                        snapshot = UploadedImage(sources=["webcam", "upload"], label="Snapshot", **UPLOAD)
+                        uploads = gr.File(label=f"Images (up to {config.limits.files_per_call} at a time)",
+                                          file_count="multiple", file_types=["image"], type="filepath")
+                    with gr.Row():
+                        add = gr.Button("Add to class")
+                        clear = gr.Button("Clear classes")
+                    samples = gr.Dataframe(headers=["class", "samples"], label="Your classes", interactive=False)
+            with gr.Row():
+                architecture = gr.Dropdown(architectures, value="resnet_small", label="Architecture")
+                size = gr.Slider(32, 224, value=64, step=16, label="Image size (px)")
+                epochs = gr.Slider(1, 60, value=15, step=1, label="Epochs")
+            with gr.Row():
+                augment = gr.Checkbox(True, label="Augmentation (flip, rotate, zoom, contrast)")
+                imagenet = gr.Checkbox(False, label="ImageNet weights for transfer models (needs internet)")
+                model_name = gr.Textbox(label="Save as", placeholder="my-model")
+            with gr.Row():
+                start = gr.Button("Train", variant="primary")
+                stop = gr.Button("Cancel", variant="stop")
+            status = gr.Markdown(elem_id="train-status")
+            with gr.Row():
+                curves = gr.Image(label="Loss and accuracy", interactive=False)
+                confusion = gr.Image(label="Confusion matrix", interactive=False)
+            metrics = gr.Markdown(elem_id="train-metrics")
+            mistakes = gr.Gallery(label="Misclassified validation images", columns=6, height="auto")
+
+        with gr.Tab("Models", id="models"):
+            table = gr.Dataframe(headers=HEADERS, label="Models you can use", interactive=False)
+            with gr.Row():
+                # Choices differ per session: the handlers check every value against the catalog.
+                choice = gr.Dropdown([], label="Model", allow_custom_value=True)
+                use = gr.Button("Use for this session", variant="primary")
+                remove = gr.Button("Delete", variant="stop")
+                publish = gr.Button("Publish to everyone", visible=config.public)
+            owner_token = gr.Textbox(label="Owner's Hub token (to delete shared models or publish)", type="password",
+                                     visible=config.public and not config.oauth)
+            chosen = gr.Markdown(elem_id="model-status")
+            card = gr.Markdown()
+            with gr.Row():
+                card_curves = gr.Image(label="Training curves", interactive=False)
+                card_confusion = gr.Image(label="Confusion matrix", interactive=False)
+
+        with gr.Tab("Hub", id="hub"):
+            whose = ("your own token (or your sign-in)" if config.oauth else "your own token") if config.public \
+                else "the token (or `HF_TOKEN` on the server)"
+            gr.Markdown(f"Share the active model on the Hugging Face Hub, or use one from it. Calls use {whose}, "
+                        "for that request only; it is never stored.")
+            with gr.Row():
+                with gr.Column():
+                    push_repo = gr.Textbox(label="Push to repo", placeholder="user/my-model")
+                    with gr.Row():
+                        push_private = gr.Checkbox(False, label="Private")
+                        push_tfjs = gr.Checkbox(False, label="Include the TF.js export")
+                    push_token = gr.Textbox(label="Write token", type="password")
+                    push_button = gr.Button("Push", variant="primary")
+                with gr.Column():
+                    pull_repo = gr.Textbox(label="Pull repo", placeholder="user/repo or user/repo@revision")
+                    pull_token = gr.Textbox(label="Read token (private repos)", type="password")
+                    pull_button = gr.Button("Pull and use", variant="primary")
+            hub_status = gr.Markdown(elem_id="hub-status")
+
+        with gr.Tab("Export", id="export"):
+            gr.Markdown("Export the active model: **TF.js** runs in any visitor's browser "
+                        "([the page](/web/) ships with the default model), **TFLite** on phones and "
+                        "edge devices, **SavedModel** in TF Serving. Every export is checked against Keras.")
+            with gr.Row():
+                export_format = gr.Radio(list(FORMATS), value="tfjs", label="Format")
+                export_quantize = gr.Dropdown(["none", "float16", "uint8", "dynamic"], value="none",
+                                              label="Weights (uint8: TF.js, dynamic int8: TFLite)")
+                export_button = gr.Button("Export", variant="primary")
+            export_file = gr.File(label="Download (.zip)", interactive=False)
+            export_status = gr.Markdown(elem_id="export-status")
+
+        # -- wiring that crosses tabs -------------------------------------------------
+        card_outputs = [card, card_curves, card_confusion]
+        export_button.click(export.export, [export_format, export_quantize], [export_file, export_status],
+                            api_name="export")
+        push_button.click(hub.push, [push_repo, push_private, push_tfjs, push_token], hub_status, api_name="push")
+        pull_button.click(hub.pull, [pull_repo, pull_token], [hub_status, choice], api_name="pull") \
+            .then(classify.class_choices, None, target, api_name=False)
+        add.click(train.add_samples, [class_name, snapshot, uploads], [samples, snapshot, uploads],
+                  api_name="add_samples")
+        clear.click(train.clear_samples, None, samples, api_name="clear_samples")
+        start.click(train.train, [zip_file, architecture, size, epochs, augment, imagenet, model_name],
+                    [status, curves, metrics, confusion, mistakes, choice], api_name="train",
+                    concurrency_limit=1, concurrency_id="train") \
+            .then(models.table, None, table, api_name=False)
+        stop.click(train.cancel, None, status, api_name="cancel_training", queue=False)
+        use.click(models.use, choice, chosen, api_name="use_model") \
+            .then(models.show, choice, card_outputs, api_name=False) \
+            .then(classify.class_choices, None, target, api_name=False)
+        choice.input(models.show, choice, card_outputs, api_name="model_card")
+        remove.click(models.delete, [choice, owner_token], [table, choice, chosen], api_name="delete_model")
+        publish.click(models.publish, [choice, owner_token], [table, choice, chosen], api_name="publish_model")
+        demo.load(models.refresh, None, [choice, table], api_name=False) \
+            .then(models.show, choice, card_outputs, api_name=False)
+        demo.unload(_ender(ctx))
+        gr.api(models.names, api_name="list_models")
+    return demo
+
+
+def _ender(ctx: Context):
+    """Gradio's unload hands the closing tab's request to a function annotated for it."""
+    def end_session(request: gr.Request) -> None:
+        ctx.sessions.close(request)
+    return end_session

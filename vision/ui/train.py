@@ -1,0 +1,159 @@
+"""The Train view: classes built from webcam snapshots and uploads, or a .zip of class
+folders; training with live curves, cancel, and the results (metrics, confusion matrix,
+misclassified images).
+
+In public mode a trained model belongs to the session that trained it (``mine/<name>``)
+until the owner publishes it; in private mode it is saved to the models folder as before.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import gradio as gr
+import numpy as np
+
+from vision.collect import SampleCollection
+from vision.errors import BundleExistsError, DatasetError, LimitExceededError
+from vision.images import load_image
+from vision.ui.catalog import MINE, SHARED
+from vision.ui.context import Context
+from vision.ui.errors import user_errors
+from vision.ui.session import Session
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class TrainView:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def _samples(self, session: Session) -> SampleCollection:
+        return SampleCollection(session.samples.root, max_side=self.ctx.config.limits.sample_max_side)
+
+    @staticmethod
+    def _table(collection: SampleCollection) -> list[list[Any]]:
+        return [[name, count] for name, count in collection.classes().items()]
+
+    @user_errors
+    def add_samples(self, class_name: str, snapshot: str | None, uploads: list[str] | None,
+                    request: gr.Request) -> tuple[list[list[Any]], None, None]:
+        """Add a snapshot and/or uploads to a class (or just create the class)."""
+        limits = self.ctx.config.limits
+        session = self.ctx.session(request)
+        collection = self._samples(session)
+        images = [path for path in [snapshot, *(uploads or [])] if path]
+        if len(images) > limits.files_per_call:
+            raise LimitExceededError(f"{len(images)} images in one go; add at most {limits.files_per_call} at a time")
+        held = sum(collection.classes().values())
+        if held + len(images) > limits.samples_per_session:
+            raise LimitExceededError(f"this session holds {held} samples; the limit is {limits.samples_per_session}")
+        session.check_disk(limits.session_disk_mb)
+        if images:
+            collection.add_samples(class_name, images)
+        else:
+            collection.add_class(class_name)
+        return self._table(collection), None, None
+
+    @user_errors
+    def clear_samples(self, request: gr.Request) -> list[list[Any]]:
+        self.ctx.session(request).samples.clear()
+        return []
+
+    def _destination(self, session: Session, name: str) -> tuple[str, Path]:
+        """Where a model called ``name`` is saved, and its key, after the limits are checked."""
+        config = self.ctx.config
+        if not MODEL_NAME.match(name):
+            raise DatasetError("name the model with letters, digits, '-' or '_' (up to 64), e.g. my-pets")
+        taken = self.ctx.catalog.visible(session)
+        if SHARED + name in taken or MINE + name in taken or config.default_model.name == name:
+            raise BundleExistsError(f"a model named '{name}' already exists; choose another name or delete it first")
+        if not config.public:
+            return SHARED + name, config.models_dir / name
+        if len(session.models) >= config.limits.models_per_session:
+            raise LimitExceededError(f"a session keeps at most {config.limits.models_per_session} models: delete "
+                                     "one in the Models tab first")
+        session.check_disk(config.limits.session_disk_mb)
+        return MINE + name, session.root / "models" / name
+
+    @user_errors
+    def train(self, zip_file: str | None, architecture: str, size: int, epochs: int, augment: bool,
+              imagenet: bool, name: str, request: gr.Request,
+              progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
+        from vision.data import load_folder, load_zip
+        from vision.evaluate import plot_confusion, plot_history
+        from vision.jobs import JobFailed, JobFinished, TrainingJob
+        from vision.train import TrainConfig
+
+        session = self.ctx.session(request)
+        if session.job is not None:
+            raise LimitExceededError("this session is already training; wait for it or cancel it")
+        name = (name or "").strip()
+        key, out = self._destination(session, name)
+        workdir = Path(tempfile.mkdtemp(prefix="vision-train-", dir=self.ctx.config.state_dir))
+        try:
+            samples = session.samples
+            if zip_file:
+                dataset = load_zip(zip_file, extract_to=workdir / "data")
+            elif any(samples.classes().values()):
+                dataset = load_folder(samples.root)
+            else:
+                raise DatasetError("upload a .zip of class folders, or add classes and samples above")
+            config = TrainConfig(model=architecture, input_size=int(size), epochs=int(epochs), augment=bool(augment),
+                                 weights="imagenet" if imagenet else None,
+                                 batch_size=16 if len(dataset.train) < 200 else 32)
+            job = session.job = TrainingJob(dataset, config, out, name=name).start()
+            skipped = f" Skipped {len(dataset.skipped)} unreadable files." if dataset.skipped else ""
+            status = (f"Training **{architecture}** on {len(dataset.train)} images, validating on "
+                      f"{len(dataset.val)}; classes: {', '.join(dataset.class_names)}.{skipped}")
+            yield status, None, "", None, [], gr.update()
+            try:
+                for update in job.updates():
+                    if isinstance(update, JobFailed):
+                        raise update.error
+                    if isinstance(update, JobFinished):
+                        trained = update.trained
+                        break
+                    progress(update.fraction, desc=f"epoch {update.epoch + 1}/{update.epochs}")
+                    if update.epoch_end:
+                        logs = update.logs
+                        yield (f"{status}\n\nEpoch {update.epoch + 1}/{update.epochs}: loss {logs.get('loss', 0):.3f}"
+                               f", val accuracy {logs.get('val_accuracy', 0):.3f}"), plot_history(update.history), \
+                            "", None, [], gr.update()
+            finally:
+                session.job = None
+            if key.startswith(MINE):
+                session.models[key] = out
+            evaluation = trained.evaluation
+            where = "It is yours for this session" if key.startswith(MINE) else "Pick it in the Models tab"
+            metrics = (f"Saved **{name}**: validation accuracy **{evaluation.accuracy:.3f}**, macro F1 "
+                       f"{evaluation.macro_f1:.3f}, best epoch {trained.result.best_epoch + 1}, "
+                       f"{trained.result.seconds:.0f} s. {where}.")
+            yield (status + "\n\nDone.", plot_history(trained.result.history), metrics, plot_confusion(evaluation),
+                   _misclassified(dataset, evaluation), gr.update(choices=self.ctx.catalog.choices(session)))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def cancel(self, request: gr.Request) -> str:
+        job = self.ctx.session(request).job
+        if job is None:
+            return "Nothing is training in this session."
+        job.cancel()
+        return "Cancelling after the current batch…"
+
+
+def _misclassified(dataset: Any, evaluation: Any, limit: int = 24) -> list[tuple[np.ndarray, str]]:
+    wrong = np.flatnonzero(evaluation.y_pred != evaluation.y_true)[:limit]
+    names = dataset.class_names
+    gallery = []
+    for i in wrong:
+        source = dataset.val.images[i] if dataset.val.images is not None else dataset.val.paths[i]
+        predicted = int(evaluation.y_pred[i])
+        caption = (f"true {names[evaluation.y_true[i]]} → predicted {names[predicted]} "
+                   f"({evaluation.probabilities[i, predicted]:.2f})")
+        gallery.append((load_image(source), caption))
+    return gallery
