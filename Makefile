@@ -24,6 +24,7 @@ bench: $(VENV)/.test-deps web/node_modules/.installed
 	$(BIN)/python bench/bench_inference.py
 	$(BIN)/python bench/bench_explain.py
 	$(BIN)/python bench/bench_app.py
+	$(BIN)/python bench/bench_guard.py
 	$(BIN)/python bench/bench_web.py
 
 # Rebuild the shipped default model exactly as documented in the README.

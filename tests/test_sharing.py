@@ -20,11 +20,11 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageFile
+from upload_files import eps_file, huge_grey_png
 
 from app_server import launch_app
 from conftest import DEFAULT_MODEL, REPO
 from hub_server import HubServer
-from upload_files import eps_file, huge_grey_png
 
 pytestmark = pytest.mark.slow
 SERVER = "hf_server_owner_secret_111"  # the Space's HF_TOKEN: the owner's own

@@ -16,21 +16,24 @@ from vision.ui.models import HEADERS, ModelsView
 from vision.ui.train import TrainView
 
 
-
-class UploadedImage(gr.Image):
-    """``gr.Image`` that hands the handler the visitor's file as it arrived, unopened.
+def uploaded_file(image: gr.Image) -> gr.Image:
+    """Make ``image`` hand its handler the visitor's file as it arrived, unopened.
 
     ``gr.Image`` opens (and for other modes converts) every upload before the handler runs;
-    here ``vision.images.load_image`` is the first to read it, so its format allow-list and
-    pixel cap act on the header and the app answers exactly as the library does.
+    this way ``vision.images.load_image`` is the first to read it, so its format allow-list
+    and pixel cap act on the header and the app answers exactly as the library does.
+    (Per instance rather than a subclass: Gradio writes a ``.pyi`` beside any module that
+    defines a component class.)
     """
+    gradio_preprocess = image.preprocess
 
-    is_template = True  # rendered by the frontend's ordinary Image component
-
-    def preprocess(self, payload):  # noqa: ANN001, ANN201 - Gradio's signature
+    def preprocess(payload):  # noqa: ANN001, ANN202 - Gradio's signature
         if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
             return str(payload.path)
-        return super().preprocess(payload)  # pasted data URLs: Gradio decodes (Pillow's cap applies)
+        return gradio_preprocess(payload)  # a pasted data URL: Gradio decodes (Pillow's cap applies)
+
+    image.preprocess = preprocess
+    return image
 
 
 UPLOAD = dict(type="filepath", image_mode=None)
@@ -55,8 +58,8 @@ def build_blocks(ctx: Context) -> gr.Blocks:
         with gr.Tab("Classify", id="classify"):
             with gr.Row():
                 with gr.Column():
-                    image = UploadedImage(sources=["upload", "clipboard", "webcam"], label="Image",
-                                     elem_id="classify-image", **UPLOAD)
+                    image = uploaded_file(gr.Image(sources=["upload", "clipboard", "webcam"], label="Image",
+                                                   elem_id="classify-image", **UPLOAD))
                     with gr.Row():
                         top_k = gr.Slider(1, 10, value=3, step=1, label="Top k")
                         method = gr.Radio(list(METHODS), value="gradcam", label="Explanation")
@@ -100,7 +103,7 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                 with gr.Column():
                     class_name = gr.Textbox(label="Class name", placeholder="e.g. thumbs-up")
                     with gr.Row():
-                        snapshot = UploadedImage(sources=["webcam", "upload"], label="Snapshot", **UPLOAD)
+                        snapshot = uploaded_file(gr.Image(sources=["webcam", "upload"], label="Snapshot", **UPLOAD))
                         uploads = gr.File(label=f"Images (up to {config.limits.files_per_call} at a time)",
                                           file_count="multiple", file_types=["image"], type="filepath")
                     with gr.Row():
