@@ -8,6 +8,7 @@ Any other value gets the same "unknown model" answer, so probing reveals nothing
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from vision.ui.config import AppConfig
 from vision.ui.session import DEFAULT_KEY, Session
 
 SHARED, MINE = "shared/", "mine/"
+_FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_@.-]{0,127}$")  # one plain folder name: no "/", no ".."
 
 
 class Catalog:
@@ -42,16 +44,26 @@ class Catalog:
         Raises:
             ModelNotFoundError: the same message whether or not anything exists there.
         """
-        folder = self.visible(session).get(key or "")
+        # Per request (every prediction asks): no listing of the models folder.
+        key = key or ""
+        folder = session.models.get(key)
+        if key == DEFAULT_KEY:
+            folder = self.config.default_model.resolve()
+        elif key.startswith(SHARED) and _FOLDER.match(key[len(SHARED):]):
+            candidate = (self.config.models_dir / key[len(SHARED):]).resolve()
+            if (candidate / "vision.json").is_file() and candidate != self.config.default_model.resolve():
+                folder = candidate
         if folder is None:
-            raise ModelNotFoundError(f"unknown model {str(key)[:80]!r}: choose one listed in the Models tab")
+            raise ModelNotFoundError(f"unknown model {key[:80]!r}: choose one listed in the Models tab")
         return folder
 
     def active(self, session: Session) -> Path:
         """The session's model; back to the default if its model has gone."""
-        if session.active not in self.visible(session):
+        try:
+            return self.resolve(session, session.active)
+        except ModelNotFoundError:
             session.active = DEFAULT_KEY
-        return self.resolve(session, session.active)
+            return self.resolve(session, DEFAULT_KEY)
 
     def choices(self, session: Session) -> list[tuple[str, str]]:
         """(label, key) pairs for a dropdown."""
