@@ -13,8 +13,6 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vision.checkpoint import CheckpointError, load_legacy_state_dict
 from vision.images import Preprocessing
 
@@ -158,7 +156,3 @@ def imagenet_classifier() -> Any:
     """The full ImageNet-1k classifier with its weights: the everyday-objects model."""
     return load_imagenet_weights(efficientnet_lite0(include_top=True))
 
-
-def to_input(pixels: np.ndarray) -> np.ndarray:
-    """uint8 RGB images (N, H, W, 3) at 224 px -> the network's input (for tests and tools)."""
-    return np.asarray(pixels, np.float32) * PREPROCESSING.scale + PREPROCESSING.offset

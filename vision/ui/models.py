@@ -69,10 +69,9 @@ class ModelsView:
             users = self.ctx.sessions.users_of(key, besides=session)
             if users:
                 raise AccessDeniedError(f"'{key}' is in use by {users} other session(s); try again later")
-            delete_bundle(folder)
         else:
             session.models.pop(key)
-            delete_bundle(folder)
+        delete_bundle(folder)
         forget(folder)
         if session.active == key:
             session.active = DEFAULT_KEY
