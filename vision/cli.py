@@ -1,4 +1,4 @@
-"""Command line: ``python -m vision {synth,train,evaluate,predict,explain,export,push,pull,models} ...``.
+"""Command line: ``python -m vision {synth,train,evaluate,predict,explain,export,push,pull,models,everyday} ...``.
 
 User errors (``VisionError``) print one line on stderr and exit with status 2.
 """
@@ -6,18 +6,19 @@ User errors (``VisionError``) print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+from vision.defaults import EVERYDAY_MODEL, MODELS_DIR
 from vision.errors import VisionError
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "shapes"
-DEFAULT_MODEL_ROOT = DEFAULT_MODEL.parent
-MODEL_HELP = "bundle folder or hf://user/repo[@revision]"
+DEFAULT = "default"
+MODEL_HELP = f"bundle folder or hf://user/repo[@revision] (default: the everyday-objects model, {EVERYDAY_MODEL})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,16 +27,45 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ chatter out
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _native_logs_hidden(os.environ.get("VISION_NATIVE_LOGS") != "1"):
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+        try:
+            return args.handler(args) or 0
+        except VisionError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+@contextlib.contextmanager
+def _native_logs_hidden(hide: bool) -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null while Python's ``sys.stderr`` keeps the terminal.
+
+    TensorFlow's C++ runtime writes a dozen lines (CUDA probes, XNNPACK, MLIR passes)
+    straight to descriptor 2 whatever ``TF_CPP_MIN_LOG_LEVEL`` says; our errors, warnings
+    and progress bars go through ``sys.stderr`` and still show. ``VISION_NATIVE_LOGS=1``
+    keeps the native lines for debugging.
+    """
+    if not hide:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    sys.stderr = open(saved, "w", buffering=1, errors="backslashreplace", closefd=False)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
     try:
-        return args.handler(args) or 0
-    except VisionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        sys.stderr.close()
+        os.close(saved)
+        sys.stderr = python_stderr
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     train = command("train", _train, "train a model on a dataset and save it as a bundle")
     train.add_argument("data", help="folder of class subfolders, a .zip of one, "
                        "cifar10 | mnist | fashion_mnist, or synth[:N]")
-    train.add_argument("--model", default="resnet_small", help="architecture (see `models`)")
+    train.add_argument("--model", default="efficientnet_lite0",
+                       help="architecture (see `models`); the default trains on cached pretrained features in seconds")
     train.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     train.add_argument("--name", help="display name (default: the folder name)")
     train.add_argument("--size", type=int, help="input side in pixels (default: the model's)")
@@ -70,29 +101,31 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-augment", action="store_true")
     train.add_argument("--class-weights", action="store_true")
     train.add_argument("--weights", default="imagenet", help="transfer models: imagenet | none")
-    train.add_argument("--fine-tune", type=int, default=0, help="transfer models: unfreeze top N base layers")
+    train.add_argument("--fine-tune", type=int, default=0,
+                       help="transfer models: then also train the top N base layers (slower, end to end)")
     train.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto")
     train.add_argument("--val-fraction", type=float, default=0.2)
     train.add_argument("--limit", type=int, help="Keras datasets: use only the first N training images")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--overwrite", action="store_true")
 
-    evaluate = command("evaluate", _evaluate, "evaluate a bundle on a dataset's validation split")
+    evaluate = command("evaluate", _evaluate, "evaluate a bundle on a dataset's validation split, or on all of it")
     evaluate.add_argument("data")
-    evaluate.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
+    evaluate.add_argument("--model", default=DEFAULT, help=MODEL_HELP)
+    evaluate.add_argument("--all", action="store_true", help="score every image in DATA (a test folder), not a split")
     evaluate.add_argument("--confusion", type=Path, help="write the confusion matrix PNG here")
     evaluate.add_argument("--val-fraction", type=float, default=0.2)
     evaluate.add_argument("--seed", type=int, default=0)
 
     predict = command("predict", _predict, "classify images with a bundle")
     predict.add_argument("images", nargs="+", type=Path)
-    predict.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
+    predict.add_argument("--model", default=DEFAULT, help=MODEL_HELP)
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="print JSON lines")
 
     explain = command("explain", _explain, "write a Grad-CAM (or Grad-CAM++ / Score-CAM) overlay PNG")
     explain.add_argument("image", type=Path)
-    explain.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
+    explain.add_argument("--model", default=DEFAULT, help=MODEL_HELP)
     explain.add_argument("--method", choices=["gradcam", "gradcam++", "scorecam"], default="gradcam")
     explain.add_argument("--class", dest="target", help="label or index to explain (default: top-1)")
     explain.add_argument("--layer", help="target layer name (default: the last spatial layer)")
@@ -119,7 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("repo_id", help="user/repo[@revision] or hf://user/repo[@revision]")
 
     models = command("models", _models, "list architectures and local bundles")
-    models.add_argument("--root", type=Path, default=DEFAULT_MODEL_ROOT, help="folder of bundles")
+    models.add_argument("--root", type=Path, default=MODELS_DIR, help="folder of bundles")
+
+    everyday = command("everyday", _everyday, "build the everyday-objects (ImageNet-1k) model from the "
+                       "installed weights package")
+    everyday.add_argument("--out", type=Path, default=EVERYDAY_MODEL)
+    everyday.add_argument("--overwrite", action="store_true")
     return parser
 
 
@@ -154,6 +192,10 @@ def _train(args: argparse.Namespace) -> None:
                "{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
 
     def show(progress: TrainProgress) -> None:
+        if progress.stage == "features":
+            bar.set_description_str(f"features {progress.batch}/{progress.batches}")
+            return
+        bar.set_description_str("")
         bar.update(progress.epoch + progress.batch / max(progress.batches, 1) - bar.n)
         if progress.epoch_end:
             bar.set_postfix({k: f"{v:.3f}" for k, v in progress.logs.items()
@@ -170,18 +212,33 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from vision.data import load_dataset
-    from vision.evaluate import evaluate_model, plot_confusion
-    from vision.store import load_bundle
+    import numpy as np
+    from tqdm import tqdm
 
-    bundle = load_bundle(resolve_model(args.model))
+    from vision.data import Split, load_dataset
+    from vision.evaluate import evaluate_classifier, plot_confusion
+    from vision.inference import Classifier
+    from vision.store import open_bundle
+
+    bundle = open_bundle(resolve_model(args.model))
     dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
-    if dataset.class_names != bundle.labels:
-        raise VisionError(f"dataset classes {dataset.class_names} differ from the model's {bundle.labels}")
-    evaluation = evaluate_model(bundle.model, dataset.val, bundle.preprocessing, bundle.labels)
+    split = dataset.everything() if args.all else dataset.val
+    unknown = [name for name in dataset.class_names if name not in bundle.labels]
+    if unknown:
+        raise VisionError(f"dataset classes {unknown} are not among the model's labels")
+    # The dataset's class folders may be a subset of the model's labels, in any order.
+    model_index = np.array([bundle.labels.index(name) for name in dataset.class_names])
+    split = Split(labels=model_index[split.labels], paths=split.paths, images=split.images)
+    classifier = Classifier(bundle)
+    evaluation = evaluate_classifier(classifier, split, bundle.labels,
+                                     progress=lambda items: tqdm(items, unit="image", leave=False))
     report = evaluation.to_dict()
-    print(f"accuracy {report['accuracy']:.4f}  macro F1 {report['macro_f1']:.4f}  on {report['samples']} images")
+    which = "all of it" if args.all else "its validation split"
+    print(f"accuracy {report['accuracy']:.4f}  macro F1 {report['macro_f1']:.4f}  on {report['samples']} images "
+          f"({which})")
     for label, m in report["per_class"].items():
+        if not m["support"]:
+            continue
         print(f"  {label:>20}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
               f"F1 {m['f1']:.3f}  n={m['support']}")
     if args.confusion:
@@ -261,10 +318,21 @@ def _pull(args: argparse.Namespace) -> None:
 
 
 def resolve_model(ref: str) -> Path:
-    """A bundle folder, or ``hf://user/repo[@rev]`` pulled from the Hub into the cache."""
+    """A bundle folder, ``hf://user/repo[@rev]`` pulled from the Hub into the cache, or
+    ``default`` (the everyday-objects model, built on first use if set-up has not)."""
     from vision.hub import resolve_model as resolve
 
+    if ref == DEFAULT:
+        from vision.defaults import default_model
+
+        return default_model()
     return resolve(ref)
+
+
+def _everyday(args: argparse.Namespace) -> None:
+    from vision.backbones import build_everyday_bundle
+
+    print(f"wrote {build_everyday_bundle(args.out, overwrite=args.overwrite)}")
 
 
 def _models(args: argparse.Namespace) -> None:

@@ -49,6 +49,15 @@ class LabelledDataset:
     source: str
     skipped: list[str] = field(default_factory=list)  # "path: reason" for files left out
 
+    def everything(self) -> Split:
+        """Train and validation together: a test folder scored whole."""
+        labels = np.concatenate([self.train.labels, self.val.labels])
+        if self.train.paths is not None and self.val.paths is not None:
+            return Split(labels, paths=[*self.train.paths, *self.val.paths])
+        if self.train.images is not None and self.val.images is not None:
+            return Split(labels, images=np.concatenate([self.train.images, self.val.images]))
+        raise DatasetError("cannot combine a file split with an in-memory split")
+
 
 @dataclass
 class DatasetSummary:

@@ -79,6 +79,15 @@ def evaluate_model(model: Any, split: Split, preprocessing: Preprocessing, label
     return evaluation_from_probabilities(labels, np.concatenate(y_true), np.concatenate(probs))
 
 
+def evaluate_classifier(classifier: Any, split: Split, labels: list[str], progress: Any = None) -> Evaluation:
+    """Score a ``vision.inference.Classifier`` on ``split`` one image at a time, through
+    the same fast path that serves predictions (``progress`` wraps the iteration, e.g. tqdm)."""
+    sources = split.images if split.images is not None else split.paths or []
+    items = progress(sources) if progress else sources
+    probabilities = np.stack([classifier.probabilities(source) for source in items])
+    return evaluation_from_probabilities(labels, split.labels, probabilities)
+
+
 def plot_history(history: dict[str, list[float]]) -> Image.Image:
     """Loss and accuracy per epoch, train against validation, as an image."""
     import matplotlib

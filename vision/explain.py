@@ -211,14 +211,17 @@ class Explainer:
         labels: Class names; indices are used when None.
         layer: Target layer name; the last spatial layer when None.
         fast: Use the TFLite + closed-form gradient path where the head allows it.
+        cache_key: Identifies the model's weights (a bundle's fingerprint): the fast path's
+            TFLite conversion is then cached on disk and done once, not per start.
     """
 
     def __init__(self, model: Any, preprocessing: Preprocessing, labels: list[str] | None = None,
-                 layer: str | None = None, fast: bool = True) -> None:
+                 layer: str | None = None, fast: bool = True, cache_key: str | None = None) -> None:
         import tensorflow as tf
 
         self.model = model
         self.preprocessing = preprocessing
+        self._cache_key = cache_key
         outputs = int(model.outputs[0].shape[-1]) if hasattr(model, "outputs") and model.outputs else None
         self.labels = labels or [str(i) for i in range(outputs or 0)]
         self.path = find_target_layer(model, layer)
@@ -251,7 +254,8 @@ class Explainer:
 
     @classmethod
     def from_bundle(cls, bundle: Any, layer: str | None = None, fast: bool = True) -> "Explainer":
-        return cls(bundle.model, bundle.preprocessing, bundle.labels, layer=layer, fast=fast)
+        return cls(bundle.model, bundle.preprocessing, bundle.labels, layer=layer, fast=fast,
+                   cache_key=bundle.fingerprint)
 
     def class_index(self, target: int | str | None) -> int:
         """-1 (top-1) for None; a label or an index otherwise, validated."""
@@ -312,7 +316,7 @@ class Explainer:
     def _build_fast_path(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
         import keras
 
-        from vision.tflite import convert_to_tflite, make_interpreter
+        from vision.tflite import cached_flatbuffer, convert_to_tflite, make_interpreter
 
         forward, spec = self._forward, self.preprocessing
         self._dense_kernel = np.asarray(self._dense.kernel, np.float32)
@@ -329,7 +333,12 @@ class Explainer:
         images = keras.Input((None, None, 3), dtype="uint8", batch_size=1)
         wrapper = keras.Model(images, _Features(self.model)(images))
         try:
-            interpreter = make_interpreter(convert_to_tflite(wrapper), os.cpu_count())
+            if self._cache_key is None:
+                flatbuffer = convert_to_tflite(wrapper)
+            else:
+                flatbuffer = cached_flatbuffer(f"explainer|{self._cache_key}|{self.layer}",
+                                               lambda: convert_to_tflite(wrapper))
+            interpreter = make_interpreter(flatbuffer, os.cpu_count())
         except Exception as error:  # the tf.function path always works
             log.warning("no TFLite fast path for Grad-CAM (%s); using tf.function", error)
             return None

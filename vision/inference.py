@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from vision.images import ImageSource, load_image, preprocess
-from vision.store import Bundle, load_bundle
-from vision.tflite import convert_to_tflite, make_interpreter
+from vision.store import Bundle, open_bundle
+from vision.tflite import cached_flatbuffer, convert_to_tflite, make_interpreter
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +59,22 @@ class Classifier:
         self.bundle = bundle
         self.labels = bundle.labels
         self.preprocessing = bundle.preprocessing
-        height, width = self.preprocessing.size
         spec = self.preprocessing
         self._prepare = tf.function(
             lambda image: preprocess(image[None], spec),
             input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
         )
-        model = bundle.model
-        self._batch_call = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)],
-        )
+        self._batch_fn: Any = None
+        self._batch_lock = threading.Lock()
         self._pool: queue.LifoQueue[_Runner] | None = None
         self.runtime = "tf"
         if runtime == "tflite":
             try:
-                flatbuffer = convert_to_tflite(model, preprocessing=self.preprocessing)
+                # Cached on disk by the bundle's fingerprint: only the first run converts,
+                # and a cache hit never loads the Keras model at all.
+                flatbuffer = cached_flatbuffer(
+                    f"classifier|{bundle.fingerprint}",
+                    lambda: convert_to_tflite(bundle.model, preprocessing=self.preprocessing))
             except Exception as error:  # converter failures are varied; the tf path still works
                 log.warning("TFLite conversion failed (%s); using the TensorFlow path", error)
             else:
@@ -87,7 +88,22 @@ class Classifier:
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: Any) -> "Classifier":
-        return cls(load_bundle(path), **kwargs)
+        return cls(open_bundle(path), **kwargs)
+
+    def _batch_call(self, x: np.ndarray) -> Any:
+        # Traced on first use: tracing a large Keras model costs seconds that a caller
+        # served by TFLite (the CLI's predict, the app's classify) never needs to pay.
+        with self._batch_lock:
+            if self._batch_fn is None:
+                import tensorflow as tf
+
+                height, width = self.preprocessing.size
+                model = self.bundle.model
+                self._batch_fn = tf.function(
+                    lambda batch: model(batch, training=False),
+                    input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)],
+                )
+        return self._batch_fn(x)
 
     def prepare(self, image: ImageSource) -> np.ndarray:
         """Decode ``image`` and return the model input, shape (1, H, W, 3) float32."""
@@ -131,7 +147,8 @@ class Classifier:
             for runner in runners:
                 runner(blank)
                 self._pool.put(runner)
-        self.predict_batch([blank])
+        else:
+            self.predict_batch([blank])
 
 
 class _Runner:

