@@ -7,12 +7,12 @@ BIN    := $(VENV)/bin
 # Use sudo for apt only when not root.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: app test lint bench system-deps default-model web-model
+.PHONY: app test lint bench system-deps shapes-model web-model
 
-app: $(VENV)/.app-deps web/node_modules/.installed
+app: $(VENV)/.app-deps web/node_modules/.installed web/model/model.json
 	$(BIN)/python app.py
 
-test: $(VENV)/.test-deps system-deps web/node_modules/.installed
+test: $(VENV)/.test-deps system-deps web/node_modules/.installed web/model/model.json
 	$(BIN)/python -m ruff check .
 	cd web && node --test test/
 	$(BIN)/python -m pytest
@@ -27,16 +27,26 @@ bench: $(VENV)/.test-deps web/node_modules/.installed
 	$(BIN)/python bench/bench_guard.py
 	$(BIN)/python bench/bench_web.py
 
-# Rebuild the shipped default model exactly as documented in the README.
-default-model: $(VENV)/.app-deps
+# The everyday-objects default (ImageNet-1k on EfficientNet-Lite0), built from the installed
+# weights package: ~5 s, not committed.
+models/everyday/vision.json: $(VENV)/.app-deps
+	$(BIN)/python -m vision everyday --out models/everyday --overwrite
+
+# Rebuild the shipped shapes example model exactly as documented in the README.
+shapes-model: $(VENV)/.app-deps
 	rm -rf build/shapes-data
 	$(BIN)/python -m vision synth build/shapes-data --per-class 250 --size 64 --seed 0
 	$(BIN)/python -m vision train build/shapes-data --model resnet_small --epochs 30 \
 	    --patience 10 --seed 0 --name "Shapes (default)" --out models/shapes --overwrite
 
-# Re-export the default model for the static page in web/.
-web-model: $(VENV)/.app-deps
-	$(BIN)/python -m vision export models/shapes --format tfjs --out web/model --overwrite
+# The static page's model: the everyday-objects model with uint8 weights (~4.8 MB), built
+# at set-up like the model itself, not committed.
+web/model/model.json: models/everyday/vision.json
+	$(BIN)/python -m vision export models/everyday --format tfjs --quantize uint8 --out web/model --overwrite
+
+web-model:
+	rm -f web/model/model.json
+	$(MAKE) web/model/model.json
 
 $(VENV)/.app-deps: requirements.txt
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)

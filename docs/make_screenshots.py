@@ -17,23 +17,27 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from vision.synthetic import write_shapes  # noqa: E402
+from vision.defaults import default_model  # noqa: E402
+from vision.photos import example_photos, write_texture_task  # noqa: E402
 
 from app_server import launch_app  # noqa: E402
 from browser import launch_chromium, shape_clip, start_live_view  # noqa: E402
 from web_harness import classify_files, open_page  # noqa: E402
 
 OUT = REPO / "docs" / "screenshots"
+CAT = next(p for p in example_photos() if p.name == "chelsea.png")
+COFFEE = next(p for p in example_photos() if p.name == "coffee.png")
 
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        demo, url = launch_app(tmp / "models")
+        demo, url = launch_app(tmp / "models", default_model=default_model())
         clip = shape_clip(tmp / "clip.y4m", "star")
-        dataset = write_shapes(tmp / "shapes", per_class=100, size=64, seed=5)
-        archive = tmp / "shapes.zip"
+        # Few-shot on real photos: 10 texture patches per class, the Train view's defaults.
+        dataset = write_texture_task(tmp / "textures", train_per_class=10, test_per_class=0) / "train"
+        archive = tmp / "textures.zip"
         with zipfile.ZipFile(archive, "w") as zf:
             for path in sorted(dataset.rglob("*.png")):
                 zf.write(path, path.relative_to(dataset))
@@ -41,20 +45,19 @@ def main() -> None:
             browser = launch_chromium(playwright, fake_video=clip)
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
             page.goto(url)
-            page.set_input_files("#classify-image input[type=file]", str(REPO / "docs" / "examples" / "star.png"))
+            page.set_input_files("#classify-image input[type=file]", str(CAT))
             page.wait_for_selector("#heatmap img", timeout=60_000)
             page.wait_for_timeout(1000)
             page.screenshot(path=str(OUT / "classify.png"))
 
-            start_live_view(page, "star")
+            start_live_view(page, "")
             page.wait_for_timeout(4000)
             page.screenshot(path=str(OUT / "live.png"))
             page.locator("#live-camera button[aria-label='capture photo']").click()
 
             page.get_by_role("tab", name="Train").click()
             page.locator("input[type=file][accept*='.zip']").set_input_files(str(archive))
-            page.get_by_label("Save as").fill("shapes-retrained")
-            page.get_by_label("Epochs").last.fill("20")
+            page.get_by_label("Save as").fill("textures")
             page.get_by_role("button", name="Train", exact=True).click()
             page.wait_for_function("document.querySelector('#train-metrics').innerText.includes('Saved')",
                                    timeout=300_000)
@@ -73,7 +76,7 @@ def main() -> None:
 
             # The static page the app serves at /web/, classifying in the browser itself.
             web = open_page(browser, f"{url}web/?backend=webgl")
-            classify_files(web, [REPO / "docs" / "examples" / "star.png"] * 2)  # the second is warm
+            classify_files(web, [COFFEE] * 2)  # the second is warm
             web.screenshot(path=str(OUT / "web.png"))
             browser.close()
         demo.close()

@@ -21,8 +21,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_app(models_dir: Path, **settings: object) -> tuple[object, str]:
-    """Build and start the app with ``models_dir`` holding a copy of the default model.
+def launch_app(models_dir: Path, default_model: Path | None = None, **settings: object) -> tuple[object, str]:
+    """Build and start the app with ``models_dir`` holding a copy of the shapes model, which
+    is also the default unless ``default_model`` names another bundle.
 
     ``settings`` override ``AppConfig`` fields (``public=True``, ``owner=...``, ``limits=...``).
     Returns the ``VisionApp`` (``close()`` stops it and removes its files) and its URL.
@@ -31,7 +32,7 @@ def launch_app(models_dir: Path, **settings: object) -> tuple[object, str]:
     from vision.ui.config import AppConfig
 
     shutil.copytree(DEFAULT_MODEL, models_dir / "shapes")
-    config = AppConfig(default_model=models_dir / "shapes", models_dir=models_dir,
+    config = AppConfig(default_model=default_model or models_dir / "shapes", models_dir=models_dir,
                        state_dir=models_dir.parent / f"{models_dir.name}-state", **settings)
     app = build(config)
     app.launch("127.0.0.1", free_port(), quiet=True)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_MODEL
+from conftest import DEFAULT_MODEL, REPO
 
 
 def test_default_bundle_is_small_and_records_its_accuracy():
@@ -34,3 +37,27 @@ def test_default_model_reaches_its_accuracy_on_the_regenerated_validation_split(
     assert len(dataset.val) == 200
     assert evaluation.accuracy >= 0.95
     assert evaluation.accuracy == pytest.approx(info["metrics"]["accuracy"], abs=1e-6)
+
+
+def test_the_everyday_objects_model_is_the_default_with_real_photo_examples():
+    from vision.cli import DEFAULT, _parser
+    from vision.defaults import EVERYDAY_MODEL
+    from vision.ui.config import AppConfig
+
+    config = AppConfig.from_env({})
+    assert config.default_model == EVERYDAY_MODEL
+    assert {"chelsea.png", "coffee.png", "grace_hopper.jpg"} <= {Path(p).name for p in config.examples}
+    assert _parser().parse_args(["predict", "x.jpg"]).model == DEFAULT
+
+
+@pytest.mark.slow
+def test_cli_predict_on_a_photo_prints_one_line_and_nothing_else():
+    """TensorFlow's native start-up lines (CUDA probes, XNNPACK, MLIR) stay off the terminal."""
+    import matplotlib
+
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    done = subprocess.run([sys.executable, "-m", "vision", "predict", str(photo)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.count("\n") == 1 and ": military uniform 0.4" in done.stdout, done.stdout

@@ -115,9 +115,16 @@ def test_web_site_is_self_contained(site):
     assert metadata["labels"] == load_bundle(DEFAULT_MODEL).labels
 
 
-def test_shipped_web_model_is_the_default_models_export():
+def test_the_page_ships_the_everyday_objects_model_in_uint8():
+    """Set-up (``make test``, ``make app``) exports the everyday-objects default for the page."""
+    from vision.defaults import EVERYDAY_MODEL
+
+    if not (WEB / "model" / "model.json").is_file():
+        pytest.fail("web/model is not built: run the README's test command (make test builds it)")
     shipped = json.loads((WEB / "model" / "metadata.json").read_text())
-    bundle = load_bundle(DEFAULT_MODEL)
+    bundle = load_bundle(EVERYDAY_MODEL)
     assert shipped["labels"] == bundle.labels and shipped["name"] == bundle.name
-    assert shipped["verification"]["max_abs_diff"] <= 1e-4
-    assert (WEB / "model" / "model.json").is_file()
+    assert shipped["quantization"] == "uint8"
+    assert shipped["preprocessing"]["scale"] == pytest.approx(1 / 128)
+    size = sum(p.stat().st_size for p in (WEB / "model").iterdir())
+    assert size <= 6e6, f"the page's model is {size / 1e6:.1f} MB"

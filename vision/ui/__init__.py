@@ -6,10 +6,14 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from PIL import Image
 
+from vision.backbones import ensure_everyday_bundle
+from vision.defaults import EVERYDAY_MODEL
 from vision.images import MAX_PIXELS
 from vision.ui.config import AppConfig
 from vision.ui.context import Context
@@ -19,15 +23,21 @@ class VisionApp:
     """A built app: its Blocks, its sessions, and a ``close`` that removes every file it made."""
 
     def __init__(self, config: AppConfig) -> None:
-        from vision.cache import get_classifier, get_explainer
+        from vision.cache import get_classifier
         from vision.ui.layout import build_blocks
 
         self.config = config
+        if config.default_model.resolve() == EVERYDAY_MODEL.resolve():
+            ensure_everyday_bundle(EVERYDAY_MODEL)  # set-up does this; a Space's first start may not have
         self.ctx = Context.create(config)
-        # Load and compile the default model now: a broken bundle fails at start with a clear
-        # message, and the first visitor does not wait for the TFLite conversion.
+        # The classifier now: a broken bundle fails at start with a clear message, and the first
+        # visitor does not wait for it (its TFLite conversion is cached on disk after the first run).
         get_classifier(config.default_model)
-        get_explainer(config.default_model)
+        # Grad-CAM's explainer loads the Keras model: build it beside the server's start-up,
+        # so classification answers as soon as the page is up.
+        self._warm = threading.Thread(target=_warm_explainer, args=(config.default_model,),
+                                      name="warm-explainer", daemon=True)
+        self._warm.start()
         self.demo = build_blocks(self.ctx)
 
     def launch(self, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kwargs: Any) -> str:
@@ -47,6 +57,15 @@ class VisionApp:
             self.demo.close()
         finally:
             self.ctx.sessions.close_all()
+
+
+def _warm_explainer(model: Any) -> None:
+    from vision.cache import get_explainer
+
+    try:
+        get_explainer(model)
+    except Exception as error:  # the first explain request reports it to the visitor
+        logging.getLogger(__name__).warning("Grad-CAM is not ready for %s: %s", model, error)
 
 
 def guard_pillow() -> None:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-REPO = Path(__file__).resolve().parent.parent.parent
+from vision.defaults import EVERYDAY_MODEL, MODELS_DIR, REPO
+from vision.photos import example_photos
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,12 @@ class AppConfig:
         public_flag = env.get("VISION_PUBLIC", "").strip().lower()
         public = on_space if public_flag == "" else public_flag not in ("0", "false", "no", "off")
         return cls(
-            default_model=Path(default_model or env.get("VISION_MODEL") or REPO / "models" / "shapes"),
-            models_dir=Path(env.get("VISION_MODELS_DIR") or REPO / "models"),
+            default_model=Path(default_model or env.get("VISION_MODEL") or EVERYDAY_MODEL),
+            models_dir=Path(env.get("VISION_MODELS_DIR") or MODELS_DIR),
             public=public,
             owner=(env.get("VISION_OWNER") or "").strip() or None,
             # Gradio only does real OAuth on a Space; elsewhere it signs everyone in as the
             # server's own Hub account, which must never count as a visitor's identity.
             oauth=on_space and bool(env.get("OAUTH_CLIENT_ID")),
-            examples=tuple(sorted(str(p) for p in (REPO / "docs" / "examples").glob("*.png"))),
+            examples=tuple(str(path) for path in example_photos()),
         )

@@ -111,12 +111,14 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                         clear = gr.Button("Clear classes")
                     samples = gr.Dataframe(headers=["class", "samples"], label="Your classes", interactive=False)
             with gr.Row():
-                architecture = gr.Dropdown(architectures, value="resnet_small", label="Architecture")
-                size = gr.Slider(32, 224, value=64, step=16, label="Image size (px)")
-                epochs = gr.Slider(1, 60, value=15, step=1, label="Epochs")
+                architecture = gr.Dropdown(architectures, value="efficientnet_lite0", label="Architecture")
+                size = gr.Slider(32, 224, value=224, step=16, label="Image size (px)")
+                epochs = gr.Slider(1, 60, value=20, step=1, label="Epochs")
             with gr.Row():
-                augment = gr.Checkbox(True, label="Augmentation (flip, rotate, zoom, contrast)")
-                imagenet = gr.Checkbox(False, label="ImageNet weights for transfer models (needs internet)")
+                augment = gr.Checkbox(True, label="Augmentation (mirrored copies for the fast path; flip, rotate, "
+                                      "zoom, contrast otherwise)")
+                imagenet = gr.Checkbox(True, label="Pretrained ImageNet weights (EfficientNet-Lite0's ship with "
+                                       "the app; the others are downloaded)")
                 model_name = gr.Textbox(label="Save as", placeholder="my-model")
             with gr.Row():
                 start = gr.Button("Train", variant="primary")

@@ -118,6 +118,9 @@ class TrainView:
                     if isinstance(update, JobFinished):
                         trained = update.trained
                         break
+                    if update.stage == "features":
+                        progress(update.fraction, desc=f"features {update.batch}/{update.batches} images")
+                        continue
                     progress(update.fraction, desc=f"epoch {update.epoch + 1}/{update.epochs}")
                     if update.epoch_end:
                         logs = update.logs

@@ -1,0 +1,241 @@
+"""Real photos: few-shot training, the everyday-objects model's speed, start-up, the web export.
+
+    python bench/bench_real.py [--skip-app] [--skip-web]
+
+Every figure the "real photos, offline" targets name, printed with its target:
+- few-shot: 10 photos per class of three textures from package photos (train patches from
+  the top half of each photo, 120 test patches from the bottom half), the fast path
+  against training from scratch, accuracy on the test patches and seconds from "train"
+  to a saved bundle; then 1,000 images at 224 px through the fast path;
+- the everyday-objects model: prediction against a bare TFLite interpreter, Grad-CAM
+  against prediction;
+- ``python -m vision predict photo.jpg``: seconds and lines of output (warm cache);
+- ``python app.py`` to its first answer, and the live view's processed frames per second;
+- the page's uint8 export: size, and top-1 agreement with Keras on real photos in Chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+import numpy as np  # noqa: E402
+
+
+def _median_ms(fn, repeats: int = 40) -> float:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def few_shot(tmp: Path) -> None:
+    from vision.data import load_folder
+    from vision.evaluate import evaluate_classifier
+    from vision.inference import Classifier
+    from vision.photos import write_texture_task
+    from vision.pipeline import train_bundle
+    from vision.train import TrainConfig
+
+    task = write_texture_task(tmp / "textures", train_per_class=10, test_per_class=40)
+    test = load_folder(task / "test").everything()
+    print("few-shot: 3 texture classes, 10 photos each (8 train + 2 validation), 120 held-out test photos")
+    print(f"  {'path':<44} {'test acc':>8} {'train->bundle':>14}")
+    runs = (("fast: efficientnet_lite0, cached features", TrainConfig(model="efficientnet_lite0")),
+            ("from scratch: resnet_small 64 px, 30 epochs", TrainConfig(model="resnet_small", epochs=30,
+                                                                       batch_size=16)))
+    for title, config in runs:
+        dataset = load_folder(task / "train")
+        start = time.perf_counter()
+        trained = train_bundle(dataset, config, tmp / config.model, overwrite=True)
+        seconds = time.perf_counter() - start
+        accuracy = evaluate_classifier(Classifier.from_path(trained.path), test, dataset.class_names).accuracy
+        print(f"  {title:<44} {accuracy:8.3f} {seconds:12.1f} s")
+    print("  targets: fast path >= 0.95 test accuracy, <= 15 s")
+
+    many = write_texture_task(tmp / "many", train_per_class=334, test_per_class=0, patch=224)
+    dataset = load_folder(many / "train")
+    start = time.perf_counter()
+    train_bundle(dataset, TrainConfig(model="efficientnet_lite0"), tmp / "many-model", overwrite=True)
+    print(f"\n1,000 images at 224 px, fast path, train -> bundle: {time.perf_counter() - start:.1f} s "
+          "(target <= 90 s)")
+
+
+def everyday_speed() -> None:
+    import skimage.data
+
+    from vision.defaults import default_model
+    from vision.explain import Explainer
+    from vision.images import preprocess
+    from vision.inference import Classifier
+    from vision.store import load_bundle
+    from vision.tflite import convert_to_tflite, make_interpreter
+
+    bundle = load_bundle(default_model())
+    photo = skimage.data.chelsea()
+    classifier = Classifier(bundle)
+    bare = make_interpreter(convert_to_tflite(bundle.model), os.cpu_count())
+    x = preprocess(photo, bundle.preprocessing).numpy()[None]
+    index = bare.get_input_details()[0]["index"]
+
+    def bare_call() -> None:
+        bare.set_tensor(index, x)
+        bare.invoke()
+
+    explainer = Explainer.from_bundle(bundle)
+    predict_ms = _median_ms(lambda: classifier.predict(photo))
+    bare_ms = _median_ms(bare_call)
+    explain_ms = _median_ms(lambda: explainer.explain(photo))
+    print(f"\neveryday-objects model, one 451x300 photo (decoded), median of 40, {os.cpu_count()} cores")
+    print(f"  bare TFLite interpreter (preprocessed input) {bare_ms:7.1f} ms")
+    print(f"  Classifier.predict (resize + normalise in)   {predict_ms:7.1f} ms   "
+          f"{predict_ms / bare_ms:.2f}x bare (target <= 1.2x)")
+    print(f"  Grad-CAM                                     {explain_ms:7.1f} ms   "
+          f"{explain_ms / predict_ms:.2f}x prediction (target <= 2x)")
+
+
+def cli_predict() -> None:
+    import matplotlib
+
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    command = [sys.executable, "-m", "vision", "predict", str(photo)]
+    subprocess.run(command, cwd=REPO, capture_output=True, check=True)  # warm the disk cache
+    times, outputs = [], []
+    for _ in range(3):
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+        times.append(time.perf_counter() - start)
+        outputs.append(done.stdout + done.stderr)
+    lines = outputs[-1].strip().splitlines()
+    print(f"\npython -m vision predict grace_hopper.jpg: median {statistics.median(times):.1f} s over 3 runs, "
+          f"{len(lines)} line(s) of output (target <= 8 s, one line)")
+    print(f"  {lines[0] if lines else ''}")
+
+
+def app_start_and_live(seconds: float) -> None:
+    import re
+
+    from gradio_client import Client, handle_file
+    from playwright.sync_api import sync_playwright
+
+    from vision.photos import example_photos
+
+    from app_server import free_port
+    from browser import launch_chromium, shape_clip, start_live_view
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    photo = example_photos()[0]
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                labels = Client(url, verbose=False).predict(handle_file(str(photo)), 1, api_name="/classify")[0]
+                break
+            except Exception:
+                if process.poll() is not None or time.perf_counter() - start > 180:
+                    raise
+                time.sleep(0.2)
+        first = time.perf_counter() - start
+        print(f"\npython app.py to the first answer (warm machine, converted models cached): {first:.1f} s "
+              f"(target <= 15 s; make app adds no work once set up): {labels['label']}")
+
+        with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
+            clip = shape_clip(Path(tmp) / "clip.y4m", "star", size=480)
+            browser = launch_chromium(playwright, fake_video=clip)
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(url)
+            start_live_view(page, "")
+            readings = []
+            end = time.time() + seconds
+            while time.time() < end:
+                time.sleep(1.0)
+                match = re.search(r"([\d.]+)\s*frames/s", page.inner_text("#live-fps"))
+                if match:
+                    readings.append(float(match.group(1)))
+            browser.close()
+        print(f"live view, everyday-objects model, 640x480 fake camera, {seconds:.0f} s: processed frames/s "
+              f"median {statistics.median(readings):.1f}, min {min(readings):.1f} (target >= 10)")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def web_export(tmp: Path) -> None:
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from vision.defaults import default_model
+    from vision.export import build_web_site, export
+    from vision.images import load_image, preprocess
+    from vision.photos import example_photos
+    from vision.store import load_bundle
+
+    from browser import launch_chromium
+    from web_harness import classify_files, open_page, static_server
+
+    bundle = load_bundle(default_model())
+    result = export(bundle, "tfjs", tmp / "export-uint8", quantize="uint8")
+    build_web_site(tmp / "export-uint8", tmp / "site")
+    # Real photos: each package photo whole, and 16 crops of each (different views of it).
+    rng = np.random.default_rng(0)
+    photos = []
+    for source in example_photos():
+        pixels = load_image(source)
+        photos.append(pixels)
+        height, width = pixels.shape[:2]
+        for _ in range(16):
+            side = int(rng.integers(min(height, width) // 2, min(height, width) + 1))
+            top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+            photos.append(pixels[top:top + side, left:left + side])
+    paths = []
+    for i, pixels in enumerate(photos):
+        paths.append(tmp / f"photo{i:03d}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    keras_p = np.stack([np.asarray(bundle.model(preprocess(p, bundle.preprocessing)[None], training=False))[0]
+                        for p in photos])
+    with static_server(tmp) as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = open_page(browser, f"{url}site/index.html?backend=wasm")
+        probabilities = np.array(classify_files(page, paths)[0])
+        browser.close()
+    agreement = (probabilities.argmax(1) == keras_p.argmax(1)).mean()
+    print(f"\nweb page, everyday-objects model, uint8 weights: {result.size_bytes / 1e6:.2f} MB (target <= 6 MB); "
+          f"top-1 agreement with Keras on {len(paths)} real photos and crops in headless Chromium (wasm): "
+          f"{agreement:.1%} (target >= 99 %), max |p - keras| {np.abs(probabilities - keras_p).max():.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-app", action="store_true")
+    parser.add_argument("--skip-web", action="store_true")
+    parser.add_argument("--live-seconds", type=float, default=12)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        few_shot(Path(tmp))
+        everyday_speed()
+        cli_predict()
+        if not args.skip_app:
+            app_start_and_live(args.live_seconds)
+        if not args.skip_web:
+            web_export(Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

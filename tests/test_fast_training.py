@@ -1,0 +1,144 @@
+"""Few-shot training on real photos: cached EfficientNet-Lite0 features and a new head,
+through the CLI and through the app, saved as one ordinary Keras model.
+
+The task: patches of scikit-image's brick, grass and gravel photos, training patches from
+the top half of each photo and test patches from the bottom half (disjoint pixels).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+
+from vision.cli import main
+from vision.photos import TEXTURES, write_texture_task
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> Path:
+    return write_texture_task(tmp_path_factory.mktemp("textures"), train_per_class=10, test_per_class=10, patch=96)
+
+
+@pytest.fixture(scope="module")
+def fast_bundle(task, tmp_path_factory) -> Path:
+    """Trained by the CLI with its defaults: the fast path is the default."""
+    out = tmp_path_factory.mktemp("bundles") / "textures"
+    assert main(["train", str(task / "train"), "--out", str(out), "--epochs", "15"]) == 0
+    return out
+
+
+def test_the_cli_trains_few_shot_on_real_photos(fast_bundle, task, capsys):
+    info = json.loads((fast_bundle / "vision.json").read_text())
+    assert info["architecture"] == "efficientnet_lite0" and info["labels"] == list(TEXTURES)
+    # The registry entry's preprocessing travels in the bundle: (pixel - 127) / 128 at 224 px.
+    assert info["preprocessing"]["size"] == [224, 224]
+    assert info["preprocessing"]["scale"] == pytest.approx(1 / 128)
+    assert info["preprocessing"]["offset"] == pytest.approx(-127 / 128)
+    assert (fast_bundle / "training_curves.png").is_file() and (fast_bundle / "confusion_matrix.png").is_file()
+
+    capsys.readouterr()
+    assert main(["evaluate", str(task / "test"), "--all", "--model", str(fast_bundle)]) == 0
+    report = capsys.readouterr().out
+    accuracy = float(re.search(r"accuracy ([\d.]+)", report).group(1))
+    assert "on 30 images (all of it)" in report
+    assert accuracy >= 0.9, report
+
+
+def test_a_fast_trained_bundle_is_plain_keras_in_safe_mode(fast_bundle, task):
+    import keras
+
+    from vision.images import load_image, preprocess
+    from vision.inference import Classifier
+    from vision.store import load_bundle
+
+    bundle = load_bundle(fast_bundle)
+    photos = sorted((task / "test").rglob("*.png"))[::5]
+    x = np.stack([preprocess(load_image(p), bundle.preprocessing).numpy() for p in photos])
+    plain = keras.saving.load_model(fast_bundle, compile=False, safe_mode=True)
+    expected = plain.predict(x, verbose=0)
+    np.testing.assert_allclose(bundle.model.predict(x, verbose=0), expected, atol=1e-6)
+    served = np.stack([Classifier(bundle).probabilities(p) for p in photos[:1]] +
+                      [Classifier(bundle, runtime="tf").probabilities(p) for p in photos[1:2]])
+    np.testing.assert_allclose(served, expected[:2], atol=1e-4)
+    assert {layer.name for layer in plain.layers} >= {"stem_conv", "head_conv_relu6", "logits", "probabilities"}
+
+
+def test_grad_cam_explains_the_fast_trained_model(fast_bundle, task):
+    from vision.explain import Explainer
+    from vision.store import load_bundle
+
+    explainer = Explainer.from_bundle(load_bundle(fast_bundle))
+    explanation = explainer.explain(next((task / "test" / "grass").iterdir()))
+    assert explainer.layer == "head_conv_relu6" and explainer.runtime == "tflite"
+    assert explanation.heatmap.shape == (96, 96) and explanation.label in TEXTURES
+
+
+def test_features_are_computed_once_per_image(task):
+    from vision.features import get_extractor
+
+    extractor = get_extractor(224)
+    calls = []
+    embed = extractor._embed
+    extractor._embed = lambda pixels: calls.append(len(pixels)) or embed(pixels)
+    try:
+        photos = sorted((task / "test" / "brick").iterdir())[:3]
+        first = extractor.features(photos, views=("original", "mirrored"))
+        again = extractor.features([p.read_bytes() for p in photos], views=("original", "mirrored"))
+    finally:
+        extractor._embed = embed
+    np.testing.assert_array_equal(first, again)  # same content, other form: served from the cache
+    assert first.shape == (2, 3, 1280) and not np.allclose(first[0], first[1])
+    assert sum(calls) <= 6  # each photo through the backbone once per view, whichever test ran first
+
+
+def test_fine_tuning_moves_only_the_top_layers(task, tmp_path):
+    from vision.backbones import efficientnet_lite0, load_imagenet_weights
+    from vision.store import load_bundle
+
+    out = tmp_path / "tuned"
+    assert main(["train", str(task / "train"), "--out", str(out), "--epochs", "1", "--size", "96",
+                 "--fine-tune", "4"]) == 0
+    tuned = load_bundle(out)
+    assert tuned.info["training"]["fine_tune_layers"] == 4 and tuned.preprocessing.size == (96, 96)
+    pretrained = load_imagenet_weights(efficientnet_lite0(include_top=False, input_shape=(96, 96, 3)))
+    same = [np.array_equal(a, b) for a, b in zip(tuned.model.get_layer("stem_conv").get_weights(),
+                                                  pretrained.get_layer("stem_conv").get_weights())]
+    moved = [np.array_equal(a, b) for a, b in zip(tuned.model.get_layer("head_conv").get_weights(),
+                                                   pretrained.get_layer("head_conv").get_weights())]
+    assert all(same) and not all(moved)
+    # Batch-norm statistics stay ImageNet's, even in the unfrozen top.
+    np.testing.assert_array_equal(tuned.model.get_layer("head_bn").get_weights()[2],
+                                  pretrained.get_layer("head_bn").get_weights()[2])
+
+
+def test_the_app_trains_few_shot_from_samples_by_default(task, tmp_path):
+    """The Teachable-Machine flow: classes of samples, then Train with the view's defaults."""
+    from app_server import launch_app
+
+    app, url = launch_app(tmp_path / "models")
+    try:
+        client = Client(url, verbose=False)
+        for texture in TEXTURES:
+            files = [handle_file(str(p)) for p in sorted((task / "train" / texture).iterdir())]
+            client.predict(texture, None, files, api_name="/add_samples")
+        # The view's defaults: efficientnet_lite0, 224 px, 20 epochs, augmentation, ImageNet weights.
+        status, _curves, metrics, confusion, _gallery, _choices = client.predict(
+            None, "efficientnet_lite0", 224, 20, True, True, "textures", api_name="/train")
+        assert "Saved **textures**" in metrics and "efficientnet_lite0" in status, (status, metrics)
+        assert Path(confusion).is_file()
+        client.predict("shared/textures", api_name="/use_model")
+        hits = 0
+        for texture in TEXTURES:
+            for photo in sorted((task / "test" / texture).iterdir())[:4]:
+                labels, _ = client.predict(handle_file(str(photo)), 1, api_name="/classify")
+                hits += labels["label"] == texture
+        assert hits >= 11, f"{hits}/12 test photos right"
+    finally:
+        app.close()
