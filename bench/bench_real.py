@@ -31,6 +31,10 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import numpy as np  # noqa: E402
 
+#: The environment as started: the tests' helpers (imported below) point VISION_CACHE_DIR at an
+#: empty folder, which would make every process measured here convert its models again.
+ENV = dict(os.environ)
+
 
 def _median_ms(fn, repeats: int = 40) -> float:
     for _ in range(5):
@@ -113,11 +117,11 @@ def cli_predict() -> None:
 
     photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     command = [sys.executable, "-m", "vision", "predict", str(photo)]
-    subprocess.run(command, cwd=REPO, capture_output=True, check=True)  # warm the disk cache
+    subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, check=True)  # warm the disk cache
     times, outputs = [], []
     for _ in range(3):
         start = time.perf_counter()
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+        done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, check=True)
         times.append(time.perf_counter() - start)
         outputs.append(done.stdout + done.stderr)
     lines = outputs[-1].strip().splitlines()
@@ -128,6 +132,7 @@ def cli_predict() -> None:
 
 def app_start_and_live(seconds: float) -> None:
     import re
+    import urllib.request
 
     from gradio_client import Client, handle_file
     from playwright.sync_api import sync_playwright
@@ -141,20 +146,23 @@ def app_start_and_live(seconds: float) -> None:
     url = f"http://127.0.0.1:{port}/"
     photo = example_photos()[0]
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], cwd=REPO,
+    process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], cwd=REPO, env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:
             try:
-                labels = Client(url, verbose=False).predict(handle_file(str(photo)), 1, api_name="/classify")[0]
+                urllib.request.urlopen(url, timeout=1)
                 break
-            except Exception:
+            except OSError:
                 if process.poll() is not None or time.perf_counter() - start > 180:
                     raise
-                time.sleep(0.2)
+                time.sleep(0.1)
+        up = time.perf_counter() - start
+        labels = Client(url, verbose=False).predict(handle_file(str(photo)), 1, api_name="/classify")[0]
         first = time.perf_counter() - start
-        print(f"\npython app.py to the first answer (warm machine, converted models cached): {first:.1f} s "
-              f"(target <= 15 s; make app adds no work once set up): {labels['label']}")
+        print(f"\npython app.py (warm machine, converted models cached): page served after {up:.1f} s, first "
+              f"answer through a new gradio_client at {first:.1f} s (target <= 15 s; make app adds no work once "
+              f"set up): {labels['label']}")
 
         with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
             clip = shape_clip(Path(tmp) / "clip.y4m", "star", size=480)
@@ -191,8 +199,6 @@ def web_export(tmp: Path) -> None:
     from web_harness import classify_files, open_page, static_server
 
     bundle = load_bundle(default_model())
-    result = export(bundle, "tfjs", tmp / "export-uint8", quantize="uint8")
-    build_web_site(tmp / "export-uint8", tmp / "site")
     # Real photos: each package photo whole, and 16 crops of each (different views of it).
     rng = np.random.default_rng(0)
     photos = []
@@ -210,15 +216,20 @@ def web_export(tmp: Path) -> None:
         Image.fromarray(pixels).save(paths[-1])
     keras_p = np.stack([np.asarray(bundle.model(preprocess(p, bundle.preprocessing)[None], training=False))[0]
                         for p in photos])
+    print(f"\nweb page, everyday-objects model, {len(paths)} real photos and crops, headless Chromium (wasm)")
     with static_server(tmp) as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        page = open_page(browser, f"{url}site/index.html?backend=wasm")
-        probabilities = np.array(classify_files(page, paths)[0])
+        for quantize in ("uint8", "float16"):
+            result = export(bundle, "tfjs", tmp / f"export-{quantize}", quantize=quantize)
+            build_web_site(tmp / f"export-{quantize}", tmp / f"site-{quantize}")
+            page = open_page(browser, f"{url}site-{quantize}/index.html?backend=wasm")
+            probabilities = np.array(classify_files(page, paths)[0])
+            page.close()
+            agreement = (probabilities.argmax(1) == keras_p.argmax(1)).mean()
+            print(f"  {quantize:<8} {result.size_bytes / 1e6:5.2f} MB   top-1 agreement with Keras {agreement:6.1%}   "
+                  f"max |p - keras| {np.abs(probabilities - keras_p).max():.3f}")
         browser.close()
-    agreement = (probabilities.argmax(1) == keras_p.argmax(1)).mean()
-    print(f"\nweb page, everyday-objects model, uint8 weights: {result.size_bytes / 1e6:.2f} MB (target <= 6 MB); "
-          f"top-1 agreement with Keras on {len(paths)} real photos and crops in headless Chromium (wasm): "
-          f"{agreement:.1%} (target >= 99 %), max |p - keras| {np.abs(probabilities - keras_p).max():.3f}")
+    print("  targets (uint8): <= 6 MB, >= 99 % agreement")
 
 
 def main() -> None:

@@ -33,11 +33,6 @@ class VisionApp:
         # The classifier now: a broken bundle fails at start with a clear message, and the first
         # visitor does not wait for it (its TFLite conversion is cached on disk after the first run).
         get_classifier(config.default_model)
-        # Grad-CAM's explainer loads the Keras model: build it beside the server's start-up,
-        # so classification answers as soon as the page is up.
-        self._warm = threading.Thread(target=_warm_explainer, args=(config.default_model,),
-                                      name="warm-explainer", daemon=True)
-        self._warm.start()
         self.demo = build_blocks(self.ctx)
 
     def launch(self, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kwargs: Any) -> str:
@@ -49,6 +44,10 @@ class VisionApp:
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
                          prevent_thread_lock=True, run_history=False, **kwargs)
         mount_static(self.demo.app, self.config.web_dir, self.ctx.sessions)
+        # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
+        # build it once the server is up, so classification answers first and start-up stays short.
+        threading.Thread(target=_warm_explainer, args=(self.config.default_model,), name="warm-explainer",
+                         daemon=True).start()
         return self.demo.local_url
 
     def close(self) -> None:
