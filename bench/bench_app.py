@@ -56,7 +56,9 @@ def load_report(url: str, clients: int, requests: int) -> None:
     print(f"  throughput {len(ms) / wall:7.1f} requests/s")
 
 
-def live_report(url: str, seconds: float) -> None:
+def live_frame_rates(url: str, seconds: float, label: str = "star") -> list[float]:
+    """Stream a fake camera clip into the app's Live view for ``seconds``; once ``label``
+    shows, read the processed frames/s it reports every second."""
     import re
 
     from playwright.sync_api import sync_playwright
@@ -68,7 +70,7 @@ def live_report(url: str, seconds: float) -> None:
         browser = launch_chromium(playwright, fake_video=clip)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         page.goto(url)
-        start_live_view(page, "star")
+        start_live_view(page, label)
         readings = []
         end = time.time() + seconds
         while time.time() < end:
@@ -77,6 +79,11 @@ def live_report(url: str, seconds: float) -> None:
             if match:
                 readings.append(float(match.group(1)))
         browser.close()
+    return readings
+
+
+def live_report(url: str, seconds: float) -> None:
+    readings = live_frame_rates(url, seconds)
     print(f"\nlive view: 640x480 fake camera in headless Chromium, stream_every=0.08 s, {seconds:.0f} s")
     print(f"  processed frames/s: median {statistics.median(readings):.1f}, min {min(readings):.1f} "
           f"(target >= 10)")

@@ -131,16 +131,14 @@ def cli_predict() -> None:
 
 
 def app_start_and_live(seconds: float) -> None:
-    import re
     import urllib.request
 
+    from bench_app import live_frame_rates
     from gradio_client import Client, handle_file
-    from playwright.sync_api import sync_playwright
 
     from vision.photos import example_photos
 
     from app_server import free_port
-    from browser import launch_chromium, shape_clip, start_live_view
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
@@ -164,20 +162,7 @@ def app_start_and_live(seconds: float) -> None:
               f"answer through a new gradio_client at {first:.1f} s (target <= 15 s; make app adds no work once "
               f"set up): {labels['label']}")
 
-        with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-            clip = shape_clip(Path(tmp) / "clip.y4m", "star", size=480)
-            browser = launch_chromium(playwright, fake_video=clip)
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.goto(url)
-            start_live_view(page, "")
-            readings = []
-            end = time.time() + seconds
-            while time.time() < end:
-                time.sleep(1.0)
-                match = re.search(r"([\d.]+)\s*frames/s", page.inner_text("#live-fps"))
-                if match:
-                    readings.append(float(match.group(1)))
-            browser.close()
+        readings = live_frame_rates(url, seconds, label="")  # any label: the model knows no shapes
         print(f"live view, everyday-objects model, 640x480 fake camera, {seconds:.0f} s: processed frames/s "
               f"median {statistics.median(readings):.1f}, min {min(readings):.1f} (target >= 10)")
     finally:

@@ -38,6 +38,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def sources(self) -> list[Any]:
+        """The split's images as ``load_image`` takes them: arrays, or file paths."""
+        return list(self.images) if self.images is not None else list(self.paths or [])
+
 
 @dataclass
 class LabelledDataset:

@@ -82,7 +82,7 @@ def evaluate_model(model: Any, split: Split, preprocessing: Preprocessing, label
 def evaluate_classifier(classifier: Any, split: Split, labels: list[str], progress: Any = None) -> Evaluation:
     """Score a ``vision.inference.Classifier`` on ``split`` one image at a time, through
     the same fast path that serves predictions (``progress`` wraps the iteration, e.g. tqdm)."""
-    sources = split.images if split.images is not None else split.paths or []
+    sources = split.sources()
     items = progress(sources) if progress else sources
     probabilities = np.stack([classifier.probabilities(source) for source in items])
     return evaluation_from_probabilities(labels, split.labels, probabilities)

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from vision.data import LabelledDataset, Split, summarize
+from vision.data import LabelledDataset, summarize
 from vision.errors import TrainingCancelledError
 from vision.models import LOGITS_LAYER, OUTPUT_LAYER, get_spec
 from vision.train import ProgressCallback, ProgressHook, TrainConfig, TrainProgress, TrainResult
@@ -55,8 +55,8 @@ def train_on_features(dataset: LabelledDataset, config: TrainConfig, progress: P
         if progress:
             progress(TrainProgress(0, config.epochs, offset + done, total, {}, {}, stage="features"))
 
-    train_features = extractor.features(_sources(dataset.train), views, progress=embedded)
-    val_features = extractor.features(_sources(dataset.val), progress=lambda d, n: embedded(d, n,
+    train_features = extractor.features(dataset.train.sources(), views, progress=embedded)
+    val_features = extractor.features(dataset.val.sources(), progress=lambda d, n: embedded(d, n,
                                                                                             len(dataset.train)))[0]
     x = train_features.reshape(-1, train_features.shape[-1])
     y = np.tile(dataset.train.labels, len(views))
@@ -92,6 +92,3 @@ def _head(features: int, classes: int) -> Any:
     outputs = keras.layers.Activation("softmax", dtype="float32", name=OUTPUT_LAYER)(x)
     return keras.Model(inputs, outputs, name="head")
 
-
-def _sources(split: Split) -> list[Any]:
-    return list(split.images) if split.images is not None else list(split.paths or [])
