@@ -171,34 +171,21 @@ def app_start_and_live(seconds: float) -> None:
 
 
 def web_export(tmp: Path) -> None:
-    from PIL import Image
     from playwright.sync_api import sync_playwright
 
     from vision.defaults import default_model
     from vision.export import build_web_site, export
-    from vision.images import load_image, preprocess
-    from vision.photos import example_photos
+    from vision.images import preprocess
+    from vision.photos import example_photos, with_crops
     from vision.store import load_bundle
 
     from browser import launch_chromium
-    from web_harness import classify_files, open_page, static_server
+    from web_harness import classify_files, open_page, static_server, write_pngs
 
     bundle = load_bundle(default_model())
-    # Real photos: each package photo whole, and 16 crops of each (different views of it).
-    rng = np.random.default_rng(0)
-    photos = []
-    for source in example_photos():
-        pixels = load_image(source)
-        photos.append(pixels)
-        height, width = pixels.shape[:2]
-        for _ in range(16):
-            side = int(rng.integers(min(height, width) // 2, min(height, width) + 1))
-            top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
-            photos.append(pixels[top:top + side, left:left + side])
-    paths = []
-    for i, pixels in enumerate(photos):
-        paths.append(tmp / f"photo{i:03d}.png")
-        Image.fromarray(pixels).save(paths[-1])
+    # Real photos: each package photo whole, and 32 crops of each (different views of it).
+    photos = with_crops(example_photos(), crops=32)
+    paths = write_pngs(tmp, photos)
     keras_p = np.stack([np.asarray(bundle.model(preprocess(p, bundle.preprocessing)[None], training=False))[0]
                         for p in photos])
     print(f"\nweb page, everyday-objects model, {len(paths)} real photos and crops, headless Chromium (wasm)")

@@ -55,3 +55,15 @@ def classify_files(page, paths: list[Path]) -> tuple[list[list[float]], list[flo
         probabilities.append(json.loads(page.get_attribute("#results", "data-probabilities")))
         latencies.append(float(page.inner_text("#latency").split()[0]))
     return probabilities, latencies
+
+
+def write_pngs(folder: Path, images: list) -> list[Path]:
+    """Each uint8 RGB array as ``folder/photoNNN.png`` (lossless, so the page decodes what
+    Python holds); returns the paths in order."""
+    from PIL import Image
+
+    paths = []
+    for i, pixels in enumerate(images):
+        paths.append(folder / f"photo{i:03d}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    return paths

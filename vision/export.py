@@ -26,6 +26,7 @@ from vision.errors import ExportError, VisionError  # noqa: F401  (ExportError r
 from vision.images import preprocess
 from vision.store import Bundle, versions
 from vision.tflite import convert_to_tflite, make_interpreter
+from vision.webweights import quantize_graph_model, sensitive_kernels
 
 FORMATS = ("tfjs", "tflite", "savedmodel")
 QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"), "tflite": (None, "float16", "dynamic"),
@@ -100,14 +101,16 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
 
 
 def probe_images(bundle: Bundle, count: int = 16, seed: int = 0) -> list[np.ndarray]:
-    """Seeded validation images at the model's size: synthetic shapes, then noise."""
+    """Seeded validation images at the model's size: real package photos and crops of them
+    (``vision.photos.probe_photos``), synthetic shapes, then ``count`` in all of shapes and noise."""
+    from vision.photos import probe_photos
     from vision.synthetic import make_shapes
 
     height, width = bundle.preprocessing.size
     shapes = make_shapes(per_class=max(1, count // 8), size=max(height, width, 16), seed=seed).images
     rng = np.random.default_rng(seed)
     noise = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count - len(shapes))]
-    return [np.asarray(_fit(image, height, width)) for image in shapes] + noise
+    return [np.asarray(_fit(image, height, width)) for image in [*probe_photos(seed=seed), *shapes]] + noise
 
 
 def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -187,33 +190,20 @@ def _export_tfjs(bundle: Bundle, folder: Path, inputs: np.ndarray, quantize: str
 
     with tempfile.TemporaryDirectory() as tmp:
         predicted = _export_savedmodel(bundle, Path(tmp), inputs)
-        dtype_map = _tfjs_quantization_map(quantize)
+        # uint8 is ours, per channel (vision.webweights): TF.js's one range per tensor kept
+        # the Keras top-1 on only 88 % of real photos once batch norm is folded in.
+        dtype_map = {"float16": "*"} if quantize == "float16" else None
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 convert_tf_saved_model(str(Path(tmp) / "saved_model"), str(folder),
                                        quantization_dtype_map=dtype_map)
         except Exception as error:  # the converter raises many kinds; all mean "not exported"
             raise ExportError(f"TensorFlow.js conversion failed: {error}") from None
+    if quantize == "uint8":
+        quantize_graph_model(folder, keep_float16=sensitive_kernels(bundle.model, inputs))
     # The graph model runs the SavedModel's graph; quantization is checked in the browser
     # (tests/test_web.py), since only TF.js can run the quantized weights.
     return predicted
-
-
-#: Convolution and dense kernels: nearly all of a model's weights, and each spans a narrow
-#: range that 256 levels cover well.
-_KERNEL_PATTERNS = ["*/convolution/merged_input", "*/convolution/ReadVariableOp", "*/Conv2D/ReadVariableOp",
-                    "*/MatMul/ReadVariableOp", "*/Cast/ReadVariableOp"]
-
-
-def _tfjs_quantization_map(quantize: str | None) -> dict[str, Any] | None:
-    """Which weights get which dtype. ``uint8``/``uint16`` quantize the big kernels only;
-    everything else (batch-norm scales and offsets, depthwise kernels, biases) goes to
-    float16. One uint8 range per tensor cannot hold per-channel batch-norm offsets:
-    quantizing all of EfficientNet-Lite0's weights to uint8 kept the Keras top-1 on only
-    69 % of real photos in Chromium; this map costs ~0.2 MB more and keeps it."""
-    if quantize in ("uint8", "uint16"):
-        return {quantize: _KERNEL_PATTERNS, "float16": True}
-    return {quantize: "*"} if quantize else None
 
 
 def build_web_site(export_dir: str | Path, site: str | Path, web_root: str | Path | None = None,

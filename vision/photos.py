@@ -40,6 +40,40 @@ def example_photos() -> list[Path]:
     return [path for path in found if path.is_file()]
 
 
+#: scikit-image photos that are not examples: probe images for exports (so what they
+#: measure is never what the benchmarks score on).
+PROBE_PHOTOS = ("motorcycle_left.png", "brick.png", "grass.png", "gravel.png", "hubble_deep_field.jpg",
+                "retina.jpg", "ihc.png", "camera.png", "coins.png", "horse.png")
+
+
+def probe_photos(crops: int = 1, seed: int = 0) -> list[np.ndarray]:
+    """Each ``PROBE_PHOTOS`` photo as RGB, then ``crops`` random square crops of it; empty
+    without scikit-image."""
+    try:
+        data = _skimage_data()
+    except DatasetError:
+        return []
+    return with_crops([data / name for name in PROBE_PHOTOS if (data / name).is_file()], crops, seed)
+
+
+def with_crops(sources: list[Path], crops: int, seed: int = 0) -> list[np.ndarray]:
+    """Each photo as RGB followed by ``crops`` random square crops of it (a half to all of
+    its shorter side): different views of the same scene."""
+    from vision.images import load_image
+
+    rng = np.random.default_rng(seed)
+    photos = []
+    for source in sources:
+        pixels = load_image(source)
+        photos.append(pixels)
+        height, width = pixels.shape[:2]
+        for _ in range(crops):
+            side = int(rng.integers(min(height, width) // 2, min(height, width) + 1))
+            top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+            photos.append(pixels[top:top + side, left:left + side])
+    return photos
+
+
 def write_texture_task(out: str | Path, train_per_class: int = 10, test_per_class: int = 40,
                        patch: int = 128, size: int | None = None, seed: int = 0) -> Path:
     """Write ``out/train/<texture>/*.png`` and ``out/test/<texture>/*.png``; returns ``out``.

@@ -1,5 +1,5 @@
 // All DOM access for the page. The maths lives in classifier.js.
-import { FpsMeter, backendOrder, parseMetadata, pickBackend, preprocess, topK } from './classifier.js';
+import { FpsMeter, backendOrder, loadGraphModel, parseMetadata, pickBackend, preprocess, topK } from './classifier.js';
 
 const tf = window.tf;
 const $ = (id) => document.getElementById(id);
@@ -22,7 +22,7 @@ async function main() {
     const response = await fetch(`${MODEL_BASE}/metadata.json`);
     if (!response.ok) throw new Error(`cannot load ${MODEL_BASE}/metadata.json (HTTP ${response.status})`);
     meta = parseMetadata(await response.json());
-    model = await tf.loadGraphModel(`${MODEL_BASE}/model.json`);
+    model = await loadGraphModel(tf, MODEL_BASE);
     // Warm up the whole path, resize included: WebGL compiles its shaders on first use.
     tf.tidy(() => model.predict(preprocess(tf, tf.zeros([meta.height * 2, meta.width * 2, 3], 'int32'), meta)));
     $('title').textContent = meta.name;

@@ -99,3 +99,81 @@ export class FpsMeter {
     return span > 0 ? ((n - 1) * 1000) / span : 0;
   }
 }
+
+/** The quantization dtype of vision.webweights: uint8 with one affine range per channel. */
+export const PER_CHANNEL = 'uint8-per-channel';
+const STORED_BYTES = { float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2 };
+
+/**
+ * Expand per-channel uint8 weights to float32 and pass the rest through untouched, so TF.js
+ * (which knows only one range per tensor) can load them. Each per-channel tensor is stored
+ * as uint8[n] (row-major), float32 min[C], float32 scale[C] for the C channels along `axis`.
+ * @param {object[]} specs the weightsManifest entries, in shard order
+ * @param {ArrayBuffer} buffer the shards, concatenated
+ * @returns {{weightSpecs: object[], weightData: ArrayBuffer}}
+ */
+export function expandWeights(specs, buffer) {
+  const parts = [];
+  const weightSpecs = [];
+  let offset = 0;
+  for (const spec of specs) {
+    const count = spec.shape.reduce((a, b) => a * b, 1);
+    const quantization = spec.quantization;
+    const perChannel = quantization?.dtype === PER_CHANNEL;
+    const size = perChannel ? count + 8 * spec.shape[quantization.axis]
+      : count * STORED_BYTES[quantization ? quantization.dtype : spec.dtype];
+    if (!(size >= 0)) throw new Error(`weight ${spec.name}: cannot read dtype ${quantization?.dtype ?? spec.dtype}`);
+    if (offset + size > buffer.byteLength) throw new Error(`weight ${spec.name} runs past the end of the shards`);
+    if (!perChannel) {
+      parts.push(new Uint8Array(buffer, offset, size));
+      weightSpecs.push(spec);
+      offset += size;
+      continue;
+    }
+    const channels = spec.shape[quantization.axis];
+    const inner = spec.shape.slice(quantization.axis + 1).reduce((a, b) => a * b, 1);
+    const codes = new Uint8Array(buffer, offset, count);
+    const mins = new Float32Array(buffer.slice(offset + count, offset + count + 4 * channels));
+    const scales = new Float32Array(buffer.slice(offset + count + 4 * channels, offset + count + 8 * channels));
+    const values = new Float32Array(count);
+    for (let i = 0; i < count; i++) {
+      const channel = Math.floor(i / inner) % channels;
+      values[i] = codes[i] * scales[channel] + mins[channel];
+    }
+    parts.push(new Uint8Array(values.buffer));
+    weightSpecs.push({ name: spec.name, shape: spec.shape, dtype: 'float32' });
+    offset += size;
+  }
+  if (offset !== buffer.byteLength) throw new Error(`weights: the manifest reads ${offset} of ${buffer.byteLength} bytes`);
+  const weightData = new Uint8Array(parts.reduce((total, part) => total + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    weightData.set(part, at);
+    at += part.length;
+  }
+  return { weightSpecs, weightData: weightData.buffer };
+}
+
+/**
+ * tf.loadGraphModel for an export folder, per-channel uint8 weights included.
+ * @param {object} tf TF.js
+ * @param {string} base the folder's URL (no trailing slash)
+ * @param {typeof fetch} fetchFn
+ */
+export async function loadGraphModel(tf, base, fetchFn = fetch) {
+  const get = async (name) => {
+    const response = await fetchFn(`${base}/${name}`);
+    if (!response.ok) throw new Error(`cannot load ${base}/${name} (HTTP ${response.status})`);
+    return response;
+  };
+  const { weightsManifest, ...artifacts } = await (await get('model.json')).json();
+  const specs = weightsManifest.flatMap((group) => group.weights);
+  if (!specs.some((spec) => spec.quantization?.dtype === PER_CHANNEL)) {
+    return tf.loadGraphModel(`${base}/model.json`);
+  }
+  const shards = await Promise.all(weightsManifest.flatMap((group) => group.paths)
+    .map(async (path) => new Uint8Array(await (await get(path)).arrayBuffer())));
+  const joined = new Uint8Array(shards.reduce((total, shard) => total + shard.length, 0));
+  shards.reduce((at, shard) => (joined.set(shard, at), at + shard.length), 0);
+  return tf.loadGraphModel(tf.io.fromMemory({ ...artifacts, ...expandWeights(specs, joined.buffer) }));
+}

@@ -4,7 +4,9 @@ import { test } from 'node:test';
 
 import * as tf from '@tensorflow/tfjs';
 
-import { FpsMeter, backendOrder, parseMetadata, pickBackend, preprocess, topK } from '../classifier.js';
+import {
+  FpsMeter, PER_CHANNEL, backendOrder, expandWeights, parseMetadata, pickBackend, preprocess, topK,
+} from '../classifier.js';
 
 const META = {
   name: 'shapes', labels: ['circle', 'square', 'star', 'triangle'],
@@ -61,4 +63,27 @@ test('FpsMeter measures a steady rate', () => {
   const meter = new FpsMeter(10);
   for (let i = 0; i < 10; i += 1) meter.tick(i * 50);
   assert.ok(Math.abs(meter.fps - 20) < 1e-9);
+});
+
+test('expandWeights decodes per-channel uint8 and passes the rest through', async () => {
+  // A [1, 2] kernel with channels on axis 1 (codes 0 and 255), then a float16 vector [1, -2].
+  const bytes = new Uint8Array(2 + 16 + 4);
+  bytes.set([0, 255], 0);
+  new DataView(bytes.buffer).setFloat32(2, -1, true); // min, channel 0
+  new DataView(bytes.buffer).setFloat32(6, 10, true); // min, channel 1
+  new DataView(bytes.buffer).setFloat32(10, 0.5, true); // scale, channel 0
+  new DataView(bytes.buffer).setFloat32(14, 2 / 255, true); // scale, channel 1
+  bytes.set([0x00, 0x3c, 0x00, 0xc0], 18); // float16 1.0 and -2.0, little-endian
+  const specs = [
+    { name: 'kernel', shape: [1, 2], dtype: 'float32', quantization: { dtype: PER_CHANNEL, axis: 1 } },
+    { name: 'bias', shape: [2], dtype: 'float32', quantization: { dtype: 'float16' } },
+  ];
+  const { weightSpecs, weightData } = expandWeights(specs, bytes.buffer);
+  assert.deepEqual(weightSpecs.map((s) => s.quantization?.dtype ?? s.dtype), ['float32', 'float16']);
+  const tensors = tf.io.decodeWeights(weightData, weightSpecs);
+  assert.deepEqual(Array.from(await tensors.kernel.data()), [-1, 12]);
+  assert.deepEqual(Array.from(await tensors.bias.data()), [1, -2]);
+  // TF.js alone refuses the unknown dtype rather than misreading the bytes.
+  assert.throws(() => tf.io.decodeWeights(bytes.buffer, specs));
+  assert.throws(() => expandWeights(specs, bytes.buffer.slice(0, 20)), /bias runs past the end of the shards/);
 });
