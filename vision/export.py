@@ -24,9 +24,10 @@ import numpy as np
 
 from vision.errors import ExportError, VisionError  # noqa: F401  (ExportError re-exported)
 from vision.images import preprocess
+from vision.serving import serving_model, split_outputs
 from vision.store import Bundle, versions
 from vision.tflite import convert_to_tflite, make_interpreter
-from vision.webweights import quantize_graph_model, sensitive_kernels
+from vision.webweights import quantize_graph_model, uint8_kernels
 
 FORMATS = ("tfjs", "tflite", "savedmodel")
 QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"), "tflite": (None, "float16", "dynamic"),
@@ -76,17 +77,19 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
         raise ExportError(f"'{out}' already exists; choose another folder or overwrite")
     images = images if images is not None else probe_images(bundle)
     inputs = np.stack([np.asarray(preprocess(image, bundle.preprocessing)) for image in images])
-    expected = np.asarray(bundle.model(inputs, training=False))
+    # Calibrated probabilities, plus the "unknown" detector's familiarity where there is one.
+    model = serving_model(bundle.model, bundle.detector)
+    expected = _joined(model(inputs, training=False))
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
         if fmt == "savedmodel":
-            predicted = _export_savedmodel(bundle, staging, inputs)
+            predicted = _export_savedmodel(model, staging, inputs)
         elif fmt == "tflite":
-            predicted = _export_tflite(bundle, staging, inputs, quantize)
+            predicted = _export_tflite(model, staging, inputs, quantize)
         else:
-            predicted = _export_tfjs(bundle, staging, inputs, quantize)
-        result = _verify(fmt, quantize, expected, predicted)
+            predicted = _export_tfjs(model, staging, inputs, quantize, bundle.model)
+        result = _verify(fmt, quantize, expected, predicted, len(bundle.labels))
         metadata = export_metadata(bundle, fmt, quantize, result)
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
         if out.exists():
@@ -130,15 +133,29 @@ def export_metadata(bundle: Bundle, fmt: str, quantize: str | None, check: dict[
                   "channels": 3, "dtype": "float32"},
         "preprocessing": bundle.preprocessing.to_dict(),
         "output": "probabilities",
+        # A second output of shape [1, 1]: below the threshold, the answer is "unknown".
+        "unknown": ({"output": "familiarity", **{k: bundle.info["ood"][k] for k in ("method", "threshold")}}
+                    if bundle.info.get("ood") else None),
+        "temperature": (bundle.info.get("calibration") or {}).get("temperature"),
         "quantization": quantize,
         "verification": check,
         "versions": versions(),
     }
 
 
-def _verify(fmt: str, quantize: str | None, expected: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+def _joined(outputs: Any) -> np.ndarray:
+    """A runtime's outputs in any order as one array: the probabilities, then the
+    familiarity column where the model has a detector."""
+    listed = [np.asarray(o) for o in (outputs.values() if isinstance(outputs, dict) else
+                                      outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+    probabilities, familiarity = split_outputs(listed)
+    return probabilities if familiarity is None else np.concatenate([probabilities, familiarity], axis=1)
+
+
+def _verify(fmt: str, quantize: str | None, expected: np.ndarray, predicted: np.ndarray,
+            classes: int) -> dict[str, Any]:
     diff = float(np.abs(expected - predicted).max())
-    agreement = float(np.mean(expected.argmax(1) == predicted.argmax(1)))
+    agreement = float(np.mean(expected[:, :classes].argmax(1) == predicted[:, :classes].argmax(1)))
     if quantize is None and diff > FP32_TOLERANCE:
         raise ExportError(f"the {fmt} export differs from Keras by {diff:.2e} (limit {FP32_TOLERANCE:g})")
     if agreement < (1.0 if quantize is None else MIN_QUANTIZED_AGREEMENT):
@@ -154,31 +171,30 @@ def _verify(fmt: str, quantize: str | None, expected: np.ndarray, predicted: np.
             "checked_with": checked_with}
 
 
-def _export_savedmodel(bundle: Bundle, folder: Path, inputs: np.ndarray) -> np.ndarray:
+def _export_savedmodel(model: Any, folder: Path, inputs: np.ndarray) -> np.ndarray:
     import tensorflow as tf
 
-    bundle.model.export(str(folder / "saved_model"), format="tf_saved_model", verbose=False)
+    model.export(str(folder / "saved_model"), format="tf_saved_model", verbose=False)
     loaded = tf.saved_model.load(str(folder / "saved_model"))
     serve = loaded.signatures["serving_default"]
-    output = serve(tf.constant(inputs))
-    return np.asarray(next(iter(output.values())))
+    return _joined(serve(tf.constant(inputs)))
 
 
-def _export_tflite(bundle: Bundle, folder: Path, inputs: np.ndarray, quantize: str | None) -> np.ndarray:
-    flatbuffer = convert_to_tflite(bundle.model, quantize=quantize)
+def _export_tflite(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None) -> np.ndarray:
+    flatbuffer = convert_to_tflite(model, quantize=quantize)
     (folder / "model.tflite").write_bytes(flatbuffer)
     interpreter = make_interpreter(flatbuffer)
     input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
+    output_indices = [detail["index"] for detail in interpreter.get_output_details()]
     predicted = []
     for x in inputs:
         interpreter.set_tensor(input_index, x[None].astype(np.float32))
         interpreter.invoke()
-        predicted.append(interpreter.get_tensor(output_index)[0].copy())
+        predicted.append(_joined([interpreter.get_tensor(index) for index in output_indices])[0])
     return np.stack(predicted)
 
 
-def _export_tfjs(bundle: Bundle, folder: Path, inputs: np.ndarray, quantize: str | None) -> np.ndarray:
+def _export_tfjs(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None, classifier: Any) -> np.ndarray:
     import contextlib
     import io
     import os
@@ -189,7 +205,7 @@ def _export_tfjs(bundle: Bundle, folder: Path, inputs: np.ndarray, quantize: str
     from tensorflowjs.converters.tf_saved_model_conversion_v2 import convert_tf_saved_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        predicted = _export_savedmodel(bundle, Path(tmp), inputs)
+        predicted = _export_savedmodel(model, Path(tmp), inputs)
         # uint8 is ours, per channel (vision.webweights): TF.js's one range per tensor kept
         # the Keras top-1 on only 88 % of real photos once batch norm is folded in.
         dtype_map = {"float16": "*"} if quantize == "float16" else None
@@ -200,7 +216,7 @@ def _export_tfjs(bundle: Bundle, folder: Path, inputs: np.ndarray, quantize: str
         except Exception as error:  # the converter raises many kinds; all mean "not exported"
             raise ExportError(f"TensorFlow.js conversion failed: {error}") from None
     if quantize == "uint8":
-        quantize_graph_model(folder, keep_float16=sensitive_kernels(bundle.model, inputs))
+        quantize_graph_model(folder, uint8_kernels(classifier, inputs))
     # The graph model runs the SavedModel's graph; quantization is checked in the browser
     # (tests/test_web.py), since only TF.js can run the quantized weights.
     return predicted

@@ -81,7 +81,8 @@ def train_on_features(dataset: LabelledDataset, config: TrainConfig, progress: P
     model.get_layer(LOGITS_LAYER).set_weights(head.get_layer(LOGITS_LAYER).get_weights())
     val_probabilities = np.asarray(head(val_features, training=False))
     return TrainResult(model, preprocessing, config, history, best_epoch, time.perf_counter() - started,
-                       summary.to_dict(), val_probabilities=val_probabilities)
+                       summary.to_dict(), val_probabilities=val_probabilities,
+                       features=(train_features[0], val_features))
 
 
 def _head(features: int, classes: int) -> Any:

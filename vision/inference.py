@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from vision.images import ImageSource, load_image, preprocess
+from vision.serving import serving_model, split_outputs
 from vision.store import Bundle, open_bundle
 from vision.tflite import cached_flatbuffer, convert_to_tflite, make_interpreter
 
@@ -33,6 +34,30 @@ class Prediction:
     label: str
     probability: float
     index: int
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The top predictions for one image, and whether the model recognises it at all."""
+
+    predictions: list[Prediction]
+    #: The detector's score (higher = more like the training images); None without one.
+    familiarity: float | None = None
+    threshold: float | None = None
+
+    @property
+    def unknown(self) -> bool:
+        """True when the image is unlike anything the model was trained on."""
+        return self.familiarity is not None and self.familiarity < self.threshold
+
+    @property
+    def nearest(self) -> Prediction:
+        """The most likely class (for an unknown image: the nearest one)."""
+        return self.predictions[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unknown": self.unknown, "familiarity": self.familiarity, "threshold": self.threshold,
+                "predictions": [{"label": p.label, "probability": p.probability} for p in self.predictions]}
 
 
 class Classifier:
@@ -59,6 +84,7 @@ class Classifier:
         self.bundle = bundle
         self.labels = bundle.labels
         self.preprocessing = bundle.preprocessing
+        self.detector = bundle.detector
         spec = self.preprocessing
         self._prepare = tf.function(
             lambda image: preprocess(image[None], spec),
@@ -74,7 +100,8 @@ class Classifier:
                 # and a cache hit never loads the Keras model at all.
                 flatbuffer = cached_flatbuffer(
                     f"classifier|{bundle.fingerprint}",
-                    lambda: convert_to_tflite(bundle.model, preprocessing=self.preprocessing))
+                    lambda: convert_to_tflite(serving_model(bundle.model, self.detector),
+                                              preprocessing=self.preprocessing))
             except Exception as error:  # converter failures are varied; the tf path still works
                 log.warning("TFLite conversion failed (%s); using the TensorFlow path", error)
             else:
@@ -98,7 +125,7 @@ class Classifier:
                 import tensorflow as tf
 
                 height, width = self.preprocessing.size
-                model = self.bundle.model
+                model = serving_model(self.bundle.model, self.detector)
                 self._batch_fn = tf.function(
                     lambda batch: model(batch, training=False),
                     input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)],
@@ -109,30 +136,59 @@ class Classifier:
         """Decode ``image`` and return the model input, shape (1, H, W, 3) float32."""
         return self._prepare(load_image(image)).numpy()
 
-    def probabilities(self, image: ImageSource) -> np.ndarray:
-        """Class probabilities (in label order) for one image."""
+    def scores(self, image: ImageSource) -> tuple[np.ndarray, float | None]:
+        """Class probabilities (in label order) for one image, and its familiarity
+        (None for a bundle without a detector), from one run of the model."""
         pixels = load_image(image)
         if self._pool is None:
-            return self._batch_call(self._prepare(pixels)).numpy()[0]
+            probabilities, familiarity = self._batch_scores(self._prepare(pixels).numpy())
+            return probabilities[0], None if familiarity is None else float(familiarity[0])
         runner = self._pool.get()
         try:
-            return runner(pixels)
+            probabilities, familiarity = split_outputs(runner(pixels))
         finally:
             self._pool.put(runner)
+        return probabilities, None if familiarity is None else float(familiarity[0])
+
+    def probabilities(self, image: ImageSource) -> np.ndarray:
+        """Class probabilities (in label order) for one image."""
+        return self.scores(image)[0]
 
     def predict(self, image: ImageSource, top_k: int = 5) -> list[Prediction]:
         """The ``top_k`` most likely labels for ``image``, most likely first."""
         return self._top(self.probabilities(image), top_k)
 
+    def classify(self, image: ImageSource, top_k: int = 5) -> Classification:
+        """``predict``, and whether the image is unknown to the model (see ``vision.ood``)."""
+        probabilities, familiarity = self.scores(image)
+        return self._classification(probabilities, familiarity, top_k)
+
+    def classify_batch(self, images: Sequence[ImageSource], top_k: int = 5,
+                       batch_size: int = 32) -> list[Classification]:
+        """``classify`` for many images, run in batches through the compiled Keras model."""
+        results: list[Classification] = []
+        for start in range(0, len(images), batch_size):
+            chunk = [self.prepare(image)[0] for image in images[start:start + batch_size]]
+            probabilities, familiarity = self._batch_scores(np.stack(chunk))
+            results.extend(self._classification(p, None if familiarity is None else float(familiarity[i]), top_k)
+                           for i, p in enumerate(probabilities))
+        return results
+
     def predict_batch(self, images: Sequence[ImageSource], top_k: int = 5,
                       batch_size: int = 32) -> list[list[Prediction]]:
         """``predict`` for many images, run in batches through the compiled Keras model."""
-        results: list[list[Prediction]] = []
-        for start in range(0, len(images), batch_size):
-            chunk = [self.prepare(image)[0] for image in images[start:start + batch_size]]
-            probabilities = self._batch_call(np.stack(chunk)).numpy()
-            results.extend(self._top(p, top_k) for p in probabilities)
-        return results
+        return [result.predictions for result in self.classify_batch(images, top_k, batch_size)]
+
+    def _batch_scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self._batch_call(x)
+        probabilities, familiarity = split_outputs([np.asarray(o) for o in (
+            outputs if isinstance(outputs, (list, tuple)) else [outputs])])
+        return probabilities, None if familiarity is None else familiarity[:, 0]
+
+    def _classification(self, probabilities: np.ndarray, familiarity: float | None,
+                        top_k: int) -> Classification:
+        threshold = self.detector.threshold if self.detector is not None else None
+        return Classification(self._top(probabilities, top_k), familiarity, threshold)
 
     def _top(self, probabilities: np.ndarray, top_k: int) -> list[Prediction]:
         order = np.argsort(-probabilities, kind="stable")[: max(1, top_k)]
@@ -158,14 +214,15 @@ class _Runner:
     def __init__(self, interpreter: Any) -> None:
         self.interpreter = interpreter
         self.input_index = interpreter.get_input_details()[0]["index"]
-        self.output_index = interpreter.get_output_details()[0]["index"]
+        self.output_indices = [detail["index"] for detail in interpreter.get_output_details()]
         self.shape: tuple[int, ...] = ()
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+    def __call__(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """The model's outputs for one image, batch axis removed, in the interpreter's order."""
         if pixels.shape != self.shape:
             self.interpreter.resize_tensor_input(self.input_index, (1, *pixels.shape))
             self.interpreter.allocate_tensors()
             self.shape = pixels.shape
         self.interpreter.set_tensor(self.input_index, pixels[None])
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output_index)[0].copy()
+        return [self.interpreter.get_tensor(index)[0].copy() for index in self.output_indices]

@@ -56,6 +56,19 @@ def render_model_card(info: dict[str, Any]) -> str:
                 body.append(f"- {key}: {float(metrics[key]):.4f}")
     else:
         body.append("Not evaluated.")
+    calibration, ood = info.get("calibration"), info.get("ood")
+    if calibration or ood:
+        body += ["", "## Confidence and \"unknown\"", ""]
+    if calibration:
+        body.append(f"- Temperature scaling, T = {calibration['temperature']:.3f} (folded into the `logits` "
+                    f"layer): expected calibration error {calibration['ece_before']:.3f} before, "
+                    f"{calibration['ece_after']:.3f} after, on {calibration['images']} validation images "
+                    "(`reliability.png`).")
+    if ood:
+        body.append(f"- Out-of-distribution detector `{ood['method']}`, threshold {ood['threshold']:.4f}: "
+                    "below it the answer is \"unknown\"" + (f" (accepts {ood['accept_rate']:.0%} of "
+                                                             f"{ood['held_out_images']} held-out images)"
+                                                             if ood.get("accept_rate") is not None else "") + ".")
     body += [
         "",
         "## Use",

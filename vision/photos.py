@@ -56,6 +56,21 @@ def probe_photos(crops: int = 1, seed: int = 0) -> list[np.ndarray]:
     return with_crops([data / name for name in PROBE_PHOTOS if (data / name).is_file()], crops, seed)
 
 
+#: Unrelated photos (no textures: those are the few-shot task's classes) whose familiarity
+#: tells the "unknown" detector where images of nothing in particular score.
+BACKGROUND_PHOTOS = ("motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "camera.png",
+                     "coins.png", "horse.png")
+
+
+def background_photos(crops: int = 2, seed: int = 0) -> list[np.ndarray]:
+    """``BACKGROUND_PHOTOS`` and ``crops`` random crops of each; empty without scikit-image."""
+    try:
+        data = _skimage_data()
+    except DatasetError:
+        return []
+    return with_crops([data / name for name in BACKGROUND_PHOTOS if (data / name).is_file()], crops, seed)
+
+
 def with_crops(sources: list[Path], crops: int, seed: int = 0) -> list[np.ndarray]:
     """Each photo as RGB followed by ``crops`` random square crops of it (a half to all of
     its shorter side): different views of the same scene."""

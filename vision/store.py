@@ -47,6 +47,7 @@ class Bundle:
         self._model = model
         self._lock = threading.Lock()
         self._fingerprint: str | None = None
+        self._detector: Any = None
 
     @property
     def model(self) -> Any:
@@ -57,11 +58,25 @@ class Bundle:
             return self._model
 
     @property
+    def detector(self) -> Any:
+        """The "unknown" detector (``vision.ood.Detector``), or None for a bundle without one."""
+        from vision.ood import load_detector
+
+        with self._lock:
+            if self._detector is None and self.info.get("ood"):
+                self._detector = load_detector(self.path, self.info)
+            return self._detector
+
+    @property
     def fingerprint(self) -> str:
-        """sha256 over the Keras files and the preprocessing: what derived artefacts are keyed by."""
+        """sha256 over the Keras files, the preprocessing and the detector: what derived
+        artefacts are keyed by."""
         if self._fingerprint is None:
-            digest = hashlib.sha256(json.dumps(self.info["preprocessing"], sort_keys=True).encode())
-            for name in KERAS_FILES:
+            from vision.ood import OOD_FILE
+
+            digest = hashlib.sha256(json.dumps([self.info["preprocessing"], self.info.get("ood")],
+                                               sort_keys=True).encode())
+            for name in (*KERAS_FILES, OOD_FILE) if self.info.get("ood") else KERAS_FILES:
                 with open(self.path / name, "rb") as handle:
                     digest.update(hashlib.file_digest(handle, "sha256").digest())
             self._fingerprint = digest.hexdigest()

@@ -10,9 +10,10 @@ The format is TF.js's own, with one more quantization dtype, ``uint8-per-channel
 tensor's bytes are ``uint8[n]`` (row-major), then ``float32 min[C]``, then ``float32
 scale[C]`` for the ``C`` channels along ``axis``, and ``value = q * scale[c] + min[c]``.
 A few kernels are too sensitive even for that (EfficientNet-Lite0's first depthwise
-convolution alone moved a probability by 0.06): ``sensitive_kernels`` measures each kernel's
+convolution alone moved a probability by 0.06): ``uint8_kernels`` measures each kernel's
 effect on the model's answers for the export's probe images and keeps the worst in float16,
-within a small share of the weights.
+within a small share of the weights. Everything else (biases, the "unknown" detector's
+reference features) is float16.
 
 ``web/classifier.js`` (``loadGraphModel``) expands these to float32 before handing the model
 to TF.js; a stock ``tf.loadGraphModel`` refuses the unknown dtype instead of misreading it.
@@ -64,10 +65,10 @@ def decode_per_channel(data: bytes, shape: list[int], axis: int) -> np.ndarray:
     return codes.astype(np.float32) * scale.reshape(view) + low.reshape(view)
 
 
-def sensitive_kernels(model, inputs: np.ndarray, share: float = FLOAT16_SHARE) -> list[str]:
-    """Names of the layers whose kernels should stay float16: each kernel is quantized
+def uint8_kernels(model, inputs: np.ndarray, share: float = FLOAT16_SHARE) -> list[str]:
+    """Names of the layers whose kernels can be per-channel uint8: each kernel is quantized
     alone, and the mean KL divergence of the model's probabilities on ``inputs`` ranks
-    them; the most harmful are kept while they fit in ``share`` of all kernel weights."""
+    them; the most harmful stay float16 while they fit in ``share`` of all kernel weights."""
     import keras
 
     copy = keras.models.clone_model(model)
@@ -83,12 +84,12 @@ def sensitive_kernels(model, inputs: np.ndarray, share: float = FLOAT16_SHARE) -
         harm[layer.name] = float(np.mean(np.sum(reference * (np.log(reference + 1e-9)
                                                              - np.log(probabilities + 1e-9)), axis=1)))
     sizes = {layer.name: sum(w.size for w in layer.get_weights() if w.ndim >= 2) for layer in kernels}
-    budget, kept = share * sum(sizes.values()), []
+    budget, kept = share * sum(sizes.values()), set()
     for name in sorted(harm, key=harm.get, reverse=True):
         if harm[name] > 0 and sizes[name] <= budget:
-            kept.append(name)
+            kept.add(name)
             budget -= sizes[name]
-    return kept
+    return [name for name in sizes if name not in kept]
 
 
 def _round_trip(values: np.ndarray) -> np.ndarray:
@@ -96,14 +97,14 @@ def _round_trip(values: np.ndarray) -> np.ndarray:
     return decode_per_channel(encode_per_channel(values, axis), list(values.shape), axis)
 
 
-def quantize_graph_model(folder: str | Path, keep_float16: Iterable[str] = ()) -> None:
-    """Rewrite the float32 weights of the TF.js graph model in ``folder`` in place: kernels
-    (2-D and up) as per-channel uint8, vectors (biases, folded batch-norm offsets) as
-    float16, integer constants unchanged.
+def quantize_graph_model(folder: str | Path, uint8_layers: Iterable[str]) -> None:
+    """Rewrite the float32 weights of the TF.js graph model in ``folder`` in place: the
+    kernels of ``uint8_layers`` as per-channel uint8, other float weights as float16,
+    integer constants unchanged.
 
     Args:
-        keep_float16: Keras layer names whose kernels stay float16 (``sensitive_kernels``);
-            the converter names weights by their layer (``…/block0_dwconv_1/depthwise/…``).
+        uint8_layers: Keras layer names (``uint8_kernels``); the converter names weights by
+            their layer (``…/block0_dwconv_1/depthwise/…``).
 
     Raises:
         ExportError: the folder is not an unquantized TF.js graph model.
@@ -114,7 +115,7 @@ def quantize_graph_model(folder: str | Path, keep_float16: Iterable[str] = ()) -
         groups = model["weightsManifest"]
     except (OSError, ValueError, KeyError) as error:
         raise ExportError(f"'{folder}' is not a TF.js graph model: {error}") from None
-    kept = [re.compile(rf"(^|/){re.escape(name)}(_\d+)?/") for name in keep_float16]
+    layers = [re.compile(rf"(^|/){re.escape(name)}(_\d+)?/") for name in uint8_layers]
     specs, chunks = [], []
     for group in groups:
         data = b"".join((folder / name).read_bytes() for name in group["paths"])
@@ -124,7 +125,7 @@ def quantize_graph_model(folder: str | Path, keep_float16: Iterable[str] = ()) -
                 raise ExportError(f"weight {spec['name']!r} is already quantized or not numeric")
             size = int(np.prod(spec["shape"], dtype=np.int64)) * _ITEM_BYTES[spec["dtype"]]
             raw, offset = data[offset:offset + size], offset + size
-            spec, raw = _requantized(spec, raw, any(p.search(spec["name"]) for p in kept))
+            spec, raw = _requantized(spec, raw, any(p.search(spec["name"]) for p in layers))
             specs.append(spec)
             chunks.append(raw)
         for name in group["paths"]:
@@ -138,11 +139,11 @@ def quantize_graph_model(folder: str | Path, keep_float16: Iterable[str] = ()) -
     (folder / "model.json").write_text(json.dumps(model))
 
 
-def _requantized(spec: dict, raw: bytes, keep_float16: bool) -> tuple[dict, bytes]:
+def _requantized(spec: dict, raw: bytes, uint8: bool) -> tuple[dict, bytes]:
     if spec["dtype"] != "float32":
         return spec, raw
     values = np.frombuffer(raw, "<f4").reshape(spec["shape"])
-    if values.ndim >= 2 and not keep_float16:
+    if values.ndim >= 2 and uint8:
         axis = channel_axis(spec["shape"])
         return ({**spec, "quantization": {"dtype": PER_CHANNEL, "axis": axis}},
                 encode_per_channel(values, axis))

@@ -1,5 +1,7 @@
 // All DOM access for the page. The maths lives in classifier.js.
-import { FpsMeter, backendOrder, loadGraphModel, parseMetadata, pickBackend, preprocess, topK } from './classifier.js';
+import {
+  FpsMeter, backendOrder, isUnknown, loadGraphModel, parseMetadata, pickBackend, preprocess, splitOutputs, topK,
+} from './classifier.js';
 
 const tf = window.tf;
 const $ = (id) => document.getElementById(id);
@@ -24,7 +26,7 @@ async function main() {
     meta = parseMetadata(await response.json());
     model = await loadGraphModel(tf, MODEL_BASE);
     // Warm up the whole path, resize included: WebGL compiles its shaders on first use.
-    tf.tidy(() => model.predict(preprocess(tf, tf.zeros([meta.height * 2, meta.width * 2, 3], 'int32'), meta)));
+    tf.dispose(tf.tidy(() => model.predict(preprocess(tf, tf.zeros([meta.height * 2, meta.width * 2, 3], 'int32'), meta))));
     $('title').textContent = meta.name;
     $('status').textContent = `Ready: ${meta.labels.length} classes${meta.quantization ? `, ${meta.quantization} weights` : ''}`;
     $('camera').disabled = false;
@@ -38,22 +40,31 @@ async function main() {
 /** Classify any source tf.browser.fromPixels accepts; returns the probabilities. */
 async function classify(source) {
   const started = performance.now();
-  const output = tf.tidy(() => {
-    const input = preprocess(tf, tf.browser.fromPixels(source), meta);
-    return model.predict(input);
-  });
-  const probabilities = await output.data();
-  output.dispose();
+  const outputs = tf.tidy(() => splitOutputs(model.predict(preprocess(tf, tf.browser.fromPixels(source), meta))));
+  const probabilities = await outputs.probabilities.data();
+  const familiarity = outputs.familiarity ? (await outputs.familiarity.data())[0] : null;
+  tf.dispose([outputs.probabilities, outputs.familiarity].filter(Boolean));
   const elapsed = performance.now() - started;
   stats.lastProbabilities = Array.from(probabilities);
+  stats.lastFamiliarity = familiarity;
   stats.numTensors = tf.memory().numTensors;
-  render(probabilities, elapsed);
+  render(probabilities, familiarity, elapsed);
   return probabilities;
 }
 
-function render(probabilities, elapsed) {
+function render(probabilities, familiarity, elapsed) {
   const results = $('results');
+  const unknown = isUnknown(familiarity, meta);
   results.dataset.probabilities = JSON.stringify(Array.from(probabilities));
+  results.dataset.unknown = String(unknown);
+  const verdict = $('verdict');
+  verdict.hidden = !unknown;
+  if (unknown) {
+    const nearest = topK(probabilities, meta.labels, 1)[0].label;
+    verdict.textContent = `Not sure: this image is unlike anything the model was trained on (familiarity `
+      + `${familiarity.toFixed(3)} < ${meta.unknownThreshold.toFixed(3)}). Nearest class: ${nearest}.`;
+  }
+  results.classList.toggle('unknown', unknown);
   results.replaceChildren(...topK(probabilities, meta.labels, SHOWN).map(({ label, probability }) => {
     const item = document.createElement('li');
     item.dataset.label = label;

@@ -8,7 +8,7 @@ export const BACKENDS = ['webgl', 'wasm', 'cpu'];
  * Validate an export's metadata.json and return what the page needs.
  * @param {object} meta parsed metadata.json
  * @returns {{name: string, labels: string[], height: number, width: number, scale: number, offset: number,
- *            quantization: string|null}}
+ *            quantization: string|null, unknownThreshold: number|null}}
  */
 export function parseMetadata(meta) {
   if (!meta || !Array.isArray(meta.labels) || meta.labels.length < 2) {
@@ -28,7 +28,27 @@ export function parseMetadata(meta) {
     scale: pre.scale ?? 1 / 255,
     offset: pre.offset ?? 0,
     quantization: meta.quantization ?? null,
+    // The model's second output (familiarity) below this means "unknown" (vision.ood).
+    unknownThreshold: typeof meta.unknown?.threshold === 'number' ? meta.unknown.threshold : null,
   };
+}
+
+/**
+ * A graph model's outputs, in whatever order TF.js gives them, as
+ * {probabilities, familiarity}: the familiarity is the [batch, 1] one (a classifier has at
+ * least two classes), absent for models without an "unknown" detector.
+ */
+export function splitOutputs(outputs) {
+  const list = Array.isArray(outputs) ? outputs : [outputs];
+  if (list.length === 1) return { probabilities: list[0], familiarity: null };
+  const [first, second] = list;
+  return first.shape[first.shape.length - 1] === 1
+    ? { probabilities: second, familiarity: first } : { probabilities: first, familiarity: second };
+}
+
+/** True when a familiarity score says the image is unlike the model's training images. */
+export function isUnknown(familiarity, meta) {
+  return familiarity !== null && meta.unknownThreshold !== null && familiarity < meta.unknownThreshold;
 }
 
 /**

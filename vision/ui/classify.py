@@ -15,9 +15,31 @@ import numpy as np
 
 from vision.cache import get_bundle, get_classifier, get_explainer
 from vision.images import load_image
+from vision.inference import Classification
 from vision.overlay import overlay
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
+
+UNKNOWN_PREFIX = "Not sure"
+
+
+def label_value(result: Classification) -> dict[str, float] | str:
+    """What the Label shows: the probability bars, or for an image unlike the training data
+    a plain "Not sure" with the nearest class and no bars (a 100 % bar would be a lie)."""
+    if result.unknown:
+        return f"{UNKNOWN_PREFIX} (nearest: {result.nearest.label})"
+    return {p.label: p.probability for p in result.predictions}
+
+
+def verdict(result: Classification) -> str:
+    """A sentence on how familiar the image is, for the Markdown beside the Label."""
+    if result.familiarity is None:
+        return ""
+    if result.unknown:
+        return (f"⚠️ **Not sure: this image is unlike anything the model was trained on** (familiarity "
+                f"{result.familiarity:.3f}, below the threshold {result.threshold:.3f}). The nearest class is "
+                f"*{result.nearest.label}* at p = {result.nearest.probability:.3f}, which would not mean much.\n\n")
+    return f"Familiarity {result.familiarity:.3f} (threshold {result.threshold:.3f}). "
 
 
 class ClassifyView:
@@ -25,15 +47,14 @@ class ClassifyView:
         self.ctx = ctx
 
     @user_errors
-    def classify(self, image: str | None, top_k: int, request: gr.Request) -> tuple[dict[str, float], str]:
+    def classify(self, image: str | None, top_k: int, request: gr.Request) -> tuple[dict[str, float] | str, str]:
         if not image:
             return {}, ""  # cleared
         _, model = self.ctx.active_model(request)
         started = time.perf_counter()
-        predictions = get_classifier(model).predict(image, top_k=int(top_k))
+        result = get_classifier(model).classify(image, top_k=int(top_k))
         elapsed = (time.perf_counter() - started) * 1000
-        return ({p.label: p.probability for p in predictions},
-                f"Prediction took **{elapsed:.1f} ms** (decode included).")
+        return label_value(result), f"{verdict(result)}Prediction took **{elapsed:.1f} ms** (decode included)."
 
     @user_errors
     def explain(self, image: str | None, method: str, target: str | None, alpha: float,

@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 
 import {
-  FpsMeter, PER_CHANNEL, backendOrder, expandWeights, parseMetadata, pickBackend, preprocess, topK,
+  FpsMeter, PER_CHANNEL, backendOrder, expandWeights, isUnknown, parseMetadata, pickBackend, preprocess, splitOutputs,
+  topK,
 } from '../classifier.js';
 
 const META = {
@@ -86,4 +87,18 @@ test('expandWeights decodes per-channel uint8 and passes the rest through', asyn
   // TF.js alone refuses the unknown dtype rather than misreading the bytes.
   assert.throws(() => tf.io.decodeWeights(bytes.buffer, specs));
   assert.throws(() => expandWeights(specs, bytes.buffer.slice(0, 20)), /bias runs past the end of the shards/);
+});
+
+test('splitOutputs finds the familiarity column whatever the order, and isUnknown reads the threshold', () => {
+  const probabilities = tf.tensor2d([[0.7, 0.3]]);
+  const familiarity = tf.tensor2d([[0.2]]);
+  assert.equal(splitOutputs([familiarity, probabilities]).familiarity, familiarity);
+  assert.equal(splitOutputs([probabilities, familiarity]).probabilities, probabilities);
+  assert.equal(splitOutputs(probabilities).familiarity, null);
+  const meta = parseMetadata({ ...META, unknown: { output: 'familiarity', method: 'knn-cosine', threshold: 0.5 } });
+  assert.equal(isUnknown(0.2, meta), true);
+  assert.equal(isUnknown(0.8, meta), false);
+  assert.equal(isUnknown(null, meta), false);
+  assert.equal(isUnknown(0.2, parseMetadata(META)), false); // no detector: never unknown
+  tf.dispose([probabilities, familiarity]);
 });

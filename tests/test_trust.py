@@ -1,0 +1,155 @@
+"""Trust: "unknown" for images unlike the training data, calibrated confidence, in Python,
+the CLI, TFLite and the browser.
+
+A few-shot texture model (scikit-image's brick, grass and gravel; train patches from the
+top half of each photo, test patches from the bottom half) against the package photos of
+everyday things it was never trained for.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vision.calibration import calibrate, expected_calibration_error, fit_temperature, softmax
+from vision.cli import main
+from vision.errors import InvalidBundleError
+from vision.inference import Classifier
+from vision.ood import OOD_FILE, fit_knn
+from vision.photos import TEXTURES, example_photos, write_texture_task
+from vision.store import load_bundle, open_bundle
+
+from conftest import DEFAULT_MODEL
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> Path:
+    return write_texture_task(tmp_path_factory.mktemp("textures"), train_per_class=30, test_per_class=10, patch=96)
+
+
+@pytest.fixture(scope="module")
+def textures(task, tmp_path_factory) -> Path:
+    """The fast path with 27 validation images: enough to fit a temperature."""
+    from vision.data import load_folder
+    from vision.pipeline import train_bundle
+    from vision.train import TrainConfig
+
+    out = tmp_path_factory.mktemp("bundles") / "textures"
+    train_bundle(load_folder(task / "train", val_fraction=0.3), TrainConfig(model="efficientnet_lite0", epochs=15),
+                 out)
+    return out
+
+
+def test_a_trained_bundle_says_unknown_for_what_it_never_saw(textures, task):
+    classifier = Classifier(open_bundle(textures))
+    info = json.loads((textures / "vision.json").read_text())
+    assert info["ood"]["method"] == "knn-cosine" and info["ood"]["references"] == 63
+    familiar = classifier.classify_batch(sorted((task / "test").rglob("*.png")))
+    strangers = [classifier.classify(photo) for photo in example_photos()]
+    assert sum(not r.unknown for r in familiar) >= 0.9 * len(familiar)
+    assert all(r.unknown for r in strangers), [r.familiarity for r in strangers]
+    assert max(r.familiarity for r in strangers) < min(r.familiarity for r in familiar)
+    # The TFLite path computes the same score in the same call as the probabilities.
+    tf_path = Classifier(open_bundle(textures), runtime="tf").classify(example_photos()[1])
+    assert tf_path.familiarity == pytest.approx(strangers[1].familiarity, abs=1e-4)
+
+
+def test_the_cli_prints_unknown_and_json_carries_it(textures, task, capsys):
+    photo, patch = example_photos()[1], next((task / "test" / "grass").iterdir())
+    assert main(["predict", str(photo), str(patch), "--model", str(textures)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{photo}: unknown (unlike the training images") and "nearest" in lines[0]
+    assert lines[1].startswith(f"{patch}: grass ")
+    assert main(["predict", str(photo), "--json", "--model", str(textures)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["unknown"] is True and answer["familiarity"] < answer["threshold"]
+    assert answer["predictions"][0]["label"] in TEXTURES
+
+
+def test_bundles_made_before_keep_working_without_a_detector():
+    classifier = Classifier(open_bundle(DEFAULT_MODEL))
+    result = classifier.classify(np.zeros((64, 64, 3), np.uint8))
+    assert result.familiarity is None and not result.unknown and len(result.predictions) == 4
+
+
+def test_a_damaged_detector_is_refused_by_name(textures, tmp_path):
+    copy = shutil.copytree(textures, tmp_path / "copy")
+    (copy / OOD_FILE).write_bytes(b"not an npz")
+    with pytest.raises(InvalidBundleError, match="ood.npz cannot be read"):
+        _ = open_bundle(copy).detector
+    np.savez(copy / OOD_FILE, references=np.zeros((5, 1280), np.float32))
+    with pytest.raises(InvalidBundleError, match="does not hold the 63 reference features"):
+        _ = open_bundle(copy).detector
+
+
+def test_the_threshold_accepts_held_out_images_and_moves_into_a_wide_gap():
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=64)
+    train = centre + 0.3 * rng.normal(size=(40, 64))
+    held_out = centre + 0.3 * rng.normal(size=(20, 64))
+    alone = fit_knn(train, held_out)
+    assert alone.accept_rate >= 0.93
+    far = fit_knn(train, held_out, background_features=rng.normal(size=(20, 64)))
+    assert far.threshold < alone.threshold  # never stricter, and looser when outliers sit far away
+    scores = far.familiarity(np.r_[held_out, rng.normal(size=(20, 64))], None)
+    assert (scores[:20] >= far.threshold).all() and (scores[20:] < far.threshold).all()
+
+
+def test_temperature_scaling_recovers_a_known_temperature_and_lowers_ece():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(size=(4000, 5)) * 2
+    labels = np.array([rng.choice(5, p=p) for p in softmax(true_logits)])
+    overconfident = true_logits * 3  # what the network says: three times too sharp
+    assert fit_temperature(overconfident, labels) == pytest.approx(3, rel=0.1)
+    fitted = calibrate(overconfident, labels)
+    assert fitted.ece_after < 0.03 < fitted.ece_before
+    assert expected_calibration_error(softmax(true_logits), labels) < 0.03
+
+
+def test_the_temperature_is_folded_into_the_saved_model(textures):
+    bundle = load_bundle(textures)
+    calibration = bundle.info["calibration"]
+    assert calibration["images"] == 27 and calibration["ece_after"] <= calibration["ece_before"]
+    assert (textures / "reliability.png").is_file()
+    assert "expected calibration error" in (textures / "README.md").read_text()
+    # The saved model's logits are the calibrated ones: TFLite, Keras and the export agree.
+    photo = example_photos()[2]
+    keras_p = bundle.model.predict(Classifier(bundle, runtime="tf").prepare(photo), verbose=0)[0]
+    np.testing.assert_allclose(Classifier(bundle).probabilities(photo), keras_p, atol=1e-4)
+
+
+@pytest.mark.browser
+def test_the_web_page_says_unknown_where_python_does(textures, task, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from vision.export import build_web_site, export
+    from vision.images import load_image
+
+    from browser import launch_chromium
+    from web_harness import classify_files, open_page, static_server, write_pngs
+
+    bundle = load_bundle(textures)
+    result = export(bundle, "tfjs", tmp_path / "js", quantize="uint8")
+    assert result.metadata["unknown"]["threshold"] == bundle.info["ood"]["threshold"]
+    build_web_site(tmp_path / "js", tmp_path / "site")
+    images = [load_image(example_photos()[1]), load_image(next((task / "test" / "gravel").iterdir()))]
+    expected = [r.unknown for r in Classifier(bundle).classify_batch(images)]
+    assert expected == [True, False]
+    paths = write_pngs(tmp_path, images)
+    with static_server(tmp_path) as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = open_page(browser, f"{url}site/index.html?backend=wasm")
+        verdicts = []
+        for path in paths:
+            classify_files(page, [path])
+            verdicts.append((page.get_attribute("#results", "data-unknown"), page.is_visible("#verdict"),
+                             page.inner_text("#verdict")))
+        browser.close()
+    assert verdicts[0][:2] == ("true", True) and "Not sure" in verdicts[0][2] and "Nearest class" in verdicts[0][2]
+    assert verdicts[1][:2] == ("false", False)
