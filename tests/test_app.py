@@ -76,7 +76,7 @@ def test_train_end_to_end_then_switch_models_per_session(server, tmp_path):
     trainer = Client(url, verbose=False)
     result = trainer.predict(handle_file(str(archive)), "simple_cnn", 32, 2, True, False, "colours",
                              api_name="/train")
-    status, _curves, metrics, confusion, _gallery, _choices = result
+    status, _curves, metrics, confusion, _gallery, _choices, _reliability, _issues, _pair = result
     assert "Saved **colours**" in metrics and "Skipped 1 unreadable" in status
     assert Path(confusion).is_file()
     assert (models_dir / "colours" / "vision.json").is_file()
@@ -84,8 +84,12 @@ def test_train_end_to_end_then_switch_models_per_session(server, tmp_path):
 
     # This session switches to the new model; a second session keeps the default.
     trainer.predict("shared/colours", api_name="/use_model")
+    red = tmp_path / "red.png"
+    red.write_bytes(_png((200, 20, 20)))
+    labels, _ = trainer.predict(handle_file(str(red)), 2, api_name="/classify")
+    assert set(_labels(labels)) == {"red", "blue"} and labels["label"] == "red"
     labels, _ = trainer.predict(handle_file(str(EXAMPLE)), 2, api_name="/classify")
-    assert set(_labels(labels)) == {"red", "blue"}
+    assert labels["label"].startswith("Not sure (nearest: ")  # a star is no colour it was trained on
     other = Client(url, verbose=False)
     labels, _ = other.predict(handle_file(str(EXAMPLE)), 2, api_name="/classify")
     assert labels["label"] == "star"

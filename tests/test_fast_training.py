@@ -16,7 +16,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from vision.cli import main
-from vision.photos import TEXTURES, write_texture_task
+from vision.photos import TEXTURES, example_photos, write_texture_task
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +129,7 @@ def test_the_app_trains_few_shot_from_samples_by_default(task, tmp_path):
             files = [handle_file(str(p)) for p in sorted((task / "train" / texture).iterdir())]
             client.predict(texture, None, files, api_name="/add_samples")
         # The view's defaults: efficientnet_lite0, 224 px, 20 epochs, augmentation, ImageNet weights.
-        status, _curves, metrics, confusion, _gallery, _choices = client.predict(
+        status, _curves, metrics, confusion, _gallery, _choices, _reliability, _issues, _pair = client.predict(
             None, "efficientnet_lite0", 224, 20, True, True, "textures", api_name="/train")
         assert "Saved **textures**" in metrics and "efficientnet_lite0" in status, (status, metrics)
         assert Path(confusion).is_file()
@@ -140,5 +140,9 @@ def test_the_app_trains_few_shot_from_samples_by_default(task, tmp_path):
                 labels, _ = client.predict(handle_file(str(photo)), 1, api_name="/classify")
                 hits += labels["label"] == texture
         assert hits >= 11, f"{hits}/12 test photos right"
+        # A photo of something else entirely: "Not sure", not a confident texture.
+        labels, details = client.predict(handle_file(str(example_photos()[1])), 3, api_name="/classify")
+        assert labels["label"].startswith("Not sure (nearest: ") and not labels.get("confidences"), labels
+        assert "unlike anything the model was trained on" in details
     finally:
         app.close()

@@ -117,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--val-fraction", type=float, default=0.2)
     evaluate.add_argument("--seed", type=int, default=0)
 
+    audit = command("audit", _audit, "rank likely label errors, near-duplicates and train/validation leaks")
+    audit.add_argument("data", help="a folder of class folders, or a .zip of one")
+    audit.add_argument("--top", type=int, default=20, help="label issues to list (all flagged ones: 0)")
+    audit.add_argument("--json", action="store_true", help="print one JSON object")
+    audit.add_argument("--val-fraction", type=float, default=0.2)
+    audit.add_argument("--seed", type=int, default=0)
+
     predict = command("predict", _predict, "classify images with a bundle")
     predict.add_argument("images", nargs="+", type=Path)
     predict.add_argument("--model", default=DEFAULT, help=MODEL_HELP)
@@ -244,6 +251,28 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.confusion:
         plot_confusion(evaluation).save(args.confusion)
         print(f"wrote {args.confusion}")
+
+
+def _audit(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from vision.audit import audit_dataset
+    from vision.data import load_dataset
+
+    dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
+    with tqdm(total=len(dataset.train) + len(dataset.val), unit="image", leave=False, desc="features") as bar:
+        report = audit_dataset(dataset, progress=lambda done, _: bar.update(done - bar.n))
+    if args.json:
+        print(json.dumps(report.to_dict(args.top or None)))
+        return
+    issues = report.label_issues
+    print(f"{len(issues)} likely label error(s) among {len(report.ranked)} images; "
+          f"{len(report.duplicates)} near-duplicate set(s), {len(report.leaks)} across train/validation")
+    for issue in issues[: args.top or None]:
+        print(f"  label  {issue.score:.3f}  {issue.source}  given {issue.given!r}, looks like {issue.suggested!r}")
+    for group in report.duplicates:
+        print(f"  {'leak ' if group.leak else 'dup  '}  " + "  ".join(
+            f"{source} ({split})" for source, split in zip(group.sources, group.splits)))
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -13,13 +13,9 @@ from vision.data import LabelledDataset
 from vision.errors import InvalidBundleError
 from vision.evaluate import Evaluation, evaluation_from_probabilities, plot_confusion, plot_history
 from vision.models import get_spec
-from vision.store import make_info, save_bundle
+from vision.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, make_info, save_bundle
 from vision.train import ProgressHook, TrainConfig, TrainResult, train
 from vision.trust import Trust, fit_trust
-
-CURVES_FILE = "training_curves.png"
-CONFUSION_FILE = "confusion_matrix.png"
-RELIABILITY_FILE = "reliability.png"
 
 
 @dataclass

@@ -32,6 +32,10 @@ INFO_FILE = "vision.json"
 FORMAT = "vision-bundle/1"
 KERAS_FILES = ("config.json", "model.weights.h5")
 _REQUIRED_KEYS = ("labels", "preprocessing", "architecture")
+#: Pictures a trained bundle carries beside its model.
+CURVES_FILE = "training_curves.png"
+CONFUSION_FILE = "confusion_matrix.png"
+RELIABILITY_FILE = "reliability.png"
 
 
 class Bundle:
@@ -74,9 +78,9 @@ class Bundle:
         if self._fingerprint is None:
             from vision.ood import OOD_FILE
 
-            digest = hashlib.sha256(json.dumps([self.info["preprocessing"], self.info.get("ood")],
-                                               sort_keys=True).encode())
-            for name in (*KERAS_FILES, OOD_FILE) if self.info.get("ood") else KERAS_FILES:
+            ood = self.info.get("ood") or {}
+            digest = hashlib.sha256(json.dumps([self.info["preprocessing"], ood], sort_keys=True).encode())
+            for name in (*KERAS_FILES, OOD_FILE) if ood.get("file") else KERAS_FILES:
                 with open(self.path / name, "rb") as handle:
                     digest.update(hashlib.file_digest(handle, "sha256").digest())
             self._fingerprint = digest.hexdigest()

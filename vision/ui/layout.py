@@ -128,7 +128,13 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                 curves = gr.Image(label="Loss and accuracy", interactive=False)
                 confusion = gr.Image(label="Confusion matrix", interactive=False)
             metrics = gr.Markdown(elem_id="train-metrics")
-            mistakes = gr.Gallery(label="Misclassified validation images", columns=6, height="auto")
+            with gr.Row():
+                reliability = gr.Image(label="Reliability (is p = 0.9 right 90 % of the time?)", interactive=False)
+                issues = gr.Gallery(label="Likely label errors and near-duplicates (cleanlab)", columns=4,
+                                    height="auto", elem_id="label-issues")
+            pair = gr.Dropdown([], label="Misclassified: which mistakes", elem_id="mistake-pair")
+            mistakes = gr.Gallery(label="Misclassified validation images, each beside its Grad-CAM for the "
+                                  "predicted class", columns=4, height="auto", elem_id="mistakes")
 
         with gr.Tab("Models", id="models"):
             table = gr.Dataframe(headers=HEADERS, label="Models you can use", interactive=False)
@@ -145,6 +151,7 @@ def build_blocks(ctx: Context) -> gr.Blocks:
             with gr.Row():
                 card_curves = gr.Image(label="Training curves", interactive=False)
                 card_confusion = gr.Image(label="Confusion matrix", interactive=False)
+                card_reliability = gr.Image(label="Reliability", interactive=False)
 
         with gr.Tab("Hub", id="hub"):
             whose = ("your own token (or your sign-in)" if config.oauth else "your own token") if config.public \
@@ -178,7 +185,7 @@ def build_blocks(ctx: Context) -> gr.Blocks:
             export_status = gr.Markdown(elem_id="export-status")
 
         # -- wiring that crosses tabs -------------------------------------------------
-        card_outputs = [card, card_curves, card_confusion]
+        card_outputs = [card, card_curves, card_confusion, card_reliability]
         export_button.click(export.export, [export_format, export_quantize], [export_file, export_status],
                             api_name="export")
         push_button.click(hub.push, [push_repo, push_private, push_tfjs, push_token], hub_status, api_name="push")
@@ -188,10 +195,11 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                   api_name="add_samples")
         clear.click(train.clear_samples, None, samples, api_name="clear_samples")
         start.click(train.train, [zip_file, architecture, size, epochs, augment, imagenet, model_name],
-                    [status, curves, metrics, confusion, mistakes, choice], api_name="train",
+                    [status, curves, metrics, confusion, mistakes, choice, reliability, issues, pair], api_name="train",
                     concurrency_limit=1, concurrency_id="train") \
             .then(models.table, None, table, api_name=False)
         stop.click(train.cancel, None, status, api_name="cancel_training", queue=False)
+        pair.input(train.show_mistakes, pair, mistakes, api_name="show_mistakes")
         use.click(models.use, choice, chosen, api_name="use_model") \
             .then(models.show, choice, card_outputs, api_name=False) \
             .then(classify.class_choices, None, target, api_name=False)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from vision.cache import forget, get_bundle, get_classifier
 from vision.errors import AccessDeniedError, BundleExistsError
-from vision.store import copy_bundle, delete_bundle
+from vision.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, copy_bundle, delete_bundle
 from vision.ui import access
 from vision.ui.catalog import MINE, SHARED
 from vision.ui.context import Context
@@ -39,14 +39,14 @@ class ModelsView:
         return gr.Dropdown(choices=self.ctx.catalog.choices(session), value=session.active), self.table(request)
 
     @user_errors
-    def show(self, key: str, request: gr.Request) -> tuple[str, Any, Any]:
+    def show(self, key: str, request: gr.Request) -> tuple[str, Any, Any, Any]:
         """The model card and plots of ``key`` (only a model this session can see)."""
         folder = self.ctx.catalog.resolve(self.ctx.session(request), key)
         card = (folder / "README.md").read_text() if (folder / "README.md").is_file() else ""
         card = card.split("---", 2)[2] if card.startswith("---") else card  # hide the YAML header
-        pictures = [folder / name for name in ("training_curves.png", "confusion_matrix.png")]
-        curves, confusion = (Image.open(p).convert("RGB") if p.is_file() else None for p in pictures)
-        return f"**{get_bundle(folder).name}** (`{key}`)\n\n{card}", curves, confusion
+        pictures = [folder / name for name in (CURVES_FILE, CONFUSION_FILE, RELIABILITY_FILE)]
+        curves, confusion, reliability = (Image.open(p).convert("RGB") if p.is_file() else None for p in pictures)
+        return f"**{get_bundle(folder).name}** (`{key}`)\n\n{card}", curves, confusion, reliability
 
     @user_errors
     def use(self, key: str, request: gr.Request) -> str:

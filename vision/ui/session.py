@@ -37,6 +37,7 @@ class Session:
     exports: dict[str, Path] = field(default_factory=dict)  # unguessable id -> export folder
     job: Any = None  # the running ``TrainingJob``, so "Cancel" can reach it
     frame_times: deque = field(default_factory=lambda: deque(maxlen=30))
+    mistakes: Any = None  # the last training's ``vision.ui.review.Mistakes``, for its filter
     last_seen: float = field(default_factory=time.monotonic)
 
     @property

@@ -16,13 +16,15 @@ from typing import Any, Iterator
 
 import gradio as gr
 import numpy as np
+from PIL import Image
 
 from vision.collect import SampleCollection
 from vision.errors import BundleExistsError, DatasetError, LimitExceededError
-from vision.images import load_image
+from vision.store import RELIABILITY_FILE
 from vision.ui.catalog import MINE, SHARED
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
+from vision.ui.review import ALL_MISTAKES, Mistakes, audit_summary, issue_gallery
 from vision.ui.session import Session
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -110,7 +112,7 @@ class TrainView:
             skipped = f" Skipped {len(dataset.skipped)} unreadable files." if dataset.skipped else ""
             status = (f"Training **{architecture}** on {len(dataset.train)} images, validating on "
                       f"{len(dataset.val)}; classes: {', '.join(dataset.class_names)}.{skipped}")
-            yield status, None, "", None, [], gr.update()
+            yield status, None, "", None, [], gr.update(), None, [], gr.update()
             try:
                 for update in job.updates():
                     if isinstance(update, JobFailed):
@@ -126,7 +128,7 @@ class TrainView:
                         logs = update.logs
                         yield (f"{status}\n\nEpoch {update.epoch + 1}/{update.epochs}: loss {logs.get('loss', 0):.3f}"
                                f", val accuracy {logs.get('val_accuracy', 0):.3f}"), plot_history(update.history), \
-                            "", None, [], gr.update()
+                            "", None, [], gr.update(), None, [], gr.update()
             finally:
                 session.job = None
             if key.startswith(MINE):
@@ -136,10 +138,29 @@ class TrainView:
             metrics = (f"Saved **{name}**: validation accuracy **{evaluation.accuracy:.3f}**, macro F1 "
                        f"{evaluation.macro_f1:.3f}, best epoch {trained.result.best_epoch + 1}, "
                        f"{trained.result.seconds:.0f} s. {where}.")
+            calibration = trained.trust.calibration
+            metrics += (f"\n\nConfidence calibrated: temperature {calibration.temperature:.2f}, expected calibration "
+                        f"error {calibration.ece_before:.3f} → {calibration.ece_after:.3f}." if calibration else
+                        f"\n\nConfidence not calibrated: {len(dataset.val)} validation images are too few to fit a "
+                        "temperature.")
+            progress(1.0, desc="checking the labels")
+            audit = _audit(dataset)
+            metrics += "\n\n" + (audit_summary(audit) if audit else "Data check skipped: every class needs 2 images.")
+            mistakes = session.mistakes = Mistakes.of(out, dataset.class_names, dataset.val.sources(), evaluation)
+            reliability = out / RELIABILITY_FILE
             yield (status + "\n\nDone.", plot_history(trained.result.history), metrics, plot_confusion(evaluation),
-                   _misclassified(dataset, evaluation), gr.update(choices=self.ctx.catalog.choices(session)))
+                   mistakes.gallery(), gr.update(choices=self.ctx.catalog.choices(session)),
+                   Image.open(reliability).convert("RGB") if reliability.is_file() else None,
+                   issue_gallery(audit) if audit else [],
+                   gr.update(choices=mistakes.pairs(), value=ALL_MISTAKES))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    @user_errors
+    def show_mistakes(self, pair: str | None, request: gr.Request) -> list[tuple[np.ndarray, str]]:
+        """The last training's mistakes for one (true, predicted) pair, with their Grad-CAMs."""
+        mistakes = self.ctx.session(request).mistakes
+        return mistakes.gallery(pair) if mistakes is not None else []
 
     def cancel(self, request: gr.Request) -> str:
         job = self.ctx.session(request).job
@@ -149,14 +170,11 @@ class TrainView:
         return "Cancelling after the current batch…"
 
 
-def _misclassified(dataset: Any, evaluation: Any, limit: int = 24) -> list[tuple[np.ndarray, str]]:
-    wrong = np.flatnonzero(evaluation.y_pred != evaluation.y_true)[:limit]
-    names = dataset.class_names
-    gallery = []
-    for i in wrong:
-        source = dataset.val.images[i] if dataset.val.images is not None else dataset.val.paths[i]
-        predicted = int(evaluation.y_pred[i])
-        caption = (f"true {names[evaluation.y_true[i]]} → predicted {names[predicted]} "
-                   f"({evaluation.probabilities[i, predicted]:.2f})")
-        gallery.append((load_image(source), caption))
-    return gallery
+def _audit(dataset: Any) -> Any:
+    """cleanlab's review of the dataset, or None where a class is too small for k folds."""
+    from vision.audit import audit_dataset
+
+    try:
+        return audit_dataset(dataset)
+    except DatasetError:
+        return None
