@@ -128,11 +128,16 @@ def test_the_app_trains_few_shot_from_samples_by_default(task, tmp_path):
         for texture in TEXTURES:
             files = [handle_file(str(p)) for p in sorted((task / "train" / texture).iterdir())]
             client.predict(texture, None, files, api_name="/add_samples")
+        # One brick photo filed under grass by mistake: the data check should point at it.
+        client.predict("grass", None, [handle_file(str(task / "test" / "brick" / "brick_0009.png"))],
+                       api_name="/add_samples")
         # The view's defaults: efficientnet_lite0, 224 px, 20 epochs, augmentation, ImageNet weights.
-        status, _curves, metrics, confusion, _gallery, _choices, _reliability, _issues, _pair = client.predict(
+        status, _curves, metrics, confusion, _gallery, _choices, _reliability, issues, _pair = client.predict(
             None, "efficientnet_lite0", 224, 20, True, True, "textures", api_name="/train")
         assert "Saved **textures**" in metrics and "efficientnet_lite0" in status, (status, metrics)
         assert Path(confusion).is_file()
+        assert "Data check (cleanlab" in metrics and "too few to fit a temperature" in metrics
+        assert any(item["caption"].startswith("labelled grass, looks like brick") for item in issues), issues
         client.predict("shared/textures", api_name="/use_model")
         hits = 0
         for texture in TEXTURES:

@@ -153,3 +153,25 @@ def test_the_web_page_says_unknown_where_python_does(textures, task, tmp_path):
         browser.close()
     assert verdicts[0][:2] == ("true", True) and "Not sure" in verdicts[0][2] and "Nearest class" in verdicts[0][2]
     assert verdicts[1][:2] == ("false", False)
+
+
+def test_mistakes_show_their_grad_cam_and_filter_by_pair(textures, task):
+    """Misclassified images beside the Grad-CAM of the predicted class (Train view)."""
+    from vision.evaluate import evaluation_from_probabilities
+    from vision.ui.review import ALL_MISTAKES, Mistakes
+
+    bricks = sorted((task / "test" / "brick").iterdir())[:3]
+    gravel = sorted((task / "test" / "gravel").iterdir())[:2]
+    sources = [str(p) for p in bricks + gravel]
+    probabilities = np.stack([Classifier(open_bundle(textures)).probabilities(p) for p in sources])
+    # Told they are grass: the model's (right) answers become mistakes of two kinds.
+    evaluation = evaluation_from_probabilities(list(TEXTURES), np.full(len(sources), 1), probabilities)
+    mistakes = Mistakes.of(textures, list(TEXTURES), sources, evaluation)
+    assert [value for _, value in mistakes.pairs()] == [ALL_MISTAKES, "1:0", "1:2"]
+    assert mistakes.pairs()[1][0] == "true grass → predicted brick (3)"
+    tiles = mistakes.gallery("1:2")
+    assert len(tiles) == 2 and all("predicted gravel" in caption for _, caption in tiles)
+    image, _ = tiles[0]
+    left, right = image[:, : image.shape[1] // 2], image[:, image.shape[1] // 2:]
+    assert image.shape[1] == 2 * image.shape[0] and not np.array_equal(left, right)  # the photo, then its heatmap
+    assert len(mistakes.gallery(ALL_MISTAKES)) == 5
