@@ -13,6 +13,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BASE_ARGS = [
     "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--no-first-run", "--disable-dev-shm-usage", "--enable-unsafe-swiftshader",
+    # WebGPU on SwiftShader (secure origins only; http://127.0.0.1 counts): the page can time it.
+    "--enable-unsafe-webgpu",
 ]
 
 

@@ -52,7 +52,7 @@ def validation(tmp_path_factory):
     return paths, expected
 
 
-@pytest.mark.parametrize("backend", ["webgl", "wasm"])
+@pytest.mark.parametrize("backend", ["webgpu", "webgl", "wasm"])
 def test_fp32_export_matches_keras_in_the_browser(site, validation, backend):
     paths, expected = validation
     with static_server(site) as url, sync_playwright() as playwright:
@@ -65,6 +65,21 @@ def test_fp32_export_matches_keras_in_the_browser(site, validation, backend):
     assert got.shape == expected.shape
     assert (got.argmax(1) == expected.argmax(1)).all()
     assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_the_page_times_every_backend_and_keeps_the_fastest(site):
+    with static_server(site) as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = open_page(browser, f"{url}site/index.html")
+        times = page.evaluate("window.visionStats.backendTimes")
+        backend, shown = page.evaluate("tf.getBackend()"), page.inner_text("#backend-times")
+        browser.close()
+    measured = {entry["name"]: entry["ms"] for entry in times}
+    assert set(measured) == {"webgpu", "webgl", "wasm", "cpu"}
+    started = {name: ms for name, ms in measured.items() if ms is not None}
+    assert {"wasm", "cpu"} <= set(started)
+    assert backend == min(started, key=started.get) == "wasm"  # software WebGL/WebGPU here: wasm wins
+    assert all(name in shown for name in started) and shown.startswith("wasm ")
 
 
 def test_quantized_exports_agree_on_top1(site, validation, capsys):

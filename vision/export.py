@@ -34,6 +34,7 @@ QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"), "tflite": (None, "float16",
                  "savedmodel": (None,)}
 WEB_FILES = ("index.html", "app.js", "classifier.js", "style.css")
 WEB_VENDOR = ("@tensorflow/tfjs/dist/tf.min.js", "@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js",
+              "@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js",
               "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm",
               "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm",
               "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm")

@@ -4,10 +4,13 @@ Every classifier here ends in pooled features -> ``logits`` -> softmax, so a det
 work on the features the model already computes. Two kinds:
 
 - ``knn-cosine`` (trained bundles): the cosine similarity of an image's pooled features to
-  the nearest training image's. Chosen by measurement over class-conditional Mahalanobis
-  distance (``bench/bench_trust.py``): with ten photos per class and 1,280 dimensions the
-  covariance is a guess, while nearest-neighbour similarity needs no estimate at all
-  (Sun et al., 2022, "Out-of-distribution detection with deep nearest neighbors").
+  the nearest training image's (Sun et al., 2022, "Out-of-distribution detection with deep
+  nearest neighbors"). ``bench/bench_trust.py`` measures it against class-conditional
+  Mahalanobis distance with a Ledoit-Wolf covariance: AUROC 1.000 for both on the texture
+  models, 0.995 against 1.000 on the shapes model. k-NN was kept: Mahalanobis on
+  EfficientNet's 1,280 features needs a 1,280 x 1,280 precision matrix (6.5 MB in every
+  bundle and web export), estimated from a few dozen photos in the few-shot case, where
+  k-NN needs nothing estimated and stores only the training features.
 - ``max-logit`` (the everyday-objects ImageNet model, whose training images are not here):
   the largest logit (Hendrycks et al., 2022, "Scaling out-of-distribution detection").
 

@@ -1,6 +1,7 @@
 // All DOM access for the page. The maths lives in classifier.js.
 import {
-  FpsMeter, backendOrder, isUnknown, loadGraphModel, parseMetadata, pickBackend, preprocess, splitOutputs, topK,
+  BACKENDS, FpsMeter, backendOrder, describeTimes, fastestBackend, isUnknown, loadGraphModel, parseMetadata,
+  pickBackend, preprocess, splitOutputs, timeBackends, topK,
 } from './classifier.js';
 
 const tf = window.tf;
@@ -19,17 +20,39 @@ async function main() {
   try {
     tf.wasm?.setWasmPaths(new URL('node_modules/@tensorflow/tfjs-backend-wasm/dist/', location.href).href);
     tf.env().set('SOFTWARE_WEBGL_ENABLED', true); // headless and GPU-less machines: SwiftShader
-    const backend = await pickBackend(tf, backendOrder(params.get('backend')));
-    $('backend').textContent = backend;
     const response = await fetch(`${MODEL_BASE}/metadata.json`);
     if (!response.ok) throw new Error(`cannot load ${MODEL_BASE}/metadata.json (HTTP ${response.status})`);
     meta = parseMetadata(await response.json());
+    await tf.setBackend('cpu'); // the weights load once, then move to whichever backend runs
     model = await loadGraphModel(tf, MODEL_BASE);
-    // Warm up the whole path, resize included: WebGL compiles its shaders on first use.
-    tf.dispose(tf.tidy(() => model.predict(preprocess(tf, tf.zeros([meta.height * 2, meta.width * 2, 3], 'int32'), meta))));
+    // Twice the input size, so the resize path is warmed (and its shaders compiled) too.
+    const blank = tf.zeros([meta.height * 2, meta.width * 2, 3], 'int32');
+    const infer = async () => {
+      const outputs = tf.tidy(() => model.predict(preprocess(tf, blank, meta)));
+      const list = Array.isArray(outputs) ? outputs : [outputs];
+      await Promise.all(list.map((t) => t.data()));
+      tf.dispose(list);
+    };
+    const forced = params.get('backend');
+    let backend;
+    if (BACKENDS.includes(forced)) {
+      backend = await pickBackend(tf, backendOrder(forced));
+      stats.backendTimes = await timeBackends(tf, [backend], infer);
+      $('backend-times').textContent = `${describeTimes(stats.backendTimes)} (chosen by ?backend=)`;
+    } else {
+      $('status').textContent = 'Measuring which backend is fastest here…';
+      stats.backendTimes = await timeBackends(tf, BACKENDS, infer);
+      backend = fastestBackend(stats.backendTimes);
+      await tf.setBackend(backend);
+      await infer(); // back on the winner: its first prediction is paid here, not on a user's image
+      $('backend-times').textContent = describeTimes(stats.backendTimes);
+    }
+    blank.dispose();
+    $('backend').textContent = backend;
     $('title').textContent = meta.name;
     $('status').textContent = `Ready: ${meta.labels.length} classes${meta.quantization ? `, ${meta.quantization} weights` : ''}`;
     $('camera').disabled = false;
+    stats.readyTensors = tf.memory().numTensors;
     document.body.dataset.ready = 'true';
   } catch (error) {
     $('status').textContent = `Could not start: ${error.message}`;

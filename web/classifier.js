@@ -1,8 +1,8 @@
 // Pure helpers for the page: metadata, preprocessing, top-k, backend choice, fps.
 // No DOM access here, and TF.js is passed in, so Node's test runner can check all of it.
 
-/** Backends in order of preference. */
-export const BACKENDS = ['webgl', 'wasm', 'cpu'];
+/** Backends the page can run on; which is fastest depends on the machine, so it is measured. */
+export const BACKENDS = ['webgpu', 'webgl', 'wasm', 'cpu'];
 
 /**
  * Validate an export's metadata.json and return what the page needs.
@@ -79,7 +79,7 @@ export function topK(probabilities, labels, k) {
     .slice(0, Math.max(1, k));
 }
 
-/** Backends to try: the requested one first if it is known, then the usual order. */
+/** Backends to try: the requested one first if it is known, then the rest. */
 export function backendOrder(requested) {
   return BACKENDS.includes(requested) ? [requested, ...BACKENDS.filter((b) => b !== requested)] : [...BACKENDS];
 }
@@ -97,6 +97,55 @@ export async function pickBackend(tf, order) {
     }
   }
   throw new Error(`no TensorFlow.js backend could start (tried ${order.join(', ')})`);
+}
+
+/**
+ * Start each backend in turn, run `infer` once to warm it up (WebGL and WebGPU compile their
+ * shaders and upload the weights on first use), then time `runs` more calls. A backend that
+ * is already three times slower than the best so far is not timed further.
+ * @param {object} tf TF.js
+ * @param {string[]} names backends to try
+ * @param {() => Promise<void>} infer one whole prediction, awaited to the data
+ * @returns {Promise<{name: string, ms: number|null}[]>} median ms per backend; null where it did not start
+ */
+export async function timeBackends(tf, names, infer, runs = 3) {
+  const results = [];
+  let best = Infinity;
+  for (const name of names) {
+    let ms = null;
+    try {
+      if ((await tf.setBackend(name)) && tf.getBackend() === name) {
+        await infer();
+        const times = [];
+        for (let i = 0; i < runs; i += 1) {
+          const started = performance.now();
+          await infer();
+          times.push(performance.now() - started);
+          if (times[i] > 3 * best) break;
+        }
+        ms = times.sort((a, b) => a - b)[Math.floor((times.length - 1) / 2)];
+        best = Math.min(best, ms);
+      }
+    } catch (error) {
+      ms = null; // this backend cannot run here (no adapter, no context, no WebAssembly)
+    }
+    results.push({ name, ms });
+  }
+  return results;
+}
+
+/** The backend with the lowest time in `timeBackends`'s results. */
+export function fastestBackend(results) {
+  const started = results.filter((r) => r.ms !== null);
+  if (!started.length) throw new Error(`no TensorFlow.js backend could start (tried ${results.map((r) => r.name).join(', ')})`);
+  return started.reduce((best, r) => (r.ms < best.ms ? r : best)).name;
+}
+
+/** "wasm 11.4 ms · webgl 324 ms · webgpu did not start", fastest first. */
+export function describeTimes(results) {
+  return [...results].sort((a, b) => (a.ms ?? Infinity) - (b.ms ?? Infinity))
+    .map((r) => (r.ms === null ? `${r.name} did not start` : `${r.name} ${r.ms < 100 ? r.ms.toFixed(1) : Math.round(r.ms)} ms`))
+    .join(' · ');
 }
 
 /** Frames per second over a sliding window of recent frame times (milliseconds). */

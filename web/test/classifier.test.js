@@ -5,8 +5,8 @@ import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 
 import {
-  FpsMeter, PER_CHANNEL, backendOrder, expandWeights, isUnknown, parseMetadata, pickBackend, preprocess, splitOutputs,
-  topK,
+  FpsMeter, PER_CHANNEL, backendOrder, describeTimes, expandWeights, fastestBackend, isUnknown, parseMetadata,
+  pickBackend, preprocess, splitOutputs, timeBackends, topK,
 } from '../classifier.js';
 
 const META = {
@@ -50,8 +50,8 @@ test('topK sorts, cuts and keeps label order on ties', () => {
 });
 
 test('backendOrder puts a known request first', () => {
-  assert.deepEqual(backendOrder('wasm'), ['wasm', 'webgl', 'cpu']);
-  assert.deepEqual(backendOrder('nonsense'), ['webgl', 'wasm', 'cpu']);
+  assert.deepEqual(backendOrder('wasm'), ['wasm', 'webgpu', 'webgl', 'cpu']);
+  assert.deepEqual(backendOrder('nonsense'), ['webgpu', 'webgl', 'wasm', 'cpu']);
 });
 
 test('pickBackend skips backends that cannot start and reports the real one', async () => {
@@ -101,4 +101,26 @@ test('splitOutputs finds the familiarity column whatever the order, and isUnknow
   assert.equal(isUnknown(null, meta), false);
   assert.equal(isUnknown(0.2, parseMetadata(META)), false); // no detector: never unknown
   tf.dispose([probabilities, familiarity]);
+});
+
+test('timeBackends times the backends that start, and the fastest wins', async () => {
+  let calls = 0;
+  const infer = async () => {
+    calls += 1;
+    const x = tf.ones([64, 64]);
+    const y = tf.matMul(x, x);
+    await y.data();
+    tf.dispose([x, y]);
+  };
+  const before = tf.memory().numTensors;
+  const results = await timeBackends(tf, ['webgpu', 'webgl', 'wasm', 'cpu'], infer);
+  // Under Node only cpu starts (no GPU, no wasm backend registered): warm-up plus three timed runs.
+  assert.deepEqual(results.map((r) => r.ms === null), [true, true, true, false]);
+  assert.equal(calls, 4);
+  assert.equal(fastestBackend(results), 'cpu');
+  assert.equal(tf.memory().numTensors, before);
+  assert.equal(fastestBackend([{ name: 'webgl', ms: 324 }, { name: 'wasm', ms: 11.4 }, { name: 'cpu', ms: 202 }]), 'wasm');
+  assert.equal(describeTimes([{ name: 'webgl', ms: 324 }, { name: 'wasm', ms: 11.44 }, { name: 'webgpu', ms: null }]),
+    'wasm 11.4 ms · webgl 324 ms · webgpu did not start');
+  assert.throws(() => fastestBackend([{ name: 'webgl', ms: null }]), /no TensorFlow.js backend could start/);
 });

@@ -1,0 +1,178 @@
+"""Trust: "unknown", calibration, label errors, and what they cost at prediction time.
+
+    python bench/bench_trust.py
+
+Every figure the "trust what it says" targets name, printed with its target, on two
+models trained here from package data:
+- shapes: ``resnet_small`` at 64 px on the synthetic shapes (seed 0), from scratch, the
+  shipped model's recipe; "new test images" are shapes drawn with another seed;
+- textures: the fast path on scikit-image's brick, grass and gravel (train patches from
+  the top half of each photo, test patches from the bottom half).
+Outliers are the package photos of everyday things (grace_hopper, chelsea, coffee, rocket,
+astronaut) and 16 crops of each: never used to fit anything (the detector's threshold looks
+at other package photos).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO)]
+
+import numpy as np  # noqa: E402
+
+
+def _call_ms(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def _mahalanobis_auroc(bundle, dataset, inliers, outliers) -> float:
+    """The alternative detector, class-conditional Mahalanobis with a Ledoit-Wolf shared
+    covariance, on the same features: measured to choose between the two."""
+    from sklearn.covariance import LedoitWolf
+
+    from vision.ood import auroc
+    from vision.trust import features_and_logits
+
+    features, _, labels = features_and_logits(bundle.model, dataset.train, bundle.preprocessing)
+    means = np.stack([features[labels == c].mean(0) for c in range(len(dataset.class_names))])
+    precision = LedoitWolf().fit(features - means[labels]).precision_
+
+    def score(x):
+        return -np.min([np.einsum("ij,jk,ik->i", x - m, precision, x - m) for m in means], axis=0)
+
+    return auroc(score(inliers), score(outliers))
+
+
+def trust_report(name: str, folder: Path, dataset, test_split, outlier_images) -> None:
+    from vision.calibration import expected_calibration_error, softmax
+    from vision.inference import Classifier
+    from vision.ood import auroc
+    from vision.serving import feature_model
+    from vision.store import load_bundle
+    from vision.trust import features_and_logits
+
+    bundle = load_bundle(folder)
+    classifier = Classifier(bundle)
+    own_val = classifier.classify_batch(dataset.val.sources())
+    tests = classifier.classify_batch(test_split.sources())
+    outliers = classifier.classify_batch(outlier_images)
+    accepted_val = np.mean([not r.unknown for r in own_val])
+    accepted_test = np.mean([not r.unknown for r in tests])
+    flagged = np.mean([r.unknown for r in outliers])
+    inlier_scores = np.array([r.familiarity for r in tests])
+    outlier_scores = np.array([r.familiarity for r in outliers])
+    print(f"\n{name}: {len(dataset.train)} training images, threshold {bundle.detector.threshold:.3f}")
+    print(f"  unknown   real photos flagged {flagged:6.1%} of {len(outliers)}   own validation accepted "
+          f"{accepted_val:6.1%} of {len(own_val)}   new test images accepted {accepted_test:6.1%} of {len(tests)}")
+    test_features, test_logits, test_labels = features_and_logits(bundle.model, test_split, bundle.preprocessing)
+    outlier_inputs = np.stack([classifier.prepare(image)[0] for image in outlier_images])
+    outlier_features = feature_model(bundle.model).predict(outlier_inputs, verbose=0)[0]
+    print(f"            AUROC k-NN cosine {auroc(inlier_scores, outlier_scores):.4f}   (class-conditional "
+          f"Mahalanobis, Ledoit-Wolf: {_mahalanobis_auroc(bundle, dataset, test_features, outlier_features):.4f})")
+    print("            targets: >= 95 % flagged, >= 95 % of own validation images accepted")
+    calibration = bundle.info.get("calibration")
+    if calibration:
+        # The saved logits are already divided by T: undo it for "before".
+        before = expected_calibration_error(softmax(test_logits, 1 / calibration["temperature"]), test_labels)
+        after = expected_calibration_error(softmax(test_logits), test_labels)
+        print(f"  calibration  T = {calibration['temperature']:.3f}   ECE on {len(test_labels)} held-out test images: "
+              f"before {before:.4f}, after {after:.4f}   (validation: {calibration['ece_before']:.4f} -> "
+              f"{calibration['ece_after']:.4f})   target: after <= 0.05 and lower than before")
+    else:
+        print("  calibration  not fitted (too few validation images)")
+
+
+def label_errors(name: str, dataset, seed: int = 0) -> None:
+    from vision.audit import audit_dataset
+
+    rng = np.random.default_rng(seed)
+    # audit_dataset numbers the training images first, then the validation ones.
+    labels = np.concatenate([dataset.train.labels, dataset.val.labels])
+    flipped = rng.choice(len(labels), len(labels) // 10, replace=False)
+    classes = len(dataset.class_names)
+    for i in flipped:
+        labels[i] = (labels[i] + rng.integers(1, classes)) % classes
+    dataset.train.labels[:], dataset.val.labels[:] = labels[:len(dataset.train)], labels[len(dataset.train):]
+    started = time.perf_counter()
+    audit = audit_dataset(dataset)
+    seconds = time.perf_counter() - started
+    top = {issue.index for issue in audit.ranked[:len(flipped)]}
+    found = len(top & set(flipped.tolist()))
+    print(f"  labels    {name}: {len(flipped)} of {len(labels)} labels flipped at random; "
+          f"{found} ({found / len(flipped):.0%}) among the top {len(flipped)} ranked, {len(audit.label_issues)} "
+          f"flagged by cleanlab, {seconds:.1f} s (features cached)   target >= 80 %")
+
+
+def prediction_cost(name: str, folder: Path, image) -> None:
+    from vision.inference import Classifier
+    from vision.store import open_bundle
+
+    with_detector = Classifier(open_bundle(folder))
+    without = open_bundle(folder)
+    without.info = {k: v for k, v in without.info.items() if k != "ood"}
+    plain = Classifier(without)
+    # Interleaved, so both see the same machine (another process, a clock change).
+    pairs = [(_call_ms(lambda: plain.probabilities(image)), _call_ms(lambda: with_detector.classify(image)))
+             for _ in range(400)][20:]
+    a, b = (statistics.median(times) for times in zip(*pairs))
+    print(f"  cost      {name}: prediction {a:.2f} ms, with the detector {b:.2f} ms ({b / a - 1:+.1%}; "
+          f"target <= +10 %)")
+
+
+def main() -> None:
+    from PIL import Image
+
+    from vision.data import Split, load_folder, load_synthetic
+    from vision.defaults import default_model
+    from vision.photos import example_photos, with_crops, write_texture_task
+    from vision.pipeline import train_bundle
+    from vision.synthetic import make_shapes
+    from vision.train import TrainConfig
+
+    outliers = with_crops(example_photos(), crops=16)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        # The shipped shapes model's recipe (README, `make shapes-model`), with trust fitted.
+        shapes = load_synthetic(per_class=250, size=64, seed=0)
+        fresh = make_shapes(per_class=50, size=64, seed=7)
+        train_bundle(shapes, TrainConfig(model="resnet_small", epochs=30, patience=10, seed=0), root / "shapes")
+        trust_report("shapes (resnet_small, 64 px, from scratch)", root / "shapes", shapes,
+                     Split(np.asarray(fresh.labels), images=np.asarray(fresh.images)), outliers)
+
+        task = write_texture_task(root / "textures", train_per_class=30, test_per_class=40, patch=128)
+        textures = load_folder(task / "train", val_fraction=0.3)
+        test = load_folder(task / "test").everything()
+        train_bundle(textures, TrainConfig(model="efficientnet_lite0", epochs=20), root / "textures-model")
+        trust_report("textures (fast path, 30 photos per class)", root / "textures-model", textures, test, outliers)
+
+        # A harder task (24 px patches, blown up to 224): the model makes mistakes, so
+        # calibration has something to correct.
+        small = write_texture_task(root / "small-textures", train_per_class=40, test_per_class=60, patch=24, seed=1)
+        small_set = load_folder(small / "train", val_fraction=0.3)
+        train_bundle(small_set, TrainConfig(model="efficientnet_lite0", epochs=20), root / "small-model")
+        trust_report("textures from 24 px patches (harder)", root / "small-model", small_set,
+                     load_folder(small / "test").everything(), outliers)
+
+        print()
+        label_errors("textures, 40 per class", load_folder(task / "test"))
+        label_errors("shapes, 100 per class", load_synthetic(per_class=100, size=64, seed=3))
+
+        print()
+        photo = np.asarray(Image.open(example_photos()[1]).convert("RGB"))
+        prediction_cost("textures (Lite0, 224 px, k-NN over 63 images)", root / "textures-model", photo)
+        prediction_cost("everyday objects (Lite0, max-logit)", default_model(), photo)
+        prediction_cost("shapes (resnet_small, 64 px, k-NN over 800 images)", root / "shapes", photo)
+
+
+if __name__ == "__main__":
+    main()
