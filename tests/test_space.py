@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+import pytest
 import yaml
 
 from conftest import REPO
@@ -21,3 +23,65 @@ def test_readme_front_matter_is_a_valid_gradio_space_config():
     assert meta["hf_oauth"] is True  # "Sign in with Hugging Face" for public visitors (see Sharing publicly)
     assert meta["colorFrom"] in {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
     assert len(meta["short_description"]) <= 60
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_fresh_space_serves_a_working_web_page(tmp_path):
+    """A Space installs requirements.txt and runs app.py: no make, no npm ci, no web/model.
+    The app installs TF.js from web/package-lock.json (npm's cache here, the registry on a
+    Space), exports the page's model, and /web then classifies in the browser."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    from vision.photos import example_photos
+    from vision.store import load_bundle
+
+    from app_server import free_port, running
+    from browser import launch_chromium
+    from web_harness import classify_files, open_page
+
+    clone = tmp_path / "space"
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.split()
+    for name in listed:  # the repository as a Space receives it: tracked files, nothing built
+        if (REPO / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, clone / name)
+    assert not (clone / "web" / "node_modules").exists() and not (clone / "web" / "model").exists()
+    meta = yaml.safe_load((REPO / "README.md").read_text().split("---\n", 2)[1])
+    port = free_port()
+    env = {**os.environ, "SPACE_ID": "someone/vision-demo", "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port)}
+    url = f"http://127.0.0.1:{port}/"
+    with running([sys.executable, meta["app_file"]], url, timeout=300, cwd=clone, env=env):
+        deadline, status = time.monotonic() + 400, None
+        while time.monotonic() < deadline:
+            try:
+                status = urllib.request.urlopen(url + "web/", timeout=5).status
+                break
+            except urllib.error.HTTPError as error:
+                status = error.code
+                assert error.code == 503, error.read()  # "being prepared", never a 404
+                time.sleep(2)
+        assert status == 200, f"/web still answers {status}"
+        assert (clone / "web" / "node_modules" / "@tensorflow" / "tfjs" / "dist" / "tf.min.js").is_file()
+        shipped = json.loads((clone / "web" / "model" / "metadata.json").read_text())
+        assert shipped["quantization"] == "uint8" and len(shipped["labels"]) == 1000
+        cat = next(p for p in example_photos() if p.name == "chelsea.png")
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            page = open_page(browser, f"{url}web/")
+            probabilities, _ = classify_files(page, [cat])
+            backend = page.evaluate("tf.getBackend()")
+            browser.close()
+    labels = load_bundle(clone / "models" / "everyday").labels
+    assert labels[int(np.argmax(probabilities[0]))] == "Egyptian Mau" and backend == "wasm"

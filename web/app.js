@@ -1,6 +1,6 @@
 // All DOM access for the page. The maths lives in classifier.js.
 import {
-  BACKENDS, FpsMeter, backendOrder, describeTimes, fastestBackend, isUnknown, loadGraphModel, parseMetadata,
+  BACKENDS, FpsMeter, backendOrder, describeTimes, fastestBackend, fetchArtifacts, isUnknown, parseMetadata,
   pickBackend, preprocess, splitOutputs, timeBackends, topK,
 } from './classifier.js';
 
@@ -23,31 +23,35 @@ async function main() {
     const response = await fetch(`${MODEL_BASE}/metadata.json`);
     if (!response.ok) throw new Error(`cannot load ${MODEL_BASE}/metadata.json (HTTP ${response.status})`);
     meta = parseMetadata(await response.json());
-    await tf.setBackend('cpu'); // the weights load once, then move to whichever backend runs
-    model = await loadGraphModel(tf, MODEL_BASE);
-    // Twice the input size, so the resize path is warmed (and its shaders compiled) too.
-    const blank = tf.zeros([meta.height * 2, meta.width * 2, 3], 'int32');
-    const infer = async () => {
-      const outputs = tf.tidy(() => model.predict(preprocess(tf, blank, meta)));
-      const list = Array.isArray(outputs) ? outputs : [outputs];
-      await Promise.all(list.map((t) => t.data()));
-      tf.dispose(list);
+    const artifacts = await fetchArtifacts(MODEL_BASE);
+    // A model on the current backend, and one whole prediction on a blank image twice the
+    // input size (so the resize path is warmed, and its shaders compiled, too).
+    const prepare = async () => {
+      const candidate = await tf.loadGraphModel(tf.io.fromMemory(artifacts));
+      const infer = async () => {
+        const outputs = tf.tidy(() => candidate.predict(
+          preprocess(tf, tf.zeros([meta.height * 2, meta.width * 2, 3], 'int32'), meta)));
+        const list = Array.isArray(outputs) ? outputs : [outputs];
+        await Promise.all(list.map((t) => t.data()));
+        tf.dispose(list);
+      };
+      return { model: candidate, infer, dispose: () => candidate.dispose() };
     };
     const forced = params.get('backend');
     let backend;
     if (BACKENDS.includes(forced)) {
       backend = await pickBackend(tf, backendOrder(forced));
-      stats.backendTimes = await timeBackends(tf, [backend], infer);
-      $('backend-times').textContent = `${describeTimes(stats.backendTimes)} (chosen by ?backend=)`;
+      $('backend-times').textContent = '(chosen by ?backend=)';
     } else {
       $('status').textContent = 'Measuring which backend is fastest here…';
-      stats.backendTimes = await timeBackends(tf, BACKENDS, infer);
+      stats.backendTimes = await timeBackends(tf, BACKENDS, prepare);
       backend = fastestBackend(stats.backendTimes);
       await tf.setBackend(backend);
-      await infer(); // back on the winner: its first prediction is paid here, not on a user's image
       $('backend-times').textContent = describeTimes(stats.backendTimes);
     }
-    blank.dispose();
+    const chosen = await prepare();
+    await chosen.infer(); // the first prediction's stall (shaders, uploads) is paid here, not on a user's image
+    model = chosen.model;
     $('backend').textContent = backend;
     $('title').textContent = meta.name;
     $('status').textContent = `Ready: ${meta.labels.length} classes${meta.quantization ? `, ${meta.quantization} weights` : ''}`;

@@ -100,26 +100,30 @@ export async function pickBackend(tf, order) {
 }
 
 /**
- * Start each backend in turn, run `infer` once to warm it up (WebGL and WebGPU compile their
- * shaders and upload the weights on first use), then time `runs` more calls. A backend that
- * is already three times slower than the best so far is not timed further.
+ * Start each backend in turn, give it a model of its own (`prepare`), run it once to warm it
+ * up (WebGL and WebGPU compile their shaders and upload the weights on first use), then time
+ * `runs` more calls. A backend that is already three times slower than the best so far is
+ * not timed further. Each backend gets its own copy of the weights, so one that fails
+ * midway (a lost WebGL context) takes nothing with it.
  * @param {object} tf TF.js
  * @param {string[]} names backends to try
- * @param {() => Promise<void>} infer one whole prediction, awaited to the data
+ * @param {() => Promise<{infer: () => Promise<void>, dispose: () => void}>} prepare
  * @returns {Promise<{name: string, ms: number|null}[]>} median ms per backend; null where it did not start
  */
-export async function timeBackends(tf, names, infer, runs = 3) {
+export async function timeBackends(tf, names, prepare, runs = 3) {
   const results = [];
   let best = Infinity;
   for (const name of names) {
     let ms = null;
+    let trial = null;
     try {
       if ((await tf.setBackend(name)) && tf.getBackend() === name) {
-        await infer();
+        trial = await prepare();
+        await trial.infer();
         const times = [];
         for (let i = 0; i < runs; i += 1) {
           const started = performance.now();
-          await infer();
+          await trial.infer();
           times.push(performance.now() - started);
           if (times[i] > 3 * best) break;
         }
@@ -128,6 +132,12 @@ export async function timeBackends(tf, names, infer, runs = 3) {
       }
     } catch (error) {
       ms = null; // this backend cannot run here (no adapter, no context, no WebAssembly)
+    } finally {
+      try {
+        trial?.dispose();
+      } catch (error) {
+        // a backend that died cannot free its memory; it is not used again
+      }
     }
     results.push({ name, ms });
   }
@@ -224,12 +234,12 @@ export function expandWeights(specs, buffer) {
 }
 
 /**
- * tf.loadGraphModel for an export folder, per-channel uint8 weights included.
- * @param {object} tf TF.js
+ * An export folder's model.json and weights, fetched once, per-channel uint8 weights expanded:
+ * what `tf.io.fromMemory` takes, so each backend can load its own copy without refetching.
  * @param {string} base the folder's URL (no trailing slash)
  * @param {typeof fetch} fetchFn
  */
-export async function loadGraphModel(tf, base, fetchFn = fetch) {
+export async function fetchArtifacts(base, fetchFn = fetch) {
   const get = async (name) => {
     const response = await fetchFn(`${base}/${name}`);
     if (!response.ok) throw new Error(`cannot load ${base}/${name} (HTTP ${response.status})`);
@@ -237,12 +247,9 @@ export async function loadGraphModel(tf, base, fetchFn = fetch) {
   };
   const { weightsManifest, ...artifacts } = await (await get('model.json')).json();
   const specs = weightsManifest.flatMap((group) => group.weights);
-  if (!specs.some((spec) => spec.quantization?.dtype === PER_CHANNEL)) {
-    return tf.loadGraphModel(`${base}/model.json`);
-  }
   const shards = await Promise.all(weightsManifest.flatMap((group) => group.paths)
     .map(async (path) => new Uint8Array(await (await get(path)).arrayBuffer())));
   const joined = new Uint8Array(shards.reduce((total, shard) => total + shard.length, 0));
   shards.reduce((at, shard) => (joined.set(shard, at), at + shard.length), 0);
-  return tf.loadGraphModel(tf.io.fromMemory({ ...artifacts, ...expandWeights(specs, joined.buffer) }));
+  return { ...artifacts, ...expandWeights(specs, joined.buffer) };
 }

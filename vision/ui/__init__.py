@@ -17,6 +17,7 @@ from vision.defaults import EVERYDAY_MODEL
 from vision.images import MAX_PIXELS
 from vision.ui.config import AppConfig
 from vision.ui.context import Context
+from vision.webpage import WebPage
 
 
 class VisionApp:
@@ -30,6 +31,7 @@ class VisionApp:
         if config.default_model.resolve() == EVERYDAY_MODEL.resolve():
             ensure_everyday_bundle(EVERYDAY_MODEL)  # set-up does this; a Space's first start may not have
         self.ctx = Context.create(config)
+        self.web_page = WebPage(config.web_dir, EVERYDAY_MODEL)
         # The classifier now: a broken bundle fails at start with a clear message, and the first
         # visitor does not wait for it (its TFLite conversion is cached on disk after the first run).
         get_classifier(config.default_model)
@@ -43,7 +45,8 @@ class VisionApp:
         # run_history=False: the browser must not keep past inputs (tokens, uploads) around.
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
                          prevent_thread_lock=True, run_history=False, **kwargs)
-        mount_static(self.demo.app, self.config.web_dir, self.ctx.sessions)
+        mount_static(self.demo.app, self.web_page, self.ctx.sessions)
+        self.web_page.prepare_in_background()  # a Space runs no set-up: TF.js and the page's model
         # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
         # build it once the server is up, so classification answers first and start-up stays short.
         threading.Thread(target=_warm_explainer, args=(self.config.default_model,), name="warm-explainer",

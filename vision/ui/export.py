@@ -14,7 +14,7 @@ import gradio as gr
 from vision.cache import get_bundle
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
-from vision.ui.static import web_page_available
+from vision.webpage import tfjs_installed
 
 
 class ExportView:
@@ -44,7 +44,7 @@ class ExportView:
                  f"quantization {quantization or 'none'}).",
                  f"Checked against Keras on {result.checked_images} images ({checked_with}): "
                  f"max |Δp| {result.max_abs_diff:.1e}, top-1 agreement {result.top1_agreement:.0%}."]
-        if fmt == "tfjs" and web_page_available(self.ctx.config.web_dir):
+        if fmt == "tfjs" and tfjs_installed(self.ctx.config.web_dir):
             lines.append(f"[Open it in the browser page](/web/?model=/exports/{export_id}) — it runs client-side "
                          "(this link works while this session is open).")
         elif fmt == "tfjs":

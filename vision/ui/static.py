@@ -2,35 +2,31 @@
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
 from vision.ui.session import SessionRegistry
-
-log = logging.getLogger("vision.app")
-
-
-def web_page_available(web_dir: Path) -> bool:
-    """Whether TF.js is installed for web/ (``npm ci`` in web/)."""
-    from vision.export import WEB_VENDOR
-
-    return all((web_dir / "node_modules" / name).is_file() for name in WEB_VENDOR)
+from vision.webpage import WebPage
 
 
 class WebFiles(StaticFiles):
-    """Only the page, its libraries and the shipped model: not package.json, tests, ..."""
+    """Only the page, its libraries and the shipped model: not package.json, tests, ...;
+    "503, being prepared" while a fresh Space installs TF.js (``vision.webpage``)."""
 
-    def __init__(self, web_dir: Path) -> None:
+    def __init__(self, page: WebPage) -> None:
         from vision.export import WEB_FILES, WEB_VENDOR
 
-        super().__init__(directory=web_dir, html=True)
+        super().__init__(directory=page.web_dir, html=True, check_dir=False)
+        self.page = page
         self.allowed = set(WEB_FILES) | {f"node_modules/{name}" for name in WEB_VENDOR}
 
     async def get_response(self, path: str, scope: Any) -> Any:
+        if not self.page.ready:
+            raise HTTPException(status_code=503, detail=(
+                "The in-browser page is being prepared (installing TF.js, exporting the model): reload in a "
+                "minute." if self.page.preparing else f"The in-browser page is not available: {self.page.error}"))
         if path not in self.allowed and path not in (".", "") and not path.startswith("model/"):
             raise HTTPException(status_code=404)
         return await super().get_response(path, scope)
@@ -51,10 +47,7 @@ class ExportFiles(StaticFiles):
         return await super().get_response(path, scope)
 
 
-def mount_static(app: Any, web_dir: Path, sessions: SessionRegistry) -> None:
-    """Mount /web (when TF.js is installed) and /exports on the app's FastAPI server."""
-    if web_page_available(web_dir):
-        app.mount("/web", WebFiles(web_dir), name="web")
-    else:
-        log.warning("web/node_modules is missing (run `npm ci` in web/): the /web page is not served")
+def mount_static(app: Any, page: WebPage, sessions: SessionRegistry) -> None:
+    """Mount /web and /exports on the app's FastAPI server."""
+    app.mount("/web", WebFiles(page), name="web")
     app.mount("/exports", ExportFiles(sessions), name="exports")

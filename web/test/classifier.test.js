@@ -105,18 +105,25 @@ test('splitOutputs finds the familiarity column whatever the order, and isUnknow
 
 test('timeBackends times the backends that start, and the fastest wins', async () => {
   let calls = 0;
-  const infer = async () => {
-    calls += 1;
-    const x = tf.ones([64, 64]);
-    const y = tf.matMul(x, x);
-    await y.data();
-    tf.dispose([x, y]);
+  let disposed = 0;
+  const prepare = async () => {
+    const weights = tf.ones([64, 64]); // each backend gets its own copy of the "model"
+    return {
+      infer: async () => {
+        calls += 1;
+        const y = tf.matMul(weights, weights);
+        await y.data();
+        y.dispose();
+      },
+      dispose: () => { disposed += 1; weights.dispose(); },
+    };
   };
   const before = tf.memory().numTensors;
-  const results = await timeBackends(tf, ['webgpu', 'webgl', 'wasm', 'cpu'], infer);
+  const results = await timeBackends(tf, ['webgpu', 'webgl', 'wasm', 'cpu'], prepare);
   // Under Node only cpu starts (no GPU, no wasm backend registered): warm-up plus three timed runs.
   assert.deepEqual(results.map((r) => r.ms === null), [true, true, true, false]);
   assert.equal(calls, 4);
+  assert.equal(disposed, 1);
   assert.equal(fastestBackend(results), 'cpu');
   assert.equal(tf.memory().numTensors, before);
   assert.equal(fastestBackend([{ name: 'webgl', ms: 324 }, { name: 'wasm', ms: 11.4 }, { name: 'cpu', ms: 202 }]), 'wasm');
