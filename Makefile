@@ -41,10 +41,10 @@ shapes-model: $(VENV)/.app-deps
 	    --patience 10 --seed 0 --name "Shapes (default)" --out models/shapes --overwrite
 
 # The static page's model: the everyday-objects model with per-channel uint8 weights (5.2 MB,
-# the Keras top-1 on real photos: see the README), built at set-up like the model itself,
-# not committed.
+# the Keras top-1 on real photos: see the README) and its pooled features as a second output
+# (the page trains new classes on them), built at set-up like the model itself, not committed.
 web/model/model.json: models/everyday/vision.json
-	$(BIN)/python -m vision export models/everyday --format tfjs --quantize uint8 --out web/model --overwrite
+	$(BIN)/python -m vision export models/everyday --format tfjs --quantize uint8 --features --out web/model --overwrite
 
 web-model:
 	rm -f web/model/model.json

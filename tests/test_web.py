@@ -100,7 +100,7 @@ def test_quantized_exports_agree_on_top1(site, validation, capsys):
     assert rates["uint8"] == 1.0
 
 
-def test_webcam_loop_keeps_live_tensors_flat(site, tmp_path):
+def test_webcam_loop_keeps_live_tensors_flat_over_1000_frames(site, tmp_path):
     data = make_shapes(per_class=4, size=240, seed=8)
     frames = [np.pad(image, ((0, 0), (40, 40), (0, 0)), mode="edge") for image in data.images for _ in range(3)]
     clip = write_y4m(tmp_path / "clip.y4m", frames)
@@ -109,14 +109,16 @@ def test_webcam_loop_keeps_live_tensors_flat(site, tmp_path):
         page = open_page(browser, f"{url}site/index.html?backend=wasm")
         page.click("#camera")
         page.wait_for_function("window.visionStats.frames >= 10", timeout=60_000)
-        start_frames, start_tensors = page.evaluate("[window.visionStats.frames, tf.memory().numTensors]")
-        page.wait_for_function(f"window.visionStats.frames >= {start_frames + 100}", timeout=120_000)
-        end_tensors = page.evaluate("tf.memory().numTensors")
+        start_frames, start_tensors, start_bytes = page.evaluate(
+            "[window.visionStats.frames, tf.memory().numTensors, tf.memory().numBytes]")
+        page.wait_for_function(f"window.visionStats.frames >= {start_frames + 1000}", timeout=300_000)
+        end_tensors, end_bytes = page.evaluate("[tf.memory().numTensors, tf.memory().numBytes]")
         label = page.get_attribute("#results li", "data-label")
         fps = page.inner_text("#fps")
         page.click("#camera")
         browser.close()
     assert end_tensors == start_tensors, f"live tensors grew from {start_tensors} to {end_tensors}"
+    assert end_bytes == start_bytes, f"tensor memory grew from {start_bytes} to {end_bytes} over 1,000 frames"
     assert label in SHAPES and "fps" in fps
 
 

@@ -145,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--quantize", help="tfjs: float16 | uint8; tflite: float16 | dynamic")
     export.add_argument("--out", type=Path, required=True, help="folder to write")
     export.add_argument("--web-site", type=Path, help="tfjs: also write a self-contained static site here")
+    export.add_argument("--features", action="store_true",
+                        help="also output the pooled features (the web page trains new classes on them)")
     export.add_argument("--overwrite", action="store_true")
 
     push = command("push", _push, "upload a bundle to the Hugging Face Hub (token: HF_TOKEN or `hf auth login`)")
@@ -324,7 +326,7 @@ def _export(args: argparse.Namespace) -> None:
     if args.web_site and args.format != "tfjs":
         raise ExportError("--web-site needs --format tfjs")
     result = export(load_bundle(resolve_model(args.bundle)), args.format, args.out, quantize=args.quantize,
-                    overwrite=args.overwrite)
+                    features=args.features, overwrite=args.overwrite)
     print(f"wrote {result.format} export to {result.path} ({result.size_bytes / 1e6:.2f} MB, "
           f"quantization {result.quantization or 'none'}); checked on {result.checked_images} images: "
           f"max |p - keras| {result.max_abs_diff:.2e}, top-1 agreement {result.top1_agreement:.0%}")

@@ -24,6 +24,7 @@ import numpy as np
 
 from vision.errors import ExportError, VisionError  # noqa: F401  (ExportError re-exported)
 from vision.images import preprocess
+from vision.models import LOGITS_LAYER
 from vision.serving import serving_model, split_outputs
 from vision.store import Bundle, versions
 from vision.tflite import convert_to_tflite, make_interpreter
@@ -32,7 +33,7 @@ from vision.webweights import quantize_graph_model, uint8_kernels
 FORMATS = ("tfjs", "tflite", "savedmodel")
 QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"), "tflite": (None, "float16", "dynamic"),
                  "savedmodel": (None,)}
-WEB_FILES = ("index.html", "app.js", "classifier.js", "style.css")
+WEB_FILES = ("index.html", "app.js", "classifier.js", "trainer.js", "style.css")
 WEB_VENDOR = ("@tensorflow/tfjs/dist/tf.min.js", "@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js",
               "@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js",
               "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm",
@@ -57,12 +58,14 @@ class ExportResult:
 
 
 def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = None,
-           images: list[np.ndarray] | None = None, overwrite: bool = False) -> ExportResult:
+           images: list[np.ndarray] | None = None, overwrite: bool = False, features: bool = False) -> ExportResult:
     """Export ``bundle`` as ``fmt`` into the folder ``out`` (written atomically).
 
     Args:
         images: uint8 RGB validation images; a seeded set of synthetic and noise images
             at the model's input size when None.
+        features: Add the pooled features as an output (the web page trains new heads on
+            them in the browser).
 
     Raises:
         ExportError: unknown format or quantization, an existing ``out``, a failed
@@ -79,19 +82,23 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
     images = images if images is not None else probe_images(bundle)
     inputs = np.stack([np.asarray(preprocess(image, bundle.preprocessing)) for image in images])
     # Calibrated probabilities, plus the "unknown" detector's familiarity where there is one.
-    model = serving_model(bundle.model, bundle.detector)
-    expected = _joined(model(inputs, training=False))
+    model = serving_model(bundle.model, bundle.detector, features=features)
+    classes = len(bundle.labels)
+    expected = _joined(model(inputs, training=False), classes)
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
         if fmt == "savedmodel":
-            predicted = _export_savedmodel(model, staging, inputs)
+            predicted = _export_savedmodel(model, staging, inputs, classes)
         elif fmt == "tflite":
-            predicted = _export_tflite(model, staging, inputs, quantize)
+            predicted = _export_tflite(model, staging, inputs, quantize, classes)
         else:
-            predicted = _export_tfjs(model, staging, inputs, quantize, bundle.model)
-        result = _verify(fmt, quantize, expected, predicted, len(bundle.labels))
+            predicted = _export_tfjs(model, staging, inputs, quantize, bundle.model, classes)
+        result = _verify(fmt, quantize, expected, predicted, classes)
         metadata = export_metadata(bundle, fmt, quantize, result)
+        if features:
+            size = int(bundle.model.get_layer(LOGITS_LAYER).input.shape[-1])
+            metadata["features"] = {"output": "features", "size": size}
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
         if out.exists():
             shutil.rmtree(out)
@@ -144,13 +151,12 @@ def export_metadata(bundle: Bundle, fmt: str, quantize: str | None, check: dict[
     }
 
 
-def _joined(outputs: Any) -> np.ndarray:
+def _joined(outputs: Any, classes: int) -> np.ndarray:
     """A runtime's outputs in any order as one array: the probabilities, then the
-    familiarity column where the model has a detector."""
+    familiarity column and the features where the model has them."""
     listed = [np.asarray(o) for o in (outputs.values() if isinstance(outputs, dict) else
                                       outputs if isinstance(outputs, (list, tuple)) else [outputs])]
-    probabilities, familiarity = split_outputs(listed)
-    return probabilities if familiarity is None else np.concatenate([probabilities, familiarity], axis=1)
+    return np.concatenate([o for o in split_outputs(listed, classes) if o is not None], axis=1)
 
 
 def _verify(fmt: str, quantize: str | None, expected: np.ndarray, predicted: np.ndarray,
@@ -172,16 +178,16 @@ def _verify(fmt: str, quantize: str | None, expected: np.ndarray, predicted: np.
             "checked_with": checked_with}
 
 
-def _export_savedmodel(model: Any, folder: Path, inputs: np.ndarray) -> np.ndarray:
+def _export_savedmodel(model: Any, folder: Path, inputs: np.ndarray, classes: int) -> np.ndarray:
     import tensorflow as tf
 
     model.export(str(folder / "saved_model"), format="tf_saved_model", verbose=False)
     loaded = tf.saved_model.load(str(folder / "saved_model"))
     serve = loaded.signatures["serving_default"]
-    return _joined(serve(tf.constant(inputs)))
+    return _joined(serve(tf.constant(inputs)), classes)
 
 
-def _export_tflite(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None) -> np.ndarray:
+def _export_tflite(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None, classes: int) -> np.ndarray:
     flatbuffer = convert_to_tflite(model, quantize=quantize)
     (folder / "model.tflite").write_bytes(flatbuffer)
     interpreter = make_interpreter(flatbuffer)
@@ -191,11 +197,12 @@ def _export_tflite(model: Any, folder: Path, inputs: np.ndarray, quantize: str |
     for x in inputs:
         interpreter.set_tensor(input_index, x[None].astype(np.float32))
         interpreter.invoke()
-        predicted.append(_joined([interpreter.get_tensor(index) for index in output_indices])[0])
+        predicted.append(_joined([interpreter.get_tensor(index) for index in output_indices], classes)[0])
     return np.stack(predicted)
 
 
-def _export_tfjs(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None, classifier: Any) -> np.ndarray:
+def _export_tfjs(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None, classifier: Any,
+                 classes: int) -> np.ndarray:
     import contextlib
     import io
     import os
@@ -206,7 +213,7 @@ def _export_tfjs(model: Any, folder: Path, inputs: np.ndarray, quantize: str | N
     from tensorflowjs.converters.tf_saved_model_conversion_v2 import convert_tf_saved_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        predicted = _export_savedmodel(model, Path(tmp), inputs)
+        predicted = _export_savedmodel(model, Path(tmp), inputs, classes)
         # uint8 is ours, per channel (vision.webweights): TF.js's one range per tensor kept
         # the Keras top-1 on only 88 % of real photos once batch norm is folded in.
         dtype_map = {"float16": "*"} if quantize == "float16" else None

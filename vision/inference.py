@@ -145,7 +145,7 @@ class Classifier:
             return probabilities[0], None if familiarity is None else float(familiarity[0])
         runner = self._pool.get()
         try:
-            probabilities, familiarity = split_outputs(runner(pixels))
+            probabilities, familiarity, _ = split_outputs(runner(pixels), len(self.labels))
         finally:
             self._pool.put(runner)
         return probabilities, None if familiarity is None else float(familiarity[0])
@@ -181,8 +181,8 @@ class Classifier:
 
     def _batch_scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         outputs = self._batch_call(x)
-        probabilities, familiarity = split_outputs([np.asarray(o) for o in (
-            outputs if isinstance(outputs, (list, tuple)) else [outputs])])
+        probabilities, familiarity, _ = split_outputs([np.asarray(o) for o in (
+            outputs if isinstance(outputs, (list, tuple)) else [outputs])], len(self.labels))
         return probabilities, None if familiarity is None else familiarity[:, 0]
 
     def _classification(self, probabilities: np.ndarray, familiarity: float | None,

@@ -22,22 +22,33 @@ def feature_model(model: Any) -> Any:
     return keras.Model(model.input, [logits.input, logits.output], name="features_and_logits")
 
 
-def serving_model(model: Any, detector: Any = None) -> Any:
-    """``model`` itself without a detector; else input -> [probabilities, familiarity (batch, 1)]."""
+def serving_model(model: Any, detector: Any = None, features: bool = False) -> Any:
+    """input -> [probabilities, familiarity (batch, 1) where there is a detector, pooled
+    features where asked for (the web page trains new heads on them)]; ``model`` itself
+    when there is nothing to add."""
     import keras
 
-    if detector is None:
+    if detector is None and not features:
         return model
     logits = model.get_layer(LOGITS_LAYER)
-    familiarity = detector.graph(logits.input, logits.output)
-    return keras.Model(model.input, [model.output, familiarity], name="serving")
+    outputs = [model.output]
+    if detector is not None:
+        outputs.append(detector.graph(logits.input, logits.output))
+    if features:
+        outputs.append(logits.input)
+    return keras.Model(model.input, outputs, name="serving")
 
 
-def split_outputs(outputs: list[Any]) -> tuple[Any, Any]:
-    """(probabilities, familiarity or None) from a runtime's outputs in any order: TFLite and
-    TF.js may reorder them, and the familiarity is the one with a single column (a
-    classifier has at least two classes)."""
-    if len(outputs) == 1:
-        return outputs[0], None
-    first, second = outputs
-    return (second, first) if first.shape[-1] == 1 else (first, second)
+def split_outputs(outputs: list[Any], classes: int) -> tuple[Any, Any, Any]:
+    """(probabilities, familiarity, features), None for those missing, from a runtime's
+    outputs in any order (TFLite and TF.js may reorder them): the familiarity has one
+    column, the probabilities ``classes`` (at least two), the features the rest."""
+    probabilities = familiarity = features = None
+    for output in outputs:
+        if output.shape[-1] == 1:
+            familiarity = output
+        elif output.shape[-1] == classes and probabilities is None:
+            probabilities = output
+        else:
+            features = output
+    return probabilities, familiarity, features

@@ -52,12 +52,14 @@ def install_tfjs(web_dir: Path) -> None:
 
 
 def export_page_model(web_dir: Path, bundle_path: Path) -> None:
-    """The page's model: ``bundle_path`` as per-channel uint8 TF.js in ``web_dir/model``
-    (what ``make`` builds)."""
+    """The page's model: ``bundle_path`` as per-channel uint8 TF.js with its features output,
+    in ``web_dir/model`` (what ``make`` builds)."""
+    from vision.backbones import ensure_everyday_bundle
     from vision.export import export
     from vision.store import load_bundle
 
-    export(load_bundle(bundle_path), "tfjs", web_dir / "model", quantize="uint8", overwrite=True)
+    ensure_everyday_bundle(bundle_path)
+    export(load_bundle(bundle_path), "tfjs", web_dir / "model", quantize="uint8", overwrite=True, features=True)
 
 
 class WebPage:

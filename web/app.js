@@ -3,6 +3,7 @@ import {
   BACKENDS, FpsMeter, backendOrder, describeTimes, fastestBackend, fetchArtifacts, isUnknown, parseMetadata,
   pickBackend, preprocess, splitOutputs, timeBackends, topK,
 } from './classifier.js';
+import { FeatureBank, headMetadata, headProbabilities, trainHead } from './trainer.js';
 
 const tf = window.tf;
 const $ = (id) => document.getElementById(id);
@@ -13,8 +14,13 @@ const SHOWN = 5;
 let model;
 let meta;
 let streaming = false;
+let bank = null; // features of the images added to each class (when the export outputs features)
+let custom = null; // {head, labels}: classes trained (or loaded) in this browser
+const HEAD_BASE = params.get('head');
 const stats = { frames: 0, lastProbabilities: null };
 window.visionStats = stats; // read by tests and curious visitors
+// The current head on given features (tests compare it with the same recipe in Keras).
+window.visionHead = async (features) => Array.from(await headProbabilities(tf, custom.head, Float32Array.from(features)));
 
 async function main() {
   try {
@@ -56,6 +62,12 @@ async function main() {
     $('title').textContent = meta.name;
     $('status').textContent = `Ready: ${meta.labels.length} classes${meta.quantization ? `, ${meta.quantization} weights` : ''}`;
     $('camera').disabled = false;
+    if (meta.featureSize) {
+      bank = new FeatureBank(meta.featureSize);
+      $('trainer').hidden = false;
+      window.visionBank = bank; // read by tests
+      if (HEAD_BASE) await loadHead(null);
+    }
     stats.readyTensors = tf.memory().numTensors;
     document.body.dataset.ready = 'true';
   } catch (error) {
@@ -64,22 +76,36 @@ async function main() {
   }
 }
 
-/** Classify any source tf.browser.fromPixels accepts; returns the probabilities. */
+/** The model's outputs for one image, as arrays: probabilities, familiarity, features. */
+async function run(source) {
+  const outputs = tf.tidy(() => splitOutputs(model.predict(preprocess(tf, tf.browser.fromPixels(source), meta)),
+    meta.labels.length));
+  const [probabilities, familiarity, features] = await Promise.all(
+    [outputs.probabilities, outputs.familiarity, outputs.features].map((t) => (t ? t.data() : null)));
+  tf.dispose(Object.values(outputs).filter(Boolean));
+  return { probabilities, familiarity: familiarity ? familiarity[0] : null, features };
+}
+
+/** Classify any source tf.browser.fromPixels accepts, with the classes trained here if any. */
 async function classify(source) {
   const started = performance.now();
-  const outputs = tf.tidy(() => splitOutputs(model.predict(preprocess(tf, tf.browser.fromPixels(source), meta))));
-  const probabilities = await outputs.probabilities.data();
-  const familiarity = outputs.familiarity ? (await outputs.familiarity.data())[0] : null;
-  tf.dispose([outputs.probabilities, outputs.familiarity].filter(Boolean));
+  const answer = await run(source);
+  let { probabilities, familiarity } = answer;
+  let labels = meta.labels;
+  if (custom) {
+    probabilities = await headProbabilities(tf, custom.head, answer.features);
+    familiarity = null; // the everyday model's detector says nothing about classes trained here
+    labels = custom.labels;
+  }
   const elapsed = performance.now() - started;
   stats.lastProbabilities = Array.from(probabilities);
   stats.lastFamiliarity = familiarity;
   stats.numTensors = tf.memory().numTensors;
-  render(probabilities, familiarity, elapsed);
+  render(probabilities, familiarity, elapsed, labels);
   return probabilities;
 }
 
-function render(probabilities, familiarity, elapsed) {
+function render(probabilities, familiarity, elapsed, labels) {
   const results = $('results');
   const unknown = isUnknown(familiarity, meta);
   results.dataset.probabilities = JSON.stringify(Array.from(probabilities));
@@ -87,12 +113,12 @@ function render(probabilities, familiarity, elapsed) {
   const verdict = $('verdict');
   verdict.hidden = !unknown;
   if (unknown) {
-    const nearest = topK(probabilities, meta.labels, 1)[0].label;
+    const nearest = topK(probabilities, labels, 1)[0].label;
     verdict.textContent = `Not sure: this image is unlike anything the model was trained on (familiarity `
       + `${familiarity.toFixed(3)} < ${meta.unknownThreshold.toFixed(3)}). Nearest class: ${nearest}.`;
   }
   results.classList.toggle('unknown', unknown);
-  results.replaceChildren(...topK(probabilities, meta.labels, SHOWN).map(({ label, probability }) => {
+  results.replaceChildren(...topK(probabilities, labels, SHOWN).map(({ label, probability }) => {
     const item = document.createElement('li');
     item.dataset.label = label;
     item.dataset.probability = String(probability);
@@ -127,20 +153,31 @@ async function classifyFile(file) {
 }
 
 async function toggleCamera() {
-  const video = $('video');
   if (streaming) {
-    streaming = false;
-    video.srcObject?.getTracks().forEach((track) => track.stop());
-    video.hidden = true;
-    $('camera').textContent = 'Start webcam';
+    stopCamera();
     return;
   }
+  await startCamera();
+}
+
+function stopCamera() {
+  const video = $('video');
+  streaming = false;
+  video.srcObject?.getTracks().forEach((track) => track.stop());
+  video.hidden = true;
+  $('camera').textContent = 'Start webcam';
+}
+
+/** Start the webcam and the live loop; false when there is no camera (the reason is shown). */
+async function startCamera() {
+  const video = $('video');
+  if (streaming) return true;
   try {
     video.srcObject = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
     await video.play();
   } catch (error) {
     $('status').textContent = `Webcam unavailable: ${error.message}`;
-    return;
+    return false;
   }
   video.hidden = false;
   $('camera').textContent = 'Stop webcam';
@@ -156,7 +193,193 @@ async function toggleCamera() {
     requestAnimationFrame(loop);
   };
   requestAnimationFrame(loop);
+  return true;
 }
+
+// -- Training new classes in this browser ---------------------------------------------
+
+/** Decode a file exactly (as classifyFile does). */
+function decode(file) {
+  return createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+}
+
+/** Put one image through the model and keep its features with class `index`. */
+async function addExample(index, source) {
+  const { features } = await run(source);
+  bank.add(index, features);
+  stats.examples = (stats.examples || 0) + 1;
+  renderClasses();
+}
+
+async function addFiles(index, files) {
+  for (const file of files) {
+    try {
+      const bitmap = await decode(file);
+      await addExample(index, bitmap);
+      bitmap.close();
+    } catch (error) {
+      $('train-status').textContent = `Could not read ${file.name}: ${error.message}`;
+    }
+  }
+}
+
+/** Webcam frames for class `index`, one every 100 ms. */
+async function captureFrames(index, count = 10) {
+  if (!(await startCamera())) return;
+  for (let i = 0; i < count; i += 1) {
+    await addExample(index, $('video'));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function renderClasses() {
+  $('classes').replaceChildren(...bank.classes.map((entry, index) => {
+    const row = document.createElement('div');
+    row.className = 'class-row drop';
+    row.dataset.index = String(index);
+    const name = document.createElement('strong');
+    name.textContent = entry.name;
+    const count = document.createElement('span');
+    count.className = 'count';
+    count.textContent = `${entry.features.length} images`;
+    const capture = document.createElement('button');
+    capture.type = 'button';
+    capture.textContent = 'Add 10 webcam frames';
+    capture.addEventListener('click', () => captureFrames(index));
+    const picker = document.createElement('label');
+    picker.textContent = 'or drop / choose images ';
+    const input = document.createElement('input');
+    input.type = 'file';
+    input.multiple = true;
+    input.accept = 'image/*';
+    input.className = 'class-files';
+    input.addEventListener('change', async () => {
+      await addFiles(index, [...input.files]);
+      input.value = '';
+    });
+    picker.append(input);
+    row.addEventListener('dragover', (event) => event.preventDefault());
+    row.addEventListener('drop', (event) => {
+      event.preventDefault();
+      addFiles(index, [...event.dataTransfer.files]);
+    });
+    row.append(name, count, capture, picker);
+    return row;
+  }));
+  $('train').disabled = bank.problem() !== null;
+}
+
+function addClass() {
+  try {
+    bank.addClass($('class-name').value);
+    $('class-name').value = '';
+    renderClasses();
+  } catch (error) {
+    $('train-status').textContent = error.message;
+  }
+}
+
+/** Use `head` (a trained or loaded TF.js head) for every prediction from now on. */
+function useHead(head, labels, source) {
+  custom?.head.dispose();
+  custom = { head, labels };
+  $('title').textContent = `${labels.join(' · ')} (${source})`;
+  $('everyday').hidden = false;
+  stats.headLabels = labels;
+}
+
+async function train() {
+  $('train').disabled = true;
+  $('train-status').textContent = 'Training…';
+  try {
+    const trained = await trainHead(tf, bank, undefined, (epoch) => {
+      if (epoch % 20 === 0) $('train-status').textContent = `Training… epoch ${epoch + 1}`;
+    });
+    useHead(trained.head, bank.labels, 'trained here');
+    lastTraining = trained;
+    stats.trainings = (stats.trainings || 0) + 1;
+    stats.trainSeconds = trained.seconds;
+    $('train-status').textContent = `Trained on ${trained.count} images in ${trained.seconds.toFixed(1)} s `
+      + `(loss ${trained.loss.toFixed(3)}). Predictions below now use your classes.`;
+    $('download').disabled = false;
+  } catch (error) {
+    $('train-status').textContent = `Could not train: ${error.message}`;
+  } finally {
+    $('train').disabled = bank.problem() !== null;
+  }
+}
+
+let lastTraining = null;
+
+function saveFile(name, blob) {
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+/** head.json + head.weights.bin (a TF.js layers model) and metadata.json, as downloads. */
+async function download() {
+  await custom.head.save(tf.io.withSaveHandler(async (artifacts) => {
+    const weights = new Blob([artifacts.weightData], { type: 'application/octet-stream' });
+    const modelJson = {
+      format: 'layers-model', generatedBy: artifacts.generatedBy, convertedBy: null,
+      modelTopology: artifacts.modelTopology,
+      weightsManifest: [{ paths: ['head.weights.bin'], weights: artifacts.weightSpecs }],
+    };
+    saveFile('head.json', new Blob([JSON.stringify(modelJson)], { type: 'application/json' }));
+    saveFile('head.weights.bin', weights);
+    saveFile('metadata.json', new Blob([JSON.stringify(headMetadata(meta, custom.labels, lastTraining), null, 2)],
+      { type: 'application/json' }));
+    return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+  }));
+  stats.downloads = (stats.downloads || 0) + 1;
+}
+
+/** A downloaded head, from chosen files or from ?head=URL. */
+async function loadHead(files) {
+  try {
+    let head;
+    let headMeta;
+    if (files) {
+      const byName = Object.fromEntries([...files].map((file) => [file.name, file]));
+      if (!byName['head.json'] || !byName['head.weights.bin'] || !byName['metadata.json']) {
+        throw new Error('choose head.json, head.weights.bin and metadata.json together');
+      }
+      headMeta = JSON.parse(await byName['metadata.json'].text());
+      head = await tf.loadLayersModel(tf.io.browserFiles([byName['head.json'], byName['head.weights.bin']]));
+    } else {
+      const response = await fetch(`${HEAD_BASE}/metadata.json`);
+      if (!response.ok) throw new Error(`cannot load ${HEAD_BASE}/metadata.json (HTTP ${response.status})`);
+      headMeta = await response.json();
+      head = await tf.loadLayersModel(`${HEAD_BASE}/${headMeta.head || 'head.json'}`);
+    }
+    if (headMeta.format !== 'tfjs-head' || headMeta.features?.size !== meta.featureSize) {
+      head.dispose();
+      throw new Error(`this head takes ${headMeta.features?.size} features; the page's model gives ${meta.featureSize}`);
+    }
+    useHead(head, headMeta.labels.map(String), 'loaded');
+    $('train-status').textContent = `Loaded ${headMeta.labels.length} classes: ${headMeta.labels.join(', ')}.`;
+  } catch (error) {
+    $('train-status').textContent = `Could not load that model: ${error.message}`;
+  }
+}
+
+function backToEveryday() {
+  custom?.head.dispose();
+  custom = null;
+  $('title').textContent = meta.name;
+  $('everyday').hidden = true;
+  stats.headLabels = null;
+}
+
+$('add-class').addEventListener('click', addClass);
+$('class-name').addEventListener('keydown', (event) => { if (event.key === 'Enter') addClass(); });
+$('train').addEventListener('click', train);
+$('download').addEventListener('click', download);
+$('load-head').addEventListener('change', (event) => loadHead(event.target.files));
+$('everyday').addEventListener('click', backToEveryday);
 
 $('file').addEventListener('change', async (event) => {
   await classifyFile(event.target.files[0]);

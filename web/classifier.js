@@ -30,20 +30,25 @@ export function parseMetadata(meta) {
     quantization: meta.quantization ?? null,
     // The model's second output (familiarity) below this means "unknown" (vision.ood).
     unknownThreshold: typeof meta.unknown?.threshold === 'number' ? meta.unknown.threshold : null,
+    // The pooled features, where the export outputs them: the page trains new classes on them.
+    featureSize: meta.features?.size ?? null,
   };
 }
 
 /**
- * A graph model's outputs, in whatever order TF.js gives them, as
- * {probabilities, familiarity}: the familiarity is the [batch, 1] one (a classifier has at
- * least two classes), absent for models without an "unknown" detector.
+ * A graph model's outputs, in whatever order TF.js gives them, as {probabilities,
+ * familiarity, features}: the familiarity has one column, the probabilities one per class
+ * (at least two), the features the rest; null for those the export does not have.
  */
-export function splitOutputs(outputs) {
-  const list = Array.isArray(outputs) ? outputs : [outputs];
-  if (list.length === 1) return { probabilities: list[0], familiarity: null };
-  const [first, second] = list;
-  return first.shape[first.shape.length - 1] === 1
-    ? { probabilities: second, familiarity: first } : { probabilities: first, familiarity: second };
+export function splitOutputs(outputs, classes) {
+  const found = { probabilities: null, familiarity: null, features: null };
+  for (const output of Array.isArray(outputs) ? outputs : [outputs]) {
+    const columns = output.shape[output.shape.length - 1];
+    if (columns === 1) found.familiarity = output;
+    else if (columns === classes && !found.probabilities) found.probabilities = output;
+    else found.features = output;
+  }
+  return found;
 }
 
 /** True when a familiarity score says the image is unlike the model's training images. */

@@ -92,9 +92,12 @@ test('expandWeights decodes per-channel uint8 and passes the rest through', asyn
 test('splitOutputs finds the familiarity column whatever the order, and isUnknown reads the threshold', () => {
   const probabilities = tf.tensor2d([[0.7, 0.3]]);
   const familiarity = tf.tensor2d([[0.2]]);
-  assert.equal(splitOutputs([familiarity, probabilities]).familiarity, familiarity);
-  assert.equal(splitOutputs([probabilities, familiarity]).probabilities, probabilities);
-  assert.equal(splitOutputs(probabilities).familiarity, null);
+  const features = tf.tensor2d([[1, 2, 3, 4]]);
+  assert.equal(splitOutputs([familiarity, probabilities], 2).familiarity, familiarity);
+  assert.equal(splitOutputs([features, probabilities, familiarity], 2).probabilities, probabilities);
+  assert.equal(splitOutputs([features, probabilities, familiarity], 2).features, features);
+  assert.equal(splitOutputs(probabilities, 2).familiarity, null);
+  features.dispose();
   const meta = parseMetadata({ ...META, unknown: { output: 'familiarity', method: 'knn-cosine', threshold: 0.5 } });
   assert.equal(isUnknown(0.2, meta), true);
   assert.equal(isUnknown(0.8, meta), false);
