@@ -168,3 +168,45 @@ def test_the_pages_uint8_model_keeps_the_keras_top1_on_real_photos(tmp_path):
     got = np.array(probabilities)
     assert (got.argmax(1) == expected.argmax(1)).all()
     assert np.abs(got - expected).max() < 0.05
+
+
+def _odd_photos(folder) -> list:
+    """Real photos as people send them: a JPEG, a PNG, an EXIF-rotated JPEG, a PNG with an
+    alpha gradient, and a greyscale PNG."""
+    from PIL import Image
+
+    from vision.photos import example_photos
+
+    photos = {p.name: p for p in example_photos()}
+    coffee = Image.open(photos["coffee.png"]).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    coffee.save(folder / "rotated.jpg", quality=92, exif=exif)
+    cat = Image.open(photos["chelsea.png"]).convert("RGBA")
+    alpha = np.tile(np.linspace(40, 255, cat.width, dtype=np.uint8), (cat.height, 1))
+    cat.putalpha(Image.fromarray(alpha))
+    cat.save(folder / "alpha.png")
+    Image.open(photos["astronaut.png"]).convert("L").save(folder / "grey.png")
+    return [photos["grace_hopper.jpg"], photos["rocket.jpg"], folder / "rotated.jpg", folder / "alpha.png",
+            folder / "grey.png"]
+
+
+def test_the_everyday_model_in_the_page_matches_keras_on_real_photos(tmp_path):
+    """fp32 export, wasm: EXIF orientation, alpha over white and greyscale as load_image does."""
+    from vision.defaults import EVERYDAY_MODEL
+    from vision.images import load_image
+
+    bundle = load_bundle(EVERYDAY_MODEL)
+    export(bundle, "tfjs", tmp_path / "everyday")
+    build_web_site(tmp_path / "everyday", tmp_path / "site")
+    paths = _odd_photos(tmp_path)
+    expected = np.stack([bundle.model(preprocess(load_image(p), bundle.preprocessing)[None], training=False)[0]
+                         for p in paths])
+    with static_server(tmp_path) as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = open_page(browser, f"{url}site/index.html?backend=wasm")
+        probabilities, _ = classify_files(page, paths)
+        browser.close()
+    got = np.array(probabilities)
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    assert np.abs(got - expected).max() <= 1e-4, np.abs(got - expected).max(1)

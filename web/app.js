@@ -1,7 +1,7 @@
 // All DOM access for the page. The maths lives in classifier.js.
 import {
-  BACKENDS, FpsMeter, backendOrder, describeTimes, fastestBackend, fetchArtifacts, isUnknown, parseMetadata,
-  pickBackend, preprocess, splitOutputs, timeBackends, topK,
+  BACKENDS, FpsMeter, backendOrder, describeTimes, fastestBackend, fetchArtifacts, isUnknown, overWhite,
+  parseMetadata, pickBackend, preprocess, splitOutputs, timeBackends, topK,
 } from './classifier.js';
 import { FeatureBank, headMetadata, headProbabilities, trainHead } from './trainer.js';
 
@@ -78,8 +78,8 @@ async function main() {
 
 /** The model's outputs for one image, as arrays: probabilities, familiarity, features. */
 async function run(source) {
-  const outputs = tf.tidy(() => splitOutputs(model.predict(preprocess(tf, tf.browser.fromPixels(source), meta)),
-    meta.labels.length));
+  const outputs = tf.tidy(() => splitOutputs(
+    model.predict(preprocess(tf, overWhite(tf, tf.browser.fromPixels(source, 4)), meta)), meta.labels.length));
   const [probabilities, familiarity, features] = await Promise.all(
     [outputs.probabilities, outputs.familiarity, outputs.features].map((t) => (t ? t.data() : null)));
   tf.dispose(Object.values(outputs).filter(Boolean));

@@ -70,6 +70,18 @@ export function preprocess(tf, pixels, meta) {
 }
 
 /**
+ * RGBA pixels ([h, w, 4], straight alpha) as RGB composited over white: what
+ * vision.images.load_image does with transparent images, so both sides see the same picture.
+ */
+export function overWhite(tf, rgba) {
+  return tf.tidy(() => {
+    const pixels = tf.cast(rgba, 'float32');
+    const alpha = pixels.slice([0, 0, 3], [-1, -1, 1]).div(255);
+    return pixels.slice([0, 0, 0], [-1, -1, 3]).mul(alpha).add(alpha.neg().add(1).mul(255)).round();
+  });
+}
+
+/**
  * The k most probable classes, most probable first (ties keep label order).
  * @param {ArrayLike<number>} probabilities
  * @param {string[]} labels

@@ -5,8 +5,8 @@ import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 
 import {
-  FpsMeter, PER_CHANNEL, backendOrder, describeTimes, expandWeights, fastestBackend, isUnknown, parseMetadata,
-  pickBackend, preprocess, splitOutputs, timeBackends, topK,
+  FpsMeter, PER_CHANNEL, backendOrder, describeTimes, expandWeights, fastestBackend, isUnknown, overWhite,
+  parseMetadata, pickBackend, preprocess, splitOutputs, timeBackends, topK,
 } from '../classifier.js';
 
 const META = {
@@ -133,4 +133,12 @@ test('timeBackends times the backends that start, and the fastest wins', async (
   assert.equal(describeTimes([{ name: 'webgl', ms: 324 }, { name: 'wasm', ms: 11.44 }, { name: 'webgpu', ms: null }]),
     'wasm 11.4 ms · webgl 324 ms · webgpu did not start');
   assert.throws(() => fastestBackend([{ name: 'webgl', ms: null }]), /no TensorFlow.js backend could start/);
+});
+
+test('overWhite composites straight alpha over white like vision.images.load_image', async () => {
+  const rgba = tf.tensor3d([[[200, 100, 0, 255], [200, 100, 0, 0], [0, 0, 0, 128]]], [1, 3, 4], 'int32');
+  const rgb = overWhite(tf, rgba);
+  // Opaque stays, transparent turns white, half-transparent black turns mid grey (127.0 = 255 * (1 - 128/255)).
+  assert.deepEqual(Array.from(await rgb.data()), [200, 100, 0, 255, 255, 255, 127, 127, 127]);
+  tf.dispose([rgba, rgb]);
 });
