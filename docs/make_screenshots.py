@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -18,12 +19,16 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from vision.cache import get_explainer  # noqa: E402
+from vision.data import load_folder  # noqa: E402
 from vision.defaults import default_model  # noqa: E402
-from vision.photos import example_photos, write_texture_task  # noqa: E402
+from vision.photos import TEXTURES, example_photos, write_texture_task  # noqa: E402
+from vision.pipeline import train_bundle  # noqa: E402
+from vision.store import RELIABILITY_FILE  # noqa: E402
+from vision.train import TrainConfig  # noqa: E402
 
 from app_server import launch_app  # noqa: E402
 from browser import launch_chromium, shape_clip, start_live_view  # noqa: E402
-from web_harness import classify_files, open_page  # noqa: E402
+from web_harness import add_class, classify_files, drop_files, open_page, train_in_page  # noqa: E402
 
 OUT = REPO / "docs" / "screenshots"
 CAT = next(p for p in example_photos() if p.name == "chelsea.png")
@@ -37,12 +42,19 @@ def main() -> None:
         demo, url = launch_app(tmp / "models", default_model=default_model())
         get_explainer(default_model())  # what the app warms after launch: wait for it here
         clip = shape_clip(tmp / "clip.y4m", "star")
-        # Few-shot on real photos: 10 texture patches per class, the Train view's defaults.
-        dataset = write_texture_task(tmp / "textures", train_per_class=10, test_per_class=0) / "train"
+        # Few-shot on real photos: 10 texture patches per class, the Train view's defaults, and
+        # one brick patch filed under grass by mistake (the data check should point at it).
+        dataset = write_texture_task(tmp / "textures", train_per_class=10, test_per_class=1) / "train"
+        shutil.copy(dataset.parent / "test" / "brick" / "brick_0000.png", dataset / "grass" / "grass_from_brick.png")
         archive = tmp / "textures.zip"
         with zipfile.ZipFile(archive, "w") as zf:
             for path in sorted(dataset.rglob("*.png")):
                 zf.write(path, path.relative_to(dataset))
+        # The reliability diagram of a model with enough validation images to calibrate.
+        bigger = write_texture_task(tmp / "more-textures", train_per_class=40, test_per_class=0, patch=24, seed=1)
+        trained = train_bundle(load_folder(bigger / "train", val_fraction=0.3),
+                               TrainConfig(model="efficientnet_lite0", epochs=20), tmp / "calibrated")
+        shutil.copy(trained.path / RELIABILITY_FILE, OUT / "reliability.png")
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright, fake_video=clip)
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
@@ -68,10 +80,23 @@ def main() -> None:
                                    timeout=300_000)
             page.wait_for_timeout(1500)
             page.screenshot(path=str(OUT / "train.png"), full_page=True)
+            page.locator("#label-issues").screenshot(path=str(OUT / "label_issues.png"))
 
             page.get_by_role("tab", name="Models").click()
             page.wait_for_timeout(1500)
             page.screenshot(path=str(OUT / "models.png"), full_page=True)
+
+            # The texture model on a photo of a cat: "Not sure", not a confident texture.
+            page.get_by_label("Model", exact=True).fill("shared/textures")
+            page.keyboard.press("Enter")
+            page.get_by_role("button", name="Use for this session").click()
+            page.wait_for_timeout(1500)
+            page.get_by_role("tab", name="Classify").click()
+            page.set_input_files("#classify-image input[type=file]", str(CAT))
+            page.wait_for_function("document.querySelector('#prediction').innerText.includes('Not sure')",
+                                   timeout=60_000)
+            page.wait_for_timeout(2500)
+            page.screenshot(path=str(OUT / "unknown.png"))
 
             page.get_by_role("tab", name="Export").click()
             page.get_by_role("button", name="Export", exact=True).click()
@@ -80,9 +105,17 @@ def main() -> None:
             page.screenshot(path=str(OUT / "export.png"))
 
             # The static page the app serves at /web/, classifying in the browser itself.
-            web = open_page(browser, f"{url}web/?backend=webgl")
+            web = open_page(browser, f"{url}web/")
             classify_files(web, [COFFEE] * 2)  # the second is warm
             web.screenshot(path=str(OUT / "web.png"))
+
+            # Training three classes in the page itself, then a held-out patch.
+            for texture in TEXTURES:
+                drop_files(web, add_class(web, texture), sorted((dataset / texture).iterdir())[:10])
+            web.wait_for_function("(window.visionStats.examples || 0) >= 30", timeout=120_000)
+            train_in_page(web)
+            classify_files(web, [bigger / "train" / "gravel" / "gravel_0000.png"])
+            web.screenshot(path=str(OUT / "web_training.png"), full_page=True)
             browser.close()
         demo.close()
     print(f"wrote {', '.join(p.name for p in sorted(OUT.glob('*.png')))} to {OUT}")

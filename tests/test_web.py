@@ -22,7 +22,7 @@ from vision.synthetic import SHAPES, make_shapes, write_shapes
 
 from browser import launch_chromium, write_y4m
 from conftest import DEFAULT_MODEL, REPO
-from web_harness import classify_files, open_page, static_server, write_pngs
+from web_harness import classify_files, odd_photos, open_page, static_server, write_pngs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 WEB = REPO / "web"
@@ -73,6 +73,10 @@ def test_the_page_times_every_backend_and_keeps_the_fastest(site):
         page = open_page(browser, f"{url}site/index.html")
         times = page.evaluate("window.visionStats.backendTimes")
         backend, shown = page.evaluate("tf.getBackend()"), page.inner_text("#backend-times")
+        # The next visit from this browser reuses the measurement instead of paying for it again.
+        page.reload()
+        page.wait_for_function("document.body.dataset.ready === 'true'", timeout=120_000)
+        again, shown_again = page.evaluate("tf.getBackend()"), page.inner_text("#backend-times")
         browser.close()
     measured = {entry["name"]: entry["ms"] for entry in times}
     assert set(measured) == {"webgpu", "webgl", "wasm", "cpu"}
@@ -80,6 +84,7 @@ def test_the_page_times_every_backend_and_keeps_the_fastest(site):
     assert {"wasm", "cpu"} <= set(started)
     assert backend == min(started, key=started.get) == "wasm"  # software WebGL/WebGPU here: wasm wins
     assert all(name in shown for name in started) and shown.startswith("wasm ")
+    assert again == "wasm" and shown_again.endswith("(measured on your first visit)")
 
 
 def test_quantized_exports_agree_on_top1(site, validation, capsys):
@@ -170,27 +175,6 @@ def test_the_pages_uint8_model_keeps_the_keras_top1_on_real_photos(tmp_path):
     assert np.abs(got - expected).max() < 0.05
 
 
-def _odd_photos(folder) -> list:
-    """Real photos as people send them: a JPEG, a PNG, an EXIF-rotated JPEG, a PNG with an
-    alpha gradient, and a greyscale PNG."""
-    from PIL import Image
-
-    from vision.photos import example_photos
-
-    photos = {p.name: p for p in example_photos()}
-    coffee = Image.open(photos["coffee.png"]).convert("RGB")
-    exif = Image.Exif()
-    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
-    coffee.save(folder / "rotated.jpg", quality=92, exif=exif)
-    cat = Image.open(photos["chelsea.png"]).convert("RGBA")
-    alpha = np.tile(np.linspace(40, 255, cat.width, dtype=np.uint8), (cat.height, 1))
-    cat.putalpha(Image.fromarray(alpha))
-    cat.save(folder / "alpha.png")
-    Image.open(photos["astronaut.png"]).convert("L").save(folder / "grey.png")
-    return [photos["grace_hopper.jpg"], photos["rocket.jpg"], folder / "rotated.jpg", folder / "alpha.png",
-            folder / "grey.png"]
-
-
 def test_the_everyday_model_in_the_page_matches_keras_on_real_photos(tmp_path):
     """fp32 export, wasm: EXIF orientation, alpha over white and greyscale as load_image does."""
     from vision.defaults import EVERYDAY_MODEL
@@ -199,7 +183,7 @@ def test_the_everyday_model_in_the_page_matches_keras_on_real_photos(tmp_path):
     bundle = load_bundle(EVERYDAY_MODEL)
     export(bundle, "tfjs", tmp_path / "everyday")
     build_web_site(tmp_path / "everyday", tmp_path / "site")
-    paths = _odd_photos(tmp_path)
+    paths = odd_photos(tmp_path)
     expected = np.stack([bundle.model(preprocess(load_image(p), bundle.preprocessing)[None], training=False)[0]
                          for p in paths])
     with static_server(tmp_path) as url, sync_playwright() as playwright:

@@ -9,7 +9,7 @@ of each photo and held-out test patches from the bottom half.
 
 from __future__ import annotations
 
-import base64
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,61 +20,26 @@ from vision.photos import TEXTURES, write_texture_task
 
 from browser import launch_chromium, write_y4m
 from conftest import REPO
-from web_harness import classify_files, open_page, static_server
+from web_harness import (
+    HEAD_TOLERANCE,
+    add_class,
+    classify_files,
+    drop_files,
+    keras_head,
+    open_page,
+    static_server,
+    train_in_page,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-#: Same recipe, two frameworks: TF.js in the page, Keras here. Float32 on both sides.
-HEAD_TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> Path:
-    if not (REPO / "web" / "model" / "metadata.json").is_file():
-        pytest.fail("web/model is not built: run the README's test command (make test builds it)")
+    shipped = REPO / "web" / "model" / "metadata.json"
+    if not shipped.is_file() or "features" not in json.loads(shipped.read_text()):
+        pytest.fail("web/model is missing or predates the features output: run `make web-model`")
     return write_texture_task(tmp_path_factory.mktemp("textures"), train_per_class=10, test_per_class=8, patch=128)
-
-
-def _add_class(page, name: str) -> int:
-    page.fill("#class-name", name)
-    page.click("#add-class")
-    return page.evaluate("window.visionBank.classes.length") - 1
-
-
-def _drop(page, index: int, paths: list[Path]) -> None:
-    """A real drop event on the class's row, carrying the files."""
-    files = [{"name": p.name, "b64": base64.b64encode(p.read_bytes()).decode()} for p in paths]
-    page.evaluate("""({index, files}) => {
-        const transfer = new DataTransfer();
-        for (const {name, b64} of files) {
-          const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-          transfer.items.add(new File([bytes], name, {type: 'image/png'}));
-        }
-        document.querySelector(`.class-row[data-index="${index}"]`)
-          .dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
-    }""", {"index": index, "files": files})
-
-
-def _examples(page) -> int:
-    return page.evaluate("window.visionStats.examples || 0")
-
-
-def _train(page) -> float:
-    done = page.evaluate("window.visionStats.trainings || 0")
-    page.click("#train")
-    page.wait_for_function(f"(window.visionStats.trainings || 0) > {done}", timeout=60_000)
-    return page.evaluate("window.visionStats.trainSeconds")
-
-
-def _keras_head(x: np.ndarray, labels: np.ndarray, classes: int, recipe: dict) -> object:
-    """web/trainer.js's recipe in Keras: zero-initialised softmax layer, full-batch Adam."""
-    import keras
-
-    head = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(
-        classes, activation="softmax", kernel_initializer="zeros", bias_initializer="zeros")])
-    head.compile(optimizer=keras.optimizers.Adam(recipe["learningRate"]), loss="categorical_crossentropy")
-    head.fit(x, keras.utils.to_categorical(labels, classes), epochs=recipe["epochs"], batch_size=len(x),
-             shuffle=False, verbose=0)
-    return head
 
 
 def test_train_in_the_browser_from_dropped_files_download_and_reload(task, tmp_path):
@@ -88,11 +53,11 @@ def test_train_in_the_browser_from_dropped_files_download_and_reload(task, tmp_p
         page = open_page(browser, f"{url}web/index.html")
         assert page.is_visible("#trainer") and page.is_disabled("#train")
         for texture in TEXTURES:
-            index = _add_class(page, texture)
-            _drop(page, index, sorted((task / "train" / texture).iterdir()))
+            index = add_class(page, texture)
+            drop_files(page, index, sorted((task / "train" / texture).iterdir()))
         page.wait_for_function("(window.visionStats.examples || 0) >= 30", timeout=60_000)
         assert page.evaluate("window.visionBank.classes.map((c) => c.features.length)") == [10, 10, 10]
-        seconds = _train(page)
+        seconds = train_in_page(page)
         probabilities = np.array(classify_files(page, tests)[0])
         assert page.evaluate("window.visionStats.headLabels") == list(TEXTURES)
 
@@ -101,9 +66,9 @@ def test_train_in_the_browser_from_dropped_files_download_and_reload(task, tmp_p
                              "return {x: Array.from(m.x), labels: m.labels, count: m.count}; })()")
         recipe = page.evaluate("import('./trainer.js').then((m) => m.HEAD_RECIPE)")
         x = np.array(bank["x"], np.float32).reshape(bank["count"], -1)
-        keras_head = _keras_head(x, np.array(bank["labels"]), 3, recipe)
+        reference = keras_head(x, np.array(bank["labels"]), 3, recipe)
         page_answers = np.array([page.evaluate("(f) => window.visionHead(f)", row.tolist()) for row in x[::3]])
-        keras_answers = keras_head.predict(x[::3], verbose=0)
+        keras_answers = reference.predict(x[::3], verbose=0)
 
         # Download the model, then open the page on the downloaded files (?head=).
         downloads = []
@@ -138,15 +103,15 @@ def test_webcam_classes_train_and_stay_flat_over_retraining_and_live_frames(task
     with static_server(REPO) as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright, fake_video=clip)
         page = open_page(browser, f"{url}web/index.html")
-        _add_class(page, "brick")
+        add_class(page, "brick")
         page.click('.class-row[data-index="0"] button')  # "Add 10 webcam frames": starts the camera
         page.wait_for_function("(window.visionStats.examples || 0) >= 10", timeout=60_000)
-        _drop(page, _add_class(page, "grass"), sorted((task / "train" / "grass").iterdir()))
+        drop_files(page, add_class(page, "grass"), sorted((task / "train" / "grass").iterdir()))
         page.wait_for_function("(window.visionStats.examples || 0) >= 20", timeout=60_000)
-        _train(page)
+        train_in_page(page)
         counts = [page.evaluate("tf.memory().numTensors")]
         for _ in range(3):
-            _train(page)
+            train_in_page(page)
             counts.append(page.evaluate("tf.memory().numTensors"))
         # Live frames through the trained head: the count holds over 200 of them.
         start = page.evaluate("window.visionStats.frames")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import json
@@ -9,6 +10,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
+
+#: The page's head against the same recipe in Keras: two frameworks, float32 on both sides.
+HEAD_TOLERANCE = 1e-3
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -67,3 +73,65 @@ def write_pngs(folder: Path, images: list) -> list[Path]:
         paths.append(folder / f"photo{i:03d}.png")
         Image.fromarray(pixels).save(paths[-1])
     return paths
+
+
+def add_class(page, name: str) -> int:
+    """Add a class on the page's trainer; returns its index."""
+    page.fill("#class-name", name)
+    page.click("#add-class")
+    return page.evaluate("window.visionBank.classes.length") - 1
+
+
+def drop_files(page, index: int, paths: list[Path]) -> None:
+    """A real drop event on the class's row, carrying the files."""
+    files = [{"name": p.name, "b64": base64.b64encode(p.read_bytes()).decode()} for p in paths]
+    page.evaluate("""({index, files}) => {
+        const transfer = new DataTransfer();
+        for (const {name, b64} of files) {
+          const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+          transfer.items.add(new File([bytes], name, {type: 'image/png'}));
+        }
+        document.querySelector(`.class-row[data-index="${index}"]`)
+          .dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    }""", {"index": index, "files": files})
+
+
+def train_in_page(page) -> float:
+    """Click Train and wait for it; returns the page's training seconds."""
+    done = page.evaluate("window.visionStats.trainings || 0")
+    page.click("#train")
+    page.wait_for_function(f"(window.visionStats.trainings || 0) > {done}", timeout=60_000)
+    return page.evaluate("window.visionStats.trainSeconds")
+
+
+def odd_photos(folder: Path) -> list[Path]:
+    """Real photos as people send them: a JPEG, a PNG, an EXIF-rotated JPEG, a PNG with an
+    alpha gradient, and a greyscale PNG."""
+    from PIL import Image
+
+    from vision.photos import example_photos
+
+    photos = {p.name: p for p in example_photos()}
+    coffee = Image.open(photos["coffee.png"]).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    coffee.save(folder / "rotated.jpg", quality=92, exif=exif)
+    cat = Image.open(photos["chelsea.png"]).convert("RGBA")
+    alpha = np.tile(np.linspace(40, 255, cat.width, dtype=np.uint8), (cat.height, 1))
+    cat.putalpha(Image.fromarray(alpha))
+    cat.save(folder / "alpha.png")
+    Image.open(photos["astronaut.png"]).convert("L").save(folder / "grey.png")
+    return [photos["grace_hopper.jpg"], photos["rocket.jpg"], folder / "rotated.jpg", folder / "alpha.png",
+            folder / "grey.png"]
+
+
+def keras_head(x: np.ndarray, labels: np.ndarray, classes: int, recipe: dict) -> object:
+    """web/trainer.js's recipe in Keras: zero-initialised softmax layer, full-batch Adam."""
+    import keras
+
+    head = keras.Sequential([keras.Input((x.shape[1],)), keras.layers.Dense(
+        classes, activation="softmax", kernel_initializer="zeros", bias_initializer="zeros")])
+    head.compile(optimizer=keras.optimizers.Adam(recipe["learningRate"]), loss="categorical_crossentropy")
+    head.fit(x, keras.utils.to_categorical(labels, classes), epochs=recipe["epochs"], batch_size=len(x),
+             shuffle=False, verbose=0)
+    return head

@@ -49,11 +49,22 @@ async function main() {
       backend = await pickBackend(tf, backendOrder(forced));
       $('backend-times').textContent = '(chosen by ?backend=)';
     } else {
-      $('status').textContent = 'Measuring which backend is fastest here…';
-      stats.backendTimes = await timeBackends(tf, BACKENDS, prepare);
-      backend = fastestBackend(stats.backendTimes);
-      await tf.setBackend(backend);
-      $('backend-times').textContent = describeTimes(stats.backendTimes);
+      // Measured once per browser and model (software WebGL/WebGPU take seconds to warm up);
+      // ?remeasure measures again.
+      const key = `vision-backend|${meta.name}|${navigator.userAgent}`;
+      const remembered = params.has('remeasure') ? null : JSON.parse(localStorage.getItem(key) || 'null');
+      if (remembered && BACKENDS.includes(remembered.backend)) {
+        backend = await pickBackend(tf, backendOrder(remembered.backend));
+        stats.backendTimes = remembered.times;
+        $('backend-times').textContent = `${describeTimes(remembered.times)} (measured on your first visit)`;
+      } else {
+        $('status').textContent = 'Measuring which backend is fastest here (once)…';
+        stats.backendTimes = await timeBackends(tf, BACKENDS, prepare);
+        backend = fastestBackend(stats.backendTimes);
+        await tf.setBackend(backend);
+        localStorage.setItem(key, JSON.stringify({ backend, times: stats.backendTimes }));
+        $('backend-times').textContent = describeTimes(stats.backendTimes);
+      }
     }
     const chosen = await prepare();
     await chosen.infer(); // the first prediction's stall (shaders, uploads) is paid here, not on a user's image

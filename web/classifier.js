@@ -1,8 +1,11 @@
 // Pure helpers for the page: metadata, preprocessing, top-k, backend choice, fps.
 // No DOM access here, and TF.js is passed in, so Node's test runner can check all of it.
 
-/** Backends the page can run on; which is fastest depends on the machine, so it is measured. */
-export const BACKENDS = ['webgpu', 'webgl', 'wasm', 'cpu'];
+/**
+ * Backends the page can run on; which is fastest depends on the machine, so it is measured.
+ * wasm first: it starts everywhere and quickly, and its time lets slower ones be cut short.
+ */
+export const BACKENDS = ['wasm', 'webgpu', 'webgl', 'cpu'];
 
 /**
  * Validate an export's metadata.json and return what the page needs.

@@ -50,8 +50,8 @@ test('topK sorts, cuts and keeps label order on ties', () => {
 });
 
 test('backendOrder puts a known request first', () => {
-  assert.deepEqual(backendOrder('wasm'), ['wasm', 'webgpu', 'webgl', 'cpu']);
-  assert.deepEqual(backendOrder('nonsense'), ['webgpu', 'webgl', 'wasm', 'cpu']);
+  assert.deepEqual(backendOrder('webgl'), ['webgl', 'wasm', 'webgpu', 'cpu']);
+  assert.deepEqual(backendOrder('nonsense'), ['wasm', 'webgpu', 'webgl', 'cpu']);
 });
 
 test('pickBackend skips backends that cannot start and reports the real one', async () => {
