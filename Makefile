@@ -27,6 +27,8 @@ bench: $(VENV)/.test-deps web/node_modules/.installed web/model/model.json
 	$(BIN)/python bench/bench_guard.py
 	$(BIN)/python bench/bench_web.py
 	$(BIN)/python bench/bench_real.py
+	$(BIN)/python bench/bench_trust.py
+	$(BIN)/python bench/bench_browser.py
 
 # The everyday-objects default (ImageNet-1k on EfficientNet-Lite0), built from the installed
 # weights package: ~5 s, not committed.

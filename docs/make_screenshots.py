@@ -16,8 +16,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from PIL import Image  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from vision.audit import audit_dataset  # noqa: E402
 from vision.cache import get_explainer  # noqa: E402
 from vision.data import load_folder  # noqa: E402
 from vision.defaults import default_model  # noqa: E402
@@ -25,6 +27,7 @@ from vision.photos import TEXTURES, example_photos, write_texture_task  # noqa: 
 from vision.pipeline import train_bundle  # noqa: E402
 from vision.store import RELIABILITY_FILE  # noqa: E402
 from vision.train import TrainConfig  # noqa: E402
+from vision.ui.review import issue_gallery, side_by_side  # noqa: E402
 
 from app_server import launch_app  # noqa: E402
 from browser import launch_chromium, shape_clip, start_live_view  # noqa: E402
@@ -78,21 +81,23 @@ def main() -> None:
             page.get_by_role("button", name="Train", exact=True).click()
             page.wait_for_function("document.querySelector('#train-metrics').innerText.includes('Saved')",
                                    timeout=300_000)
-            page.wait_for_timeout(1500)
+            page.wait_for_timeout(2500)
             page.screenshot(path=str(OUT / "train.png"), full_page=True)
-            page.locator("#label-issues").screenshot(path=str(OUT / "label_issues.png"))
+            # The label-issue gallery's tiles as the Train view builds them (Gradio's gallery
+            # widget does not render reliably in a headless full-page screenshot).
+            tiles = [tile for tile, _ in issue_gallery(audit_dataset(load_folder(dataset)))]
+            Image.fromarray(side_by_side(*tiles, height=tiles[0].shape[0])).save(OUT / "label_issues.png")
 
             page.get_by_role("tab", name="Models").click()
             page.wait_for_timeout(1500)
             page.screenshot(path=str(OUT / "models.png"), full_page=True)
 
             # The texture model on a photo of a cat: "Not sure", not a confident texture.
-            page.get_by_label("Model", exact=True).fill("shared/textures")
-            page.keyboard.press("Enter")
-            page.get_by_role("button", name="Use for this session").click()
-            page.wait_for_timeout(1500)
+            page.get_by_role("button", name="Use for this session").click()  # the new model is preselected
+            page.wait_for_function("document.querySelector('#model-status').innerText.includes('Using')",
+                                   timeout=120_000)
             page.get_by_role("tab", name="Classify").click()
-            page.set_input_files("#classify-image input[type=file]", str(CAT))
+            page.get_by_role("button", name="Classify", exact=True).click()  # the cat is still there
             page.wait_for_function("document.querySelector('#prediction').innerText.includes('Not sure')",
                                    timeout=60_000)
             page.wait_for_timeout(2500)
@@ -114,7 +119,7 @@ def main() -> None:
                 drop_files(web, add_class(web, texture), sorted((dataset / texture).iterdir())[:10])
             web.wait_for_function("(window.visionStats.examples || 0) >= 30", timeout=120_000)
             train_in_page(web)
-            classify_files(web, [bigger / "train" / "gravel" / "gravel_0000.png"])
+            classify_files(web, [dataset.parent / "test" / "gravel" / "gravel_0000.png"])
             web.screenshot(path=str(OUT / "web_training.png"), full_page=True)
             browser.close()
         demo.close()

@@ -158,7 +158,7 @@ def test_the_web_page_says_unknown_where_python_does(textures, task, tmp_path):
 def test_mistakes_show_their_grad_cam_and_filter_by_pair(textures, task):
     """Misclassified images beside the Grad-CAM of the predicted class (Train view)."""
     from vision.evaluate import evaluation_from_probabilities
-    from vision.ui.review import ALL_MISTAKES, Mistakes
+    from vision.ui.review import ALL_MISTAKES, TILE, Mistakes
 
     bricks = sorted((task / "test" / "brick").iterdir())[:3]
     gravel = sorted((task / "test" / "gravel").iterdir())[:2]
@@ -172,6 +172,7 @@ def test_mistakes_show_their_grad_cam_and_filter_by_pair(textures, task):
     tiles = mistakes.gallery("1:2")
     assert len(tiles) == 2 and all("predicted gravel" in caption for _, caption in tiles)
     image, _ = tiles[0]
-    left, right = image[:, : image.shape[1] // 2], image[:, image.shape[1] // 2:]
-    assert image.shape[1] == 2 * image.shape[0] and not np.array_equal(left, right)  # the photo, then its heatmap
+    assert image.shape[0] == TILE + 22  # the photo and its heatmap, a caption strip under them
+    photo, heatmap = image[:TILE, :TILE], image[:TILE, TILE:2 * TILE]
+    assert not np.array_equal(photo, heatmap) and (image[TILE:] < 128).any()  # caption text drawn
     assert len(mistakes.gallery(ALL_MISTAKES)) == 5

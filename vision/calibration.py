@@ -126,6 +126,9 @@ def plot_reliability(calibration: dict[str, Any]) -> Any:
         axis.bar(centres, gap, bottom=accuracy, width=width * 0.9, color="#e45756", alpha=0.35,
                  label="gap to confidence")
         axis.plot([0, 1], [0, 1], "k--", linewidth=1)
+        for centre, row in zip(centres, rows):
+            if row["count"]:
+                axis.text(centre, 1.02, str(row["count"]), ha="center", va="bottom", fontsize=7, color="#57606a")
         temperature = f", T = {calibration['temperature']:.2f}" if when == "after" else ""
         axis.set_title(f"{when}: ECE {calibration[f'ece_{when}']:.3f}{temperature}")
         axis.set_xlabel("confidence")
@@ -133,5 +136,5 @@ def plot_reliability(calibration: dict[str, Any]) -> Any:
         axis.set_ylim(0, 1)
     figure.axes[0].set_ylabel("accuracy")
     figure.axes[0].legend(loc="upper left", fontsize=8)
-    figure.suptitle(f"Reliability on {calibration['images']} held-out images")
+    figure.suptitle(f"Reliability on {calibration['images']} held-out images (images per bin above the bars)")
     return figure_to_image(figure)

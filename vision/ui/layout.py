@@ -128,10 +128,9 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                 curves = gr.Image(label="Loss and accuracy", interactive=False)
                 confusion = gr.Image(label="Confusion matrix", interactive=False)
             metrics = gr.Markdown(elem_id="train-metrics")
-            with gr.Row():
-                reliability = gr.Image(label="Reliability (is p = 0.9 right 90 % of the time?)", interactive=False)
-                issues = gr.Gallery(label="Likely label errors and near-duplicates (cleanlab)", columns=4,
-                                    height="auto", elem_id="label-issues")
+            reliability = gr.Image(label="Reliability (is p = 0.9 right 90 % of the time?)", interactive=False)
+            issues = gr.Gallery(label="Likely label errors and near-duplicates (cleanlab)", columns=4,
+                                height="auto", elem_id="label-issues")
             pair = gr.Dropdown([], label="Misclassified: which mistakes", elem_id="mistake-pair")
             mistakes = gr.Gallery(label="Misclassified validation images, each beside its Grad-CAM for the "
                                   "predicted class", columns=4, height="auto", elem_id="mistakes")

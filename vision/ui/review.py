@@ -66,8 +66,20 @@ class Mistakes:
             heatmap = explainer.explain(pixels, target=int(self.y_pred[i])).heatmap
             caption = (f"true {self.class_names[self.y_true[i]]} → predicted "
                        f"{self.class_names[self.y_pred[i]]} ({self.confidence[i]:.2f}); right: why")
-            tiles.append((side_by_side(pixels, overlay(pixels, heatmap)), caption))
+            tiles.append((captioned(side_by_side(pixels, overlay(pixels, heatmap)), caption), caption))
         return tiles
+
+
+def captioned(image: np.ndarray, text: str) -> np.ndarray:
+    """``image`` with ``text`` written in a strip under it: Gradio shows a gallery's
+    captions only in some layouts, and the answer belongs with the picture."""
+    from PIL import ImageDraw
+
+    width = max(image.shape[1], 8 * len(text) + 12)
+    canvas = Image.new("RGB", (width, image.shape[0] + 22), "white")
+    canvas.paste(Image.fromarray(image), (0, 0))
+    ImageDraw.Draw(canvas).text((6, image.shape[0] + 5), text, fill=(31, 35, 40))
+    return np.asarray(canvas)
 
 
 def side_by_side(*images: np.ndarray, height: int = TILE) -> np.ndarray:
@@ -81,12 +93,13 @@ def issue_gallery(audit: Any, limit: int = 24) -> list[tuple[np.ndarray, str]]:
     """Likely label errors (given → suggested, cleanlab's score), then near-duplicate sets."""
     tiles = []
     for issue in audit.label_issues[:limit]:
-        tiles.append((load_image(issue.source),
-                      f"labelled {issue.given}, looks like {issue.suggested} (label quality {issue.score:.2f})"))
+        caption = f"labelled {issue.given}, looks like {issue.suggested} (label quality {issue.score:.2f})"
+        tiles.append((captioned(side_by_side(load_image(issue.source)), caption), caption))
     for group in audit.duplicates[: max(0, limit - len(tiles))]:
-        what = "same image in train and validation" if group.leak else "near-duplicates"
-        tiles.append((side_by_side(*(load_image(source) for source in group.sources[:3])),
-                      f"{what}: {len(group.sources)} images"))
+        caption = (f"{'same image in train and validation' if group.leak else 'near-duplicates'}: "
+                   f"{len(group.sources)} images")
+        tiles.append((captioned(side_by_side(*(load_image(source) for source in group.sources[:3])), caption),
+                      caption))
     return tiles
 
 

@@ -149,7 +149,7 @@ class TrainView:
             mistakes = session.mistakes = Mistakes.of(out, dataset.class_names, dataset.val.sources(), evaluation)
             reliability = out / RELIABILITY_FILE
             yield (status + "\n\nDone.", plot_history(trained.result.history), metrics, plot_confusion(evaluation),
-                   mistakes.gallery(), gr.update(choices=self.ctx.catalog.choices(session)),
+                   mistakes.gallery(), gr.update(choices=self.ctx.catalog.choices(session), value=key),
                    Image.open(reliability).convert("RGB") if reliability.is_file() else None,
                    issue_gallery(audit) if audit else [],
                    gr.update(choices=mistakes.pairs(), value=ALL_MISTAKES))
