@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from vision.errors import ExportError, VisionError  # noqa: F401  (ExportError re-exported)
-from vision.images import preprocess
+from vision.images import preprocess, resized
 from vision.models import LOGITS_LAYER
 from vision.serving import serving_model, split_outputs
 from vision.store import Bundle, versions
@@ -121,13 +121,7 @@ def probe_images(bundle: Bundle, count: int = 16, seed: int = 0) -> list[np.ndar
     shapes = make_shapes(per_class=max(1, count // 8), size=max(height, width, 16), seed=seed).images
     rng = np.random.default_rng(seed)
     noise = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count - len(shapes))]
-    return [np.asarray(_fit(image, height, width)) for image in [*probe_photos(seed=seed), *shapes]] + noise
-
-
-def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+    return [resized(image, (height, width)) for image in [*probe_photos(seed=seed), *shapes]] + noise
 
 
 def export_metadata(bundle: Bundle, fmt: str, quantize: str | None, check: dict[str, Any]) -> dict[str, Any]:

@@ -208,6 +208,12 @@ class Preprocessing:
         )
 
 
+def resized(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 ``pixels`` resized to ``size`` = (H, W) as uint8 (bilinear), so images of
+    any size stack into one batch."""
+    return np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
 def preprocess(images: Any, spec: Preprocessing) -> Any:
     """Resize and scale uint8 RGB images (H, W, 3) or (N, H, W, 3) into float32 model input.
 

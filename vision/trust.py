@@ -10,7 +10,7 @@ import numpy as np
 
 from vision.calibration import Calibration, calibrate, fold_temperature, softmax
 from vision.data import LabelledDataset, Split, make_pipeline
-from vision.images import Preprocessing
+from vision.images import Preprocessing, resized
 from vision.models import LOGITS_LAYER
 from vision.ood import Detector, fit_knn
 from vision.photos import background_photos
@@ -61,7 +61,7 @@ def fit_trust(model: Any, dataset: LabelledDataset, preprocessing: Preprocessing
         train_features, _, _ = features_and_logits(model, dataset.train, preprocessing)
         val_features, val_logits, labels = features_and_logits(model, dataset.val, preprocessing)
         background = features_and_logits(model, Split(np.zeros(len(photos), int), images=np.stack(
-            [_fit(photo, preprocessing.size) for photo in photos])), preprocessing)[0] if photos else None
+            [resized(photo, preprocessing.size) for photo in photos])), preprocessing)[0] if photos else None
     else:
         from vision.features import get_extractor
 
@@ -78,9 +78,3 @@ def fit_trust(model: Any, dataset: LabelledDataset, preprocessing: Preprocessing
     return Trust(calibration, fit_knn(train_features, val_features, background), softmax(val_logits, temperature),
                  labels)
 
-
-def _fit(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``photo`` resized to ``size`` as uint8, so photos of any size stack into one split."""
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(photo).resize(size[::-1], Image.Resampling.BILINEAR))
