@@ -39,6 +39,8 @@ METHODS = (KNN, MAX_LOGIT)
 OOD_FILE = "ood.npz"
 #: Share of held-out in-distribution images the threshold accepts.
 ACCEPT = 0.95
+#: Held-out images enough to place the threshold on their own.
+ENOUGH_HELD_OUT = 40
 #: Reference features kept (a seeded sample beyond that): 2,000 x 1,280 is ~2.6 M
 #: multiply-adds per image, under 1 % of EfficientNet-Lite0's.
 MAX_REFERENCES = 2000
@@ -91,9 +93,9 @@ def fit_knn(train_features: np.ndarray, held_out_features: np.ndarray,
             background_features: np.ndarray | None = None, accept: float = ACCEPT, seed: int = 0) -> Detector:
     """A ``knn-cosine`` detector on training features (one row per image).
 
-    The threshold accepts ``accept`` of the held-out images; each training image's
-    similarity to its nearest *other* training image counts as held out too (with a few
-    photos per class the validation split alone cannot place a 5 % quantile). Held-out
+    The threshold accepts ``accept`` of the held-out images; with fewer than
+    ``ENOUGH_HELD_OUT`` of them, each training image's similarity to its nearest *other*
+    training image counts as held out too (a few photos cannot place a 5 % quantile). Held-out
     images from the same sessions sit closer to the training images than new photos of the
     same classes do (textures: 5 % quantile 0.91 held out, 0.82 on new photos), so where
     unrelated photos (``background_features``) score far below, the threshold moves to the
@@ -104,7 +106,7 @@ def fit_knn(train_features: np.ndarray, held_out_features: np.ndarray,
         keep = np.random.default_rng(seed).choice(len(references), MAX_REFERENCES, replace=False)
         references = references[np.sort(keep)]
     scores = [(_unit(held_out_features) @ references.T).max(axis=1)] if len(held_out_features) else []
-    if len(references) > 1:
+    if len(held_out_features) < ENOUGH_HELD_OUT and len(references) > 1:
         among = references @ references.T
         np.fill_diagonal(among, -np.inf)
         scores.append(among.max(axis=1))
