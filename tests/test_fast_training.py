@@ -128,26 +128,31 @@ def test_the_app_trains_few_shot_from_samples_by_default(task, tmp_path):
         for texture in TEXTURES:
             files = [handle_file(str(p)) for p in sorted((task / "train" / texture).iterdir())]
             client.predict(texture, None, files, api_name="/add_samples")
-        # One brick photo filed under grass by mistake: the data check should point at it.
-        client.predict("grass", None, [handle_file(str(task / "test" / "brick" / "brick_0009.png"))],
-                       api_name="/add_samples")
         # The view's defaults: efficientnet_lite0, 224 px, 20 epochs, augmentation, ImageNet weights.
         status, _curves, metrics, confusion, _gallery, _choices, _reliability, issues, _pair = client.predict(
             None, "efficientnet_lite0", 224, 20, True, True, "textures", api_name="/train")
         assert "Saved **textures**" in metrics and "efficientnet_lite0" in status, (status, metrics)
         assert Path(confusion).is_file()
         assert "Data check (cleanlab" in metrics and "too few to fit a temperature" in metrics
-        assert any(item["caption"].startswith("labelled grass, looks like brick") for item in issues), issues
         client.predict("shared/textures", api_name="/use_model")
-        hits = 0
+        answers = []
         for texture in TEXTURES:
             for photo in sorted((task / "test" / texture).iterdir())[:4]:
                 labels, _ = client.predict(handle_file(str(photo)), 1, api_name="/classify")
-                hits += labels["label"] == texture
-        assert hits >= 11, f"{hits}/12 test photos right"
+                answers.append((texture, labels["label"]))
+        hits = sum(texture == label for texture, label in answers)
+        assert hits >= 11, f"{hits}/12 test photos right: {answers}"
         # A photo of something else entirely: "Not sure", not a confident texture.
         labels, details = client.predict(handle_file(str(example_photos()[1])), 3, api_name="/classify")
         assert labels["label"].startswith("Not sure (nearest: ") and not labels.get("confidences"), labels
         assert "unlike anything the model was trained on" in details
+
+        # One brick photo filed under grass by mistake (it pulls bricks towards grass with ten
+        # photos per class): after training, the data check points at it.
+        client.predict("grass", None, [handle_file(str(task / "test" / "brick" / "brick_0009.png"))],
+                       api_name="/add_samples")
+        *_, issues, _pair = client.predict(None, "efficientnet_lite0", 224, 20, True, True, "textures-2",
+                                           api_name="/train")
+        assert any(item["caption"].startswith("labelled grass, looks like brick") for item in issues), issues
     finally:
         app.close()
