@@ -32,6 +32,7 @@ def tfjs_installed(web_dir: Path) -> bool:
 
 
 def model_exported(web_dir: Path) -> bool:
+    """Whether the page's model (``model.json`` and ``metadata.json``) is in ``web_dir/model``."""
     return (web_dir / "model" / "model.json").is_file() and (web_dir / "model" / "metadata.json").is_file()
 
 

@@ -16,6 +16,7 @@ let meta;
 let streaming = false;
 let bank = null; // features of the images added to each class (when the export outputs features)
 let custom = null; // {head, labels}: classes trained (or loaded) in this browser
+let lastTraining = null; // what the download's metadata.json records
 const HEAD_BASE = params.get('head');
 const stats = { frames: 0, lastProbabilities: null };
 window.visionStats = stats; // read by tests and curious visitors
@@ -320,8 +321,6 @@ async function train() {
   }
 }
 
-let lastTraining = null;
-
 function saveFile(name, blob) {
   const link = document.createElement('a');
   link.href = URL.createObjectURL(blob);
@@ -371,6 +370,8 @@ async function loadHead(files) {
       throw new Error(`this head takes ${headMeta.features?.size} features; the page's model gives ${meta.featureSize}`);
     }
     useHead(head, headMeta.labels.map(String), 'loaded');
+    lastTraining = null;
+    $('download').disabled = true; // it is already a download
     $('train-status').textContent = `Loaded ${headMeta.labels.length} classes: ${headMeta.labels.join(', ')}.`;
   } catch (error) {
     $('train-status').textContent = `Could not load that model: ${error.message}`;
@@ -380,6 +381,7 @@ async function loadHead(files) {
 function backToEveryday() {
   custom?.head.dispose();
   custom = null;
+  $('download').disabled = true;
   $('title').textContent = meta.name;
   $('everyday').hidden = true;
   stats.headLabels = null;
