@@ -136,8 +136,8 @@ def audit_dataset(dataset: LabelledDataset, progress: Callable[[int, int], None]
     features from the frozen EfficientNet-Lite0 backbone (cached per image)."""
     from vision.features import get_extractor
 
-    sources = dataset.train.sources() + dataset.val.sources()
-    labels = np.concatenate([dataset.train.labels, dataset.val.labels]).astype(int)
+    everything = dataset.everything()  # training images first, then validation ones
+    sources = everything.sources()
     splits = ["train"] * len(dataset.train) + ["val"] * len(dataset.val)
     features = get_extractor(input_size).features(sources, progress=progress)[0]
-    return audit_features(features, labels, dataset.class_names, sources, splits)
+    return audit_features(features, everything.labels, dataset.class_names, sources, splits)

@@ -148,9 +148,7 @@ def export_metadata(bundle: Bundle, fmt: str, quantize: str | None, check: dict[
 def _joined(outputs: Any, classes: int) -> np.ndarray:
     """A runtime's outputs in any order as one array: the probabilities, then the
     familiarity column and the features where the model has them."""
-    listed = [np.asarray(o) for o in (outputs.values() if isinstance(outputs, dict) else
-                                      outputs if isinstance(outputs, (list, tuple)) else [outputs])]
-    return np.concatenate([o for o in split_outputs(listed, classes) if o is not None], axis=1)
+    return np.concatenate([o for o in split_outputs(outputs, classes) if o is not None], axis=1)
 
 
 def _verify(fmt: str, quantize: str | None, expected: np.ndarray, predicted: np.ndarray,

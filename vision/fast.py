@@ -79,10 +79,8 @@ def train_on_features(dataset: LabelledDataset, config: TrainConfig, progress: P
 
     model = spec.builder(num_classes=len(dataset.class_names), input_size=size, weights="imagenet")
     model.get_layer(LOGITS_LAYER).set_weights(head.get_layer(LOGITS_LAYER).get_weights())
-    val_probabilities = np.asarray(head(val_features, training=False))
     return TrainResult(model, preprocessing, config, history, best_epoch, time.perf_counter() - started,
-                       summary.to_dict(), val_probabilities=val_probabilities,
-                       features=(train_features[0], val_features))
+                       summary.to_dict(), features=(train_features[0], val_features))
 
 
 def _head(features: int, classes: int) -> Any:

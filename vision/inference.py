@@ -180,9 +180,7 @@ class Classifier:
         return [result.predictions for result in self.classify_batch(images, top_k, batch_size)]
 
     def _batch_scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = self._batch_call(x)
-        probabilities, familiarity, _ = split_outputs([np.asarray(o) for o in (
-            outputs if isinstance(outputs, (list, tuple)) else [outputs])], len(self.labels))
+        probabilities, familiarity, _ = split_outputs(self._batch_call(x), len(self.labels))
         return probabilities, None if familiarity is None else familiarity[:, 0]
 
     def _classification(self, probabilities: np.ndarray, familiarity: float | None,

@@ -47,13 +47,8 @@ PROBE_PHOTOS = ("motorcycle_left.png", "brick.png", "grass.png", "gravel.png", "
 
 
 def probe_photos(crops: int = 1, seed: int = 0) -> list[np.ndarray]:
-    """Each ``PROBE_PHOTOS`` photo as RGB, then ``crops`` random square crops of it; empty
-    without scikit-image."""
-    try:
-        data = _skimage_data()
-    except DatasetError:
-        return []
-    return with_crops([data / name for name in PROBE_PHOTOS if (data / name).is_file()], crops, seed)
+    """Each ``PROBE_PHOTOS`` photo as RGB, then ``crops`` random square crops of it."""
+    return _skimage_photos(PROBE_PHOTOS, crops, seed)
 
 
 #: Unrelated photos (no textures: those are the few-shot task's classes) whose familiarity
@@ -63,12 +58,17 @@ BACKGROUND_PHOTOS = ("motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg
 
 
 def background_photos(crops: int = 2, seed: int = 0) -> list[np.ndarray]:
-    """``BACKGROUND_PHOTOS`` and ``crops`` random crops of each; empty without scikit-image."""
+    """``BACKGROUND_PHOTOS`` and ``crops`` random crops of each."""
+    return _skimage_photos(BACKGROUND_PHOTOS, crops, seed)
+
+
+def _skimage_photos(names: tuple[str, ...], crops: int, seed: int) -> list[np.ndarray]:
+    """The named scikit-image photos with their crops; empty without scikit-image."""
     try:
         data = _skimage_data()
     except DatasetError:
         return []
-    return with_crops([data / name for name in BACKGROUND_PHOTOS if (data / name).is_file()], crops, seed)
+    return with_crops([data / name for name in names if (data / name).is_file()], crops, seed)
 
 
 def with_crops(sources: list[Path], crops: int, seed: int = 0) -> list[np.ndarray]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from vision.models import LOGITS_LAYER
 
 
@@ -39,12 +41,17 @@ def serving_model(model: Any, detector: Any = None, features: bool = False) -> A
     return keras.Model(model.input, outputs, name="serving")
 
 
-def split_outputs(outputs: list[Any], classes: int) -> tuple[Any, Any, Any]:
-    """(probabilities, familiarity, features), None for those missing, from a runtime's
-    outputs in any order (TFLite and TF.js may reorder them): the familiarity has one
-    column, the probabilities ``classes`` (at least two), the features the rest."""
+def split_outputs(outputs: Any, classes: int) -> tuple[Any, Any, Any]:
+    """(probabilities, familiarity, features) as arrays, None for those missing, from a
+    runtime's outputs: one tensor, or a list or dict of them in any order (TFLite and TF.js
+    may reorder them). The familiarity has one column, the probabilities ``classes`` (at
+    least two), the features the rest."""
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    elif not isinstance(outputs, (list, tuple)):
+        outputs = [outputs]
     probabilities = familiarity = features = None
-    for output in outputs:
+    for output in map(np.asarray, outputs):
         if output.shape[-1] == 1:
             familiarity = output
         elif output.shape[-1] == classes and probabilities is None:

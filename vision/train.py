@@ -78,8 +78,6 @@ class TrainResult:
     best_epoch: int
     seconds: float
     summary: dict[str, Any] = field(default_factory=dict)
-    #: The validation split's probabilities, when training already computed them.
-    val_probabilities: np.ndarray | None = None
     #: Pooled features of the training images (one view) and of the validation images,
     #: when training computed them and the model still maps images to them.
     features: tuple[np.ndarray, np.ndarray] | None = None

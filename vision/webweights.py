@@ -15,7 +15,7 @@ effect on the model's answers for the export's probe images and keeps the worst 
 within a small share of the weights. Everything else (biases, the "unknown" detector's
 reference features) is float16.
 
-``web/classifier.js`` (``loadGraphModel``) expands these to float32 before handing the model
+``web/classifier.js`` (``fetchArtifacts``) expands these to float32 before handing the model
 to TF.js; a stock ``tf.loadGraphModel`` refuses the unknown dtype instead of misreading it.
 """
 

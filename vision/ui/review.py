@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,10 @@ class Mistakes:
 
     def pairs(self) -> list[tuple[str, str]]:
         """Dropdown choices: every confused (true, predicted) pair with its count, most first."""
-        found: dict[tuple[int, int], int] = {}
-        for t, p in zip(self.y_true, self.y_pred):
-            found[(int(t), int(p))] = found.get((int(t), int(p)), 0) + 1
+        found = Counter(zip(self.y_true.tolist(), self.y_pred.tolist()))
         names = self.class_names
         choices = [(f"all mistakes ({len(self.y_true)})", ALL_MISTAKES)]
-        for (t, p), count in sorted(found.items(), key=lambda item: -item[1]):
+        for (t, p), count in found.most_common():
             choices.append((f"true {names[t]} → predicted {names[p]} ({count})", f"{t}:{p}"))
         return choices
 
@@ -105,8 +104,6 @@ def issue_gallery(audit: Any, limit: int = 24) -> list[tuple[np.ndarray, str]]:
 
 def audit_summary(audit: Any) -> str:
     """One line on what the audit found."""
-    if audit is None:
-        return ""
     return (f"Data check (cleanlab, out-of-fold on {len(audit.ranked)} images): **{len(audit.label_issues)}** likely "
             f"label error(s), **{len(audit.duplicates)}** near-duplicate set(s), "
             f"**{len(audit.leaks)}** shared by train and validation.")
