@@ -36,11 +36,11 @@ def main() -> None:
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
+    from vision.bundle.store import load_bundle
+    from vision.data.images import load_image, preprocess
+    from vision.data.photos import TEXTURES, example_photos, with_crops, write_texture_task
     from vision.defaults import EVERYDAY_MODEL
-    from vision.export import build_web_site, export
-    from vision.images import load_image, preprocess
-    from vision.photos import TEXTURES, example_photos, with_crops, write_texture_task
-    from vision.store import load_bundle
+    from vision.export.formats import build_web_site, export
 
     from browser import launch_chromium, write_y4m
     from web_harness import (

@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 def pointing_report(bundle_path: Path) -> None:
     from PIL import Image
 
-    from vision.explain import Explainer
-    from vision.pointing import pointing_game
-    from vision.store import load_bundle
-    from vision.synthetic import BOXES_FILE, write_shapes
+    from vision.bundle.store import load_bundle
+    from vision.data.synthetic import BOXES_FILE, write_shapes
+    from vision.explain.cam import Explainer
+    from vision.explain.pointing import pointing_game
 
     bundle = load_bundle(bundle_path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,11 +73,11 @@ def keras_io_recipe(model, x, class_index):
 
 
 def speed_report(repeats: int) -> None:
-    from vision.explain import Explainer
-    from vision.images import Preprocessing
-    from vision.inference import Classifier
-    from vision.models import create_model
-    from vision.store import load_bundle, make_info, save_bundle
+    from vision.bundle.store import load_bundle, make_info, save_bundle
+    from vision.data.images import Preprocessing
+    from vision.explain.cam import Explainer
+    from vision.models.registry import create_model
+    from vision.runtime.inference import Classifier
 
     with tempfile.TemporaryDirectory() as tmp:
         model = create_model("mobilenet_v2", 4, 224, weights=None)

@@ -39,8 +39,8 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
 
 
 def latency_report(label: str, bundle_path: Path, repeats: int) -> None:
-    from vision.inference import Classifier
-    from vision.tflite import convert_to_tflite, make_interpreter
+    from vision.runtime.inference import Classifier
+    from vision.runtime.tflite import convert_to_tflite, make_interpreter
 
     classifier = Classifier.from_path(bundle_path)
     model = classifier.bundle.model
@@ -74,10 +74,10 @@ def throughput_report(epochs: int = 3, source_size: int = 256) -> None:
     from its cache; the naive loader decodes every file in every epoch."""
     import keras
 
-    from vision.data import load_folder, make_pipeline
-    from vision.images import Preprocessing, load_image, preprocess
-    from vision.models import create_model
-    from vision.synthetic import write_shapes
+    from vision.data.datasets import load_folder, make_pipeline
+    from vision.data.images import Preprocessing, load_image, preprocess
+    from vision.data.synthetic import write_shapes
+    from vision.models.registry import create_model
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_shapes(Path(tmp) / "shapes", per_class=250, size=source_size, seed=0)
@@ -140,9 +140,9 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from vision.images import Preprocessing
-    from vision.models import create_model
-    from vision.store import make_info, save_bundle
+    from vision.bundle.store import make_info, save_bundle
+    from vision.data.images import Preprocessing
+    from vision.models.registry import create_model
 
     print(f"tensorflow {tf.__version__}, {os.cpu_count()} CPU cores")
     latency_report(f"default model ({args.model.name})", args.model, args.repeats)

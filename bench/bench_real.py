@@ -48,12 +48,12 @@ def _median_ms(fn, repeats: int = 40) -> float:
 
 
 def few_shot(tmp: Path) -> None:
-    from vision.data import load_folder
-    from vision.evaluate import evaluate_classifier
-    from vision.inference import Classifier
-    from vision.photos import write_texture_task
-    from vision.pipeline import train_bundle
-    from vision.train import TrainConfig
+    from vision.data.datasets import load_folder
+    from vision.data.photos import write_texture_task
+    from vision.runtime.inference import Classifier
+    from vision.training.config import TrainConfig
+    from vision.training.evaluate import evaluate_classifier
+    from vision.training.recipe import train_bundle
 
     task = write_texture_task(tmp / "textures", train_per_class=10, test_per_class=40)
     test = load_folder(task / "test").everything()
@@ -82,12 +82,12 @@ def few_shot(tmp: Path) -> None:
 def everyday_speed() -> None:
     import skimage.data
 
-    from vision.defaults import default_model
-    from vision.explain import Explainer
-    from vision.images import preprocess
-    from vision.inference import Classifier
-    from vision.store import load_bundle
-    from vision.tflite import convert_to_tflite, make_interpreter
+    from vision.bundle.store import load_bundle
+    from vision.data.images import preprocess
+    from vision.explain.cam import Explainer
+    from vision.runtime.inference import Classifier
+    from vision.runtime.tflite import convert_to_tflite, make_interpreter
+    from vision.zoo.everyday import default_model
 
     bundle = load_bundle(default_model())
     photo = skimage.data.chelsea()
@@ -136,7 +136,7 @@ def app_start_and_live(seconds: float) -> None:
     from bench_app import live_frame_rates
     from gradio_client import Client, handle_file
 
-    from vision.photos import example_photos
+    from vision.data.photos import example_photos
 
     from app_server import free_port
 
@@ -173,11 +173,11 @@ def app_start_and_live(seconds: float) -> None:
 def web_export(tmp: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from vision.defaults import default_model
-    from vision.export import build_web_site, export
-    from vision.images import preprocess
-    from vision.photos import example_photos, with_crops
-    from vision.store import load_bundle
+    from vision.bundle.store import load_bundle
+    from vision.data.images import preprocess
+    from vision.data.photos import example_photos, with_crops
+    from vision.export.formats import build_web_site, export
+    from vision.zoo.everyday import default_model
 
     from browser import launch_chromium
     from web_harness import classify_files, open_page, static_server, write_pngs

@@ -40,8 +40,8 @@ def _mahalanobis_auroc(bundle, dataset, inliers, outliers) -> float:
     covariance, on the same features: measured to choose between the two."""
     from sklearn.covariance import LedoitWolf
 
-    from vision.ood import auroc
-    from vision.trust import features_and_logits
+    from vision.trust.fit import features_and_logits
+    from vision.trust.ood import auroc
 
     features, _, labels = features_and_logits(bundle.model, dataset.train, bundle.preprocessing)
     means = np.stack([features[labels == c].mean(0) for c in range(len(dataset.class_names))])
@@ -54,12 +54,12 @@ def _mahalanobis_auroc(bundle, dataset, inliers, outliers) -> float:
 
 
 def trust_report(name: str, folder: Path, dataset, test_split, outlier_images) -> None:
-    from vision.calibration import expected_calibration_error, softmax
-    from vision.inference import Classifier
-    from vision.ood import auroc
-    from vision.serving import feature_model
-    from vision.store import load_bundle
-    from vision.trust import features_and_logits
+    from vision.bundle.store import load_bundle
+    from vision.models.serving import feature_model
+    from vision.runtime.inference import Classifier
+    from vision.trust.calibration import expected_calibration_error, softmax
+    from vision.trust.fit import features_and_logits
+    from vision.trust.ood import auroc
 
     bundle = load_bundle(folder)
     classifier = Classifier(bundle)
@@ -93,7 +93,7 @@ def trust_report(name: str, folder: Path, dataset, test_split, outlier_images) -
 
 
 def label_errors(name: str, dataset, seed: int = 0) -> None:
-    from vision.audit import audit_dataset
+    from vision.trust.audit import audit_dataset
 
     rng = np.random.default_rng(seed)
     # audit_dataset numbers the training images first, then the validation ones.
@@ -114,8 +114,8 @@ def label_errors(name: str, dataset, seed: int = 0) -> None:
 
 
 def prediction_cost(name: str, folder: Path, image) -> None:
-    from vision.inference import Classifier
-    from vision.store import open_bundle
+    from vision.bundle.store import open_bundle
+    from vision.runtime.inference import Classifier
 
     with_detector = Classifier(open_bundle(folder))
     without = open_bundle(folder)
@@ -137,12 +137,12 @@ def prediction_cost(name: str, folder: Path, image) -> None:
 def main() -> None:
     from PIL import Image
 
-    from vision.data import Split, load_folder, load_synthetic
-    from vision.defaults import default_model
-    from vision.photos import example_photos, with_crops, write_texture_task
-    from vision.pipeline import train_bundle
-    from vision.synthetic import make_shapes
-    from vision.train import TrainConfig
+    from vision.data.datasets import Split, load_folder, load_synthetic
+    from vision.data.photos import example_photos, with_crops, write_texture_task
+    from vision.data.synthetic import make_shapes
+    from vision.training.config import TrainConfig
+    from vision.training.recipe import train_bundle
+    from vision.zoo.everyday import default_model
 
     outliers = with_crops(example_photos(), crops=16)
     with tempfile.TemporaryDirectory() as tmp:

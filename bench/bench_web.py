@@ -31,10 +31,10 @@ def main() -> None:
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
-    from vision.export import build_web_site, export
-    from vision.images import preprocess
-    from vision.store import load_bundle
-    from vision.synthetic import write_shapes
+    from vision.bundle.store import load_bundle
+    from vision.data.images import preprocess
+    from vision.data.synthetic import write_shapes
+    from vision.export.formats import build_web_site, export
 
     from browser import launch_chromium
     from web_harness import classify_files, open_page, static_server

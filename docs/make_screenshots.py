@@ -19,15 +19,15 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from PIL import Image  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from vision.audit import audit_dataset  # noqa: E402
-from vision.cache import get_explainer  # noqa: E402
-from vision.data import load_folder  # noqa: E402
-from vision.defaults import default_model  # noqa: E402
-from vision.photos import TEXTURES, example_photos, write_texture_task  # noqa: E402
-from vision.pipeline import train_bundle  # noqa: E402
-from vision.store import RELIABILITY_FILE  # noqa: E402
-from vision.train import TrainConfig  # noqa: E402
+from vision.bundle.store import RELIABILITY_FILE  # noqa: E402
+from vision.data.datasets import load_folder  # noqa: E402
+from vision.data.photos import TEXTURES, example_photos, write_texture_task  # noqa: E402
+from vision.training.config import TrainConfig  # noqa: E402
+from vision.training.recipe import train_bundle  # noqa: E402
+from vision.trust.audit import audit_dataset  # noqa: E402
+from vision.ui.cache import get_explainer  # noqa: E402
 from vision.ui.review import issue_gallery, side_by_side  # noqa: E402
+from vision.zoo.everyday import default_model  # noqa: E402
 
 from app_server import launch_app  # noqa: E402
 from browser import launch_chromium, shape_clip, start_live_view  # noqa: E402

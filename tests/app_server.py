@@ -40,12 +40,13 @@ def launch_app(models_dir: Path, default_model: Path | None = None, **settings: 
 
 
 @contextmanager
-def running(command: list[str], ready_url: str, timeout: float = 120, **popen: object) -> Iterator[subprocess.Popen]:
-    """Run ``command`` until the block ends; enter once ``ready_url`` answers."""
+def running(command: list[str], ready_url: str | None, timeout: float = 120,
+            **popen: object) -> Iterator[subprocess.Popen]:
+    """Run ``command`` until the block ends; enter once ``ready_url`` answers (at once when None)."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
     try:
         deadline = time.monotonic() + timeout
-        while True:
+        while ready_url is not None:
             try:
                 urllib.request.urlopen(ready_url, timeout=1)
                 break

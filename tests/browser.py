@@ -40,7 +40,7 @@ def launch_chromium(playwright, fake_video: Path | None = None):
 
 def shape_clip(path: Path, shape: str = "star", size: int = 240, seed: int = 3) -> Path:
     """A 4:3 clip of synthetic images of one ``shape``, five frames each, for the fake camera."""
-    from vision.synthetic import SHAPES, make_shapes
+    from vision.data.synthetic import SHAPES, make_shapes
 
     data = make_shapes(per_class=6, size=size, seed=seed)
     pad = size // 6

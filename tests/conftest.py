@@ -52,7 +52,7 @@ def no_stray_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="session")
 def shapes_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic dataset on disk: train/ and val/ class folders plus boxes.json."""
-    from vision.synthetic import write_shapes
+    from vision.data.synthetic import write_shapes
 
     return write_shapes(tmp_path_factory.mktemp("shapes"), per_class=10, size=32, seed=1)
 
@@ -60,9 +60,9 @@ def shapes_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, shapes_folder: Path) -> Path:
     """A bundle trained for one epoch at 32 px: quick, and real."""
-    from vision.data import load_folder
-    from vision.pipeline import train_bundle
-    from vision.train import TrainConfig
+    from vision.data.datasets import load_folder
+    from vision.training.config import TrainConfig
+    from vision.training.recipe import train_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     config = TrainConfig(model="simple_cnn", input_size=32, epochs=1, batch_size=16)

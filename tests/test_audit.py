@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vision.audit import audit_dataset, audit_features
 from vision.cli import main
-from vision.data import load_folder
+from vision.data.datasets import load_folder
+from vision.data.photos import TEXTURES, write_texture_task
 from vision.errors import DatasetError
-from vision.photos import TEXTURES, write_texture_task
+from vision.trust.audit import audit_dataset, audit_features
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vision.backbones import PREPROCESSING, WEIGHTS_SHA256, imagenet_classifier, imagenet_labels, weights_path
-from vision.checkpoint import LEGACY_MAGIC, CheckpointError, load_legacy_state_dict
+from vision.models.checkpoint import LEGACY_MAGIC, CheckpointError, load_legacy_state_dict
+from vision.models.efficientnet_lite import (
+    PREPROCESSING,
+    WEIGHTS_SHA256,
+    imagenet_classifier,
+    imagenet_labels,
+    weights_path,
+)
 
 
 def test_the_checkpoint_reads_as_the_published_state_dict():
@@ -64,7 +70,7 @@ def _photos() -> dict[str, np.ndarray]:
     import matplotlib
     import skimage.data
 
-    from vision.images import load_image
+    from vision.data.images import load_image
 
     return {"chelsea": skimage.data.chelsea(), "coffee": skimage.data.coffee(),
             "grace_hopper": load_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")}
@@ -72,7 +78,7 @@ def _photos() -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_the_port_gives_the_obvious_imagenet_label_for_package_photos(classifier):
-    from vision.images import preprocess
+    from vision.data.images import preprocess
 
     labels = imagenet_labels()
     expected = {"chelsea": {"Egyptian Mau", "tabby cat", "tiger cat"}, "coffee": {"espresso"},
@@ -87,7 +93,7 @@ def test_the_port_gives_the_obvious_imagenet_label_for_package_photos(classifier
 def test_the_classifier_round_trips_through_keras_safe_mode(classifier, tmp_path):
     import keras
 
-    from vision.images import preprocess
+    from vision.data.images import preprocess
 
     x = preprocess(_photos()["coffee"], PREPROCESSING)[None]
     classifier.save(tmp_path / "lite0.keras")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vision.cli import main
-from vision.models import list_models
+from vision.models.registry import list_models
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,8 +30,8 @@ def synth_folder(tmp_path_factory) -> Path:
 def test_train_every_model_and_round_trip(architecture, synth_folder, tmp_path):
     import keras
 
-    from vision.inference import Classifier
-    from vision.store import load_bundle
+    from vision.bundle.store import load_bundle
+    from vision.runtime.inference import Classifier
 
     out = tmp_path / architecture
     code = main(["train", str(synth_folder), "--model", architecture, "--out", str(out), "--size", "32",

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vision.archives import extract_zip
-from vision.data import (
+from vision.data.archives import extract_zip
+from vision.data.datasets import (
     load_dataset,
     load_folder,
     load_keras_dataset,
@@ -23,9 +23,9 @@ from vision.data import (
     stratified_split,
     summarize,
 )
+from vision.data.images import Preprocessing
+from vision.data.synthetic import SHAPES, make_shapes
 from vision.errors import DatasetError, UnsafeArchiveError
-from vision.images import Preprocessing
-from vision.synthetic import SHAPES, make_shapes
 
 pytestmark = pytest.mark.usefixtures("no_stray_writes")
 
@@ -212,7 +212,7 @@ def test_pipeline_batches_preprocessed_images_and_augments_only_training(shapes_
 
 
 def test_summary_warns_on_imbalance_and_weights_small_classes():
-    from vision.data import LabelledDataset, Split
+    from vision.data.datasets import LabelledDataset, Split
 
     labels = np.array([0] * 30 + [1] * 10)
     dataset = LabelledDataset(["big", "small"], Split(labels, paths=[""] * 40),

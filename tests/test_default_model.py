@@ -24,10 +24,10 @@ def test_default_bundle_is_small_and_records_its_accuracy():
 @pytest.mark.slow
 def test_default_model_reaches_its_accuracy_on_the_regenerated_validation_split(tmp_path):
     # The README's command rebuilds the same data from seed 0: evaluate on its val/ split.
-    from vision.data import load_folder
-    from vision.evaluate import evaluate_model
-    from vision.store import load_bundle
-    from vision.synthetic import write_shapes
+    from vision.bundle.store import load_bundle
+    from vision.data.datasets import load_folder
+    from vision.data.synthetic import write_shapes
+    from vision.training.evaluate import evaluate_model
 
     info = json.loads((DEFAULT_MODEL / "vision.json").read_text())
     size = info["preprocessing"]["size"][0]

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vision.explain import METHODS, Explainer, ExplainError, find_target_layer
-from vision.images import Preprocessing
-from vision.models import create_model, list_models
-from vision.overlay import overlay
-from vision.pointing import pointing_game
-from vision.store import load_bundle
-from vision.synthetic import BOXES_FILE, make_shapes, write_shapes
+from vision.bundle.store import load_bundle
+from vision.data.images import Preprocessing
+from vision.data.synthetic import BOXES_FILE, make_shapes, write_shapes
+from vision.explain.cam import METHODS, Explainer, ExplainError, find_target_layer
+from vision.explain.overlay import overlay
+from vision.explain.pointing import pointing_game
+from vision.models.registry import create_model, list_models
 
 from conftest import DEFAULT_MODEL
 

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from vision.bundle.store import load_bundle
 from vision.cli import main
-from vision.export import ExportError, build_web_site, export, probe_images
-from vision.images import preprocess
-from vision.store import load_bundle
-from vision.tflite import make_interpreter
-from vision.webweights import FLOAT16_SHARE, PER_CHANNEL, channel_axis, decode_per_channel, encode_per_channel
+from vision.data.images import preprocess
+from vision.export.formats import ExportError, build_web_site, export, probe_images
+from vision.export.webweights import FLOAT16_SHARE, PER_CHANNEL, channel_axis, decode_per_channel, encode_per_channel
+from vision.runtime.tflite import make_interpreter
 
 from conftest import DEFAULT_MODEL
 

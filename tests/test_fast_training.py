@@ -16,7 +16,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from vision.cli import main
-from vision.photos import TEXTURES, example_photos, write_texture_task
+from vision.data.photos import TEXTURES, example_photos, write_texture_task
 
 pytestmark = pytest.mark.slow
 
@@ -54,9 +54,9 @@ def test_the_cli_trains_few_shot_on_real_photos(fast_bundle, task, capsys):
 def test_a_fast_trained_bundle_is_plain_keras_in_safe_mode(fast_bundle, task):
     import keras
 
-    from vision.images import load_image, preprocess
-    from vision.inference import Classifier
-    from vision.store import load_bundle
+    from vision.bundle.store import load_bundle
+    from vision.data.images import load_image, preprocess
+    from vision.runtime.inference import Classifier
 
     bundle = load_bundle(fast_bundle)
     photos = sorted((task / "test").rglob("*.png"))[::5]
@@ -71,8 +71,8 @@ def test_a_fast_trained_bundle_is_plain_keras_in_safe_mode(fast_bundle, task):
 
 
 def test_grad_cam_explains_the_fast_trained_model(fast_bundle, task):
-    from vision.explain import Explainer
-    from vision.store import load_bundle
+    from vision.bundle.store import load_bundle
+    from vision.explain.cam import Explainer
 
     explainer = Explainer.from_bundle(load_bundle(fast_bundle))
     explanation = explainer.explain(next((task / "test" / "grass").iterdir()))
@@ -81,7 +81,7 @@ def test_grad_cam_explains_the_fast_trained_model(fast_bundle, task):
 
 
 def test_features_are_computed_once_per_image(task):
-    from vision.features import get_extractor
+    from vision.models.features import get_extractor
 
     extractor = get_extractor(224)
     calls = []
@@ -99,8 +99,8 @@ def test_features_are_computed_once_per_image(task):
 
 
 def test_fine_tuning_moves_only_the_top_layers(task, tmp_path):
-    from vision.backbones import efficientnet_lite0, load_imagenet_weights
-    from vision.store import load_bundle
+    from vision.bundle.store import load_bundle
+    from vision.models.efficientnet_lite import efficientnet_lite0, load_imagenet_weights
 
     out = tmp_path / "tuned"
     assert main(["train", str(task / "train"), "--out", str(out), "--epochs", "1", "--size", "96",

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
+from vision.bundle.store import make_info, save_bundle
+from vision.data.images import Preprocessing
 from vision.errors import InvalidBundleError
 from vision.hub import HubAuthError, HubConnectionError, HubError, HubNotFoundError, parse_ref, pull, push
-from vision.images import Preprocessing
-from vision.inference import Classifier
-from vision.store import make_info, save_bundle
+from vision.runtime.inference import Classifier
 
 from conftest import DEFAULT_MODEL, REPO
 from hub_server import HubServer
@@ -150,7 +150,7 @@ def test_a_dropped_download_leaves_nothing_that_loads_later(hub, tmp_path):
         pull("alice/m", cache_dir=cache)
     for snapshot in cache.glob("models--alice--m/snapshots/*"):
         with pytest.raises(InvalidBundleError):
-            from vision.store import load_bundle
+            from vision.bundle.store import load_bundle
 
             load_bundle(snapshot)
     hub.state.faults.clear()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vision.data.images import Preprocessing, load_image, preprocess
 from vision.errors import (
     EmptyImageError,
     ImageTooLargeError,
@@ -18,7 +19,6 @@ from vision.errors import (
     NotAnImageError,
     TruncatedImageError,
 )
-from vision.images import Preprocessing, load_image, preprocess
 
 pytestmark = pytest.mark.usefixtures("no_stray_writes")
 

@@ -7,11 +7,11 @@ import threading
 import numpy as np
 import pytest
 
-from vision.cache import get_classifier
+from vision.bundle.store import load_bundle
+from vision.data.synthetic import make_shapes
 from vision.errors import InvalidImageError
-from vision.inference import Classifier
-from vision.store import load_bundle
-from vision.synthetic import make_shapes
+from vision.runtime.inference import Classifier
+from vision.ui.cache import get_classifier
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from vision.errors import UnknownModelError, WeightsUnavailableError
-from vision.models import LOGITS_LAYER, OUTPUT_LAYER, create_model, list_models
+from vision.models.heads import LOGITS_LAYER, OUTPUT_LAYER
+from vision.models.registry import create_model, list_models
 
 
 @pytest.mark.parametrize("name", [spec.name for spec in list_models()])

@@ -140,7 +140,7 @@ def test_case4_a_huge_greyscale_png_is_refused_from_its_header(public_app, tmp_p
 
 
 def test_case4_the_app_answers_as_the_library_does_for_a_16_bit_png(public_app, tmp_path):
-    from vision.inference import Classifier
+    from vision.runtime.inference import Classifier
 
     ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     path = tmp_path / "deep.png"

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vision.bundle.store import delete_bundle, list_bundles, load_bundle, make_info, read_info, save_bundle
+from vision.data.images import Preprocessing
 from vision.errors import InvalidBundleError, ModelNotFoundError
-from vision.images import Preprocessing
-from vision.models import create_model
-from vision.store import delete_bundle, list_bundles, load_bundle, make_info, read_info, save_bundle
+from vision.models.registry import create_model
 
 pytestmark = pytest.mark.usefixtures("no_stray_writes")
 

@@ -7,10 +7,12 @@ import threading
 import numpy as np
 import pytest
 
-from vision.data import load_folder
+from vision.data.datasets import load_folder
 from vision.errors import TrainingCancelledError
-from vision.evaluate import evaluation_from_probabilities, plot_confusion, plot_history
-from vision.train import TrainConfig, train
+from vision.plots import plot_confusion, plot_history
+from vision.training.config import TrainConfig
+from vision.training.evaluate import evaluation_from_probabilities
+from vision.training.recipe import train
 
 
 def test_progress_hook_sees_every_batch_and_epoch(shapes_folder):

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vision.calibration import calibrate, expected_calibration_error, fit_temperature, softmax
+from vision.bundle.store import load_bundle, open_bundle
 from vision.cli import main
+from vision.data.photos import TEXTURES, example_photos, write_texture_task
 from vision.errors import InvalidBundleError
-from vision.inference import Classifier
-from vision.ood import OOD_FILE, fit_knn
-from vision.photos import TEXTURES, example_photos, write_texture_task
-from vision.store import load_bundle, open_bundle
+from vision.runtime.inference import Classifier
+from vision.trust.calibration import calibrate, expected_calibration_error, fit_temperature, softmax
+from vision.trust.ood import OOD_FILE, fit_knn
 
 from conftest import DEFAULT_MODEL
 
@@ -36,9 +36,9 @@ def task(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def textures(task, tmp_path_factory) -> Path:
     """The fast path with 27 validation images: enough to fit a temperature."""
-    from vision.data import load_folder
-    from vision.pipeline import train_bundle
-    from vision.train import TrainConfig
+    from vision.data.datasets import load_folder
+    from vision.training.config import TrainConfig
+    from vision.training.recipe import train_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "textures"
     train_bundle(load_folder(task / "train", val_fraction=0.3), TrainConfig(model="efficientnet_lite0", epochs=15),
@@ -128,8 +128,8 @@ def test_the_temperature_is_folded_into_the_saved_model(textures):
 def test_the_web_page_says_unknown_where_python_does(textures, task, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from vision.export import build_web_site, export
-    from vision.images import load_image
+    from vision.data.images import load_image
+    from vision.export.formats import build_web_site, export
 
     from browser import launch_chromium
     from web_harness import classify_files, open_page, static_server, write_pngs
@@ -157,7 +157,7 @@ def test_the_web_page_says_unknown_where_python_does(textures, task, tmp_path):
 
 def test_mistakes_show_their_grad_cam_and_filter_by_pair(textures, task):
     """Misclassified images beside the Grad-CAM of the predicted class (Train view)."""
-    from vision.evaluate import evaluation_from_probabilities
+    from vision.training.evaluate import evaluation_from_probabilities
     from vision.ui.review import ALL_MISTAKES, TILE, Mistakes
 
     bricks = sorted((task / "test" / "brick").iterdir())[:3]

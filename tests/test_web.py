@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from vision.export import build_web_site, export
-from vision.images import preprocess
-from vision.store import load_bundle
-from vision.synthetic import SHAPES, make_shapes, write_shapes
+from vision.bundle.store import load_bundle
+from vision.data.images import preprocess
+from vision.data.synthetic import SHAPES, make_shapes, write_shapes
+from vision.export.formats import build_web_site, export
 
 from browser import launch_chromium, write_y4m
 from conftest import DEFAULT_MODEL, REPO
@@ -153,10 +153,10 @@ def test_the_page_ships_the_everyday_objects_model_in_uint8():
 
 
 def test_the_pages_uint8_model_keeps_the_keras_top1_on_real_photos(tmp_path):
-    """Per-channel uint8 weights (vision.webweights), expanded by the page's loader."""
+    """Per-channel uint8 weights (vision.export.webweights), expanded by the page's loader."""
+    from vision.data.images import load_image
+    from vision.data.photos import example_photos
     from vision.defaults import EVERYDAY_MODEL
-    from vision.images import load_image
-    from vision.photos import example_photos
 
     bundle = load_bundle(EVERYDAY_MODEL)
     photos = [load_image(path) for path in example_photos()]
@@ -177,8 +177,8 @@ def test_the_pages_uint8_model_keeps_the_keras_top1_on_real_photos(tmp_path):
 
 def test_the_everyday_model_in_the_page_matches_keras_on_real_photos(tmp_path):
     """fp32 export, wasm: EXIF orientation, alpha over white and greyscale as load_image does."""
+    from vision.data.images import load_image
     from vision.defaults import EVERYDAY_MODEL
-    from vision.images import load_image
 
     bundle = load_bundle(EVERYDAY_MODEL)
     export(bundle, "tfjs", tmp_path / "everyday")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
-from vision.photos import TEXTURES, write_texture_task
+from vision.data.photos import TEXTURES, write_texture_task
 
 from browser import launch_chromium, write_y4m
 from conftest import REPO

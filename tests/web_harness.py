@@ -109,7 +109,7 @@ def odd_photos(folder: Path) -> list[Path]:
     alpha gradient, and a greyscale PNG."""
     from PIL import Image
 
-    from vision.photos import example_photos
+    from vision.data.photos import example_photos
 
     photos = {p.name: p for p in example_photos()}
     coffee = Image.open(photos["coffee.png"]).convert("RGB")

@@ -1,6 +1,10 @@
 """Command line: ``python -m vision {synth,train,evaluate,predict,explain,export,push,pull,models,everyday} ...``.
 
 User errors (``VisionError``) print one line on stderr and exit with status 2.
+
+What a command needs that imports TensorFlow (training, Grad-CAM, export, the model
+registry) is imported inside its handler, marked "lazy", so ``predict`` and ``--help`` do not
+pay seconds for it.
 """
 
 from __future__ import annotations
@@ -14,8 +18,19 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from vision.bundle.store import list_bundles, load_bundle, open_bundle
+from vision.data.datasets import Split, load_dataset
+from vision.data.images import load_image
+from vision.data.synthetic import write_shapes
 from vision.defaults import EVERYDAY_MODEL, MODELS_DIR
-from vision.errors import VisionError
+from vision.errors import ExportError, VisionError
+from vision.explain.overlay import overlay
+from vision.hub import pull, push
+from vision.hub import resolve_model as resolve_hub_model
+from vision.plots import plot_confusion
+from vision.runtime.inference import Classifier
+from vision.training.config import TrainConfig, TrainProgress
+from vision.training.evaluate import evaluate_classifier
 
 DEFAULT = "default"
 MODEL_HELP = f"bundle folder or hf://user/repo[@revision] (default: the everyday-objects model, {EVERYDAY_MODEL})"
@@ -171,7 +186,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from vision.synthetic import write_shapes
 
     folder = write_shapes(args.out, per_class=args.per_class, size=args.size, seed=args.seed,
                           val_fraction=args.val_fraction)
@@ -181,9 +195,7 @@ def _synth(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from vision.data import load_dataset
-    from vision.pipeline import train_bundle
-    from vision.train import TrainConfig, TrainProgress
+    from vision.training.recipe import train_bundle  # lazy: imports TensorFlow
 
     dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed, limit=args.limit)
     for line in dataset.skipped[:20]:
@@ -224,10 +236,6 @@ def _evaluate(args: argparse.Namespace) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    from vision.data import Split, load_dataset
-    from vision.evaluate import evaluate_classifier, plot_confusion
-    from vision.inference import Classifier
-    from vision.store import open_bundle
 
     bundle = open_bundle(resolve_model(args.model))
     dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
@@ -258,8 +266,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _audit(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from vision.audit import audit_dataset
-    from vision.data import load_dataset
+    from vision.trust.audit import audit_dataset  # lazy: imports TensorFlow
 
     dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
     with tqdm(total=len(dataset.train) + len(dataset.val), unit="image", leave=False, desc="features") as bar:
@@ -278,7 +285,6 @@ def _audit(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from vision.inference import Classifier
 
     classifier = Classifier.from_path(resolve_model(args.model))
     failed = 0
@@ -303,10 +309,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> None:
     from PIL import Image
 
-    from vision.explain import Explainer
-    from vision.images import load_image
-    from vision.overlay import overlay
-    from vision.store import load_bundle
+    from vision.explain.cam import Explainer  # lazy: imports TensorFlow
 
     if not 0.0 <= args.alpha <= 1.0:
         raise VisionError(f"--alpha must be between 0 and 1; got {args.alpha}")
@@ -320,8 +323,7 @@ def _explain(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from vision.export import ExportError, build_web_site, export
-    from vision.store import load_bundle
+    from vision.export.formats import build_web_site, export  # lazy: imports TensorFlow
 
     if args.web_site and args.format != "tfjs":
         raise ExportError("--web-site needs --format tfjs")
@@ -336,7 +338,6 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _push(args: argparse.Namespace) -> None:
-    from vision.hub import push
 
     exports = tuple(name for name in args.with_exports.split(",") if name)
     url = push(args.bundle, args.repo_id, private=args.private, revision=args.revision,
@@ -345,7 +346,6 @@ def _push(args: argparse.Namespace) -> None:
 
 
 def _pull(args: argparse.Namespace) -> None:
-    from vision.hub import pull
 
     folder = pull(args.repo_id)
     print(f"pulled {args.repo_id} -> {folder}")
@@ -354,24 +354,22 @@ def _pull(args: argparse.Namespace) -> None:
 def resolve_model(ref: str) -> Path:
     """A bundle folder, ``hf://user/repo[@rev]`` pulled from the Hub into the cache, or
     ``default`` (the everyday-objects model, built on first use if set-up has not)."""
-    from vision.hub import resolve_model as resolve
 
     if ref == DEFAULT:
-        from vision.defaults import default_model
+        from vision.zoo.everyday import default_model  # lazy: imports TensorFlow
 
         return default_model()
-    return resolve(ref)
+    return resolve_hub_model(ref)
 
 
 def _everyday(args: argparse.Namespace) -> None:
-    from vision.backbones import build_everyday_bundle
+    from vision.zoo.everyday import build_everyday_bundle  # lazy: imports TensorFlow
 
     print(f"wrote {build_everyday_bundle(args.out, overwrite=args.overwrite)}")
 
 
 def _models(args: argparse.Namespace) -> None:
-    from vision.models import list_models
-    from vision.store import list_bundles
+    from vision.models.registry import list_models  # lazy: imports TensorFlow
 
     print("architectures:")
     for spec in list_models():

@@ -11,9 +11,3 @@ EVERYDAY_MODEL = MODELS_DIR / "everyday"
 #: The synthetic-shapes model: an example, and the pointing-game benchmark's subject.
 SHAPES_MODEL = MODELS_DIR / "shapes"
 
-
-def default_model() -> Path:
-    """The everyday-objects bundle, built first if set-up has not built it yet (~5 s)."""
-    from vision.backbones import ensure_everyday_bundle
-
-    return ensure_everyday_bundle(EVERYDAY_MODEL)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from vision.bundle.store import load_bundle, read_info
 from vision.errors import (  # noqa: F401  (the Hub errors are re-exported for callers of this module)
     HubAuthError,
     HubConnectionError,
@@ -24,7 +25,6 @@ from vision.errors import (  # noqa: F401  (the Hub errors are re-exported for c
     InvalidBundleError,
     VisionError,
 )
-from vision.store import load_bundle, read_info
 
 log = logging.getLogger(__name__)
 SCHEME = "hf://"
@@ -68,7 +68,7 @@ def push(bundle_path: str | Path, repo_id: str, token: str | None = None, privat
     """
     from huggingface_hub import HfApi
 
-    from vision.export import export
+    from vision.export.formats import export  # lazy: imports TensorFlow, which pull and resolve do not need
 
     repo_id, ref_revision = parse_ref(repo_id)
     revision = revision or ref_revision
@@ -99,7 +99,7 @@ def pull(repo_id: str, revision: str | None = None, token: str | None = None,
     """Download ``repo_id`` at ``revision`` into the Hugging Face cache and validate it.
 
     A pinned revision (branch, tag or commit) gives exactly that revision. Returns the
-    snapshot folder, a bundle that ``vision.store.load_bundle`` loads (safe mode: a config
+    snapshot folder, a bundle that ``vision.bundle.store.load_bundle`` loads (safe mode: a config
     that carries code, such as a Lambda layer, is refused).
 
     Raises:

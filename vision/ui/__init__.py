@@ -12,21 +12,21 @@ from typing import Any
 
 from PIL import Image
 
-from vision.backbones import ensure_everyday_bundle
+from vision.data.images import MAX_PIXELS
 from vision.defaults import EVERYDAY_MODEL
-from vision.images import MAX_PIXELS
+from vision.export.webpage import WebPage
+from vision.ui.cache import get_classifier, get_explainer
 from vision.ui.config import AppConfig
 from vision.ui.context import Context
-from vision.webpage import WebPage
+from vision.ui.layout import build_blocks
+from vision.ui.static import static_routes
+from vision.zoo.everyday import ensure_everyday_bundle
 
 
 class VisionApp:
     """A built app: its Blocks, its sessions, and a ``close`` that removes every file it made."""
 
     def __init__(self, config: AppConfig) -> None:
-        from vision.cache import get_classifier
-        from vision.ui.layout import build_blocks
-
         self.config = config
         if config.default_model.resolve() == EVERYDAY_MODEL.resolve():
             ensure_everyday_bundle(EVERYDAY_MODEL)  # set-up does this; a Space's first start may not have
@@ -39,14 +39,14 @@ class VisionApp:
 
     def launch(self, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kwargs: Any) -> str:
         """Start serving without blocking; returns the local URL."""
-        from vision.ui.static import mount_static
 
+        self.web_page.prepare_in_background()  # a Space runs no set-up: TF.js and the page's model
         self.demo.queue(default_concurrency_limit=4, max_size=64)
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["routes"] = [*app_kwargs.get("routes", []), *static_routes(self.web_page, self.ctx.sessions)]
         # run_history=False: the browser must not keep past inputs (tokens, uploads) around.
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
-                         prevent_thread_lock=True, run_history=False, **kwargs)
-        mount_static(self.demo.app, self.web_page, self.ctx.sessions)
-        self.web_page.prepare_in_background()  # a Space runs no set-up: TF.js and the page's model
+                         prevent_thread_lock=True, run_history=False, app_kwargs=app_kwargs, **kwargs)
         # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
         # build it once the server is up, so classification answers first and start-up stays short.
         threading.Thread(target=_warm_explainer, args=(self.config.default_model,), name="warm-explainer",
@@ -62,8 +62,6 @@ class VisionApp:
 
 
 def _warm_explainer(model: Any) -> None:
-    from vision.cache import get_explainer
-
     try:
         get_explainer(model)
     except Exception as error:  # the first explain request reports it to the visitor

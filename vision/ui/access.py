@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from vision.errors import AccessDeniedError, HubAuthError
+from vision.hub import whoami
 from vision.ui.config import AppConfig
 
 
@@ -51,8 +52,6 @@ def is_owner(config: AppConfig, typed: str | None = None, profile: Any = None) -
         return True
     typed = (typed or "").strip()
     if typed:
-        from vision.hub import whoami
-
         return whoami(typed) == config.owner
     return False
 

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vision.bundle.store import list_bundles, read_info
 from vision.errors import ModelNotFoundError, VisionError
-from vision.store import list_bundles, read_info
 from vision.ui.config import AppConfig
 from vision.ui.session import DEFAULT_KEY, Session
 

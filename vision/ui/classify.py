@@ -13,10 +13,10 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from vision.cache import get_bundle, get_classifier, get_explainer
-from vision.images import load_image
-from vision.inference import Classification
-from vision.overlay import overlay
+from vision.data.images import load_image
+from vision.explain.overlay import overlay
+from vision.runtime.inference import Classification
+from vision.ui.cache import get_bundle, get_classifier, get_explainer
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
 

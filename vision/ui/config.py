@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from vision.data.photos import example_photos
 from vision.defaults import EVERYDAY_MODEL, MODELS_DIR, REPO
-from vision.photos import example_photos
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ import shutil
 
 import gradio as gr
 
-from vision.cache import get_bundle
+from vision.export.formats import export
+from vision.export.webpage import tfjs_installed
+from vision.ui.cache import get_bundle
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
-from vision.webpage import tfjs_installed
 
 
 class ExportView:
@@ -24,8 +25,6 @@ class ExportView:
     @user_errors
     def export(self, fmt: str, quantize: str, request: gr.Request,
                progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
-        from vision.export import export
-
         session, folder = self.ctx.active_model(request)
         bundle = get_bundle(folder)
         quantization = None if quantize in ("", "none", None) else quantize

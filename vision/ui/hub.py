@@ -10,9 +10,10 @@ from typing import Any
 
 import gradio as gr
 
-from vision.cache import get_bundle, get_classifier
 from vision.errors import AccessDeniedError, LimitExceededError
+from vision.hub import parse_ref, pull, push
 from vision.ui import access
+from vision.ui.cache import get_bundle, get_classifier
 from vision.ui.catalog import MINE
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
@@ -26,8 +27,6 @@ class HubView:
     def push(self, repo_id: str, private: bool, with_tfjs: bool, token: str, request: gr.Request,
              oauth_token: gr.OAuthToken | None, profile: gr.OAuthProfile | None,
              progress: gr.Progress = gr.Progress()) -> str:
-        from vision.hub import push
-
         config = self.ctx.config
         session, folder = self.ctx.active_model(request)
         credential = access.require_hub_credentials(config, token, oauth_token)
@@ -43,7 +42,6 @@ class HubView:
     def pull(self, repo_id: str, token: str, request: gr.Request, oauth_token: gr.OAuthToken | None,
              progress: gr.Progress = gr.Progress()) -> tuple[str, Any]:
         """Download a bundle into this session (its own cache in public mode) and use it."""
-        from vision.hub import parse_ref, pull
 
         config = self.ctx.config
         session = self.ctx.session(request)

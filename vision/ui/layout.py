@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from vision.explain import METHODS
-from vision.export import FORMATS
-from vision.models import list_models
+from vision.explain.cam import METHODS
+from vision.export.formats import FORMATS
+from vision.models.registry import list_models
 from vision.ui.classify import ClassifyView
 from vision.ui.context import Context
 from vision.ui.export import ExportView
@@ -20,7 +20,7 @@ def uploaded_file(image: gr.Image) -> gr.Image:
     """Make ``image`` hand its handler the visitor's file as it arrived, unopened.
 
     ``gr.Image`` opens (and for other modes converts) every upload before the handler runs;
-    this way ``vision.images.load_image`` is the first to read it, so its format allow-list
+    this way ``vision.data.images.load_image`` is the first to read it, so its format allow-list
     and pixel cap act on the header and the app answers exactly as the library does.
     (Per instance rather than a subclass: Gradio writes a ``.pyi`` beside any module that
     defines a component class.)

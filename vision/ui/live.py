@@ -7,8 +7,8 @@ import time
 import gradio as gr
 import numpy as np
 
-from vision.cache import get_classifier
 from vision.errors import VisionError
+from vision.ui.cache import get_classifier
 from vision.ui.classify import label_value
 from vision.ui.context import Context
 

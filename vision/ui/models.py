@@ -9,10 +9,10 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from vision.cache import forget, get_bundle, get_classifier
+from vision.bundle.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, copy_bundle, delete_bundle
 from vision.errors import AccessDeniedError, BundleExistsError
-from vision.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, copy_bundle, delete_bundle
 from vision.ui import access
+from vision.ui.cache import forget, get_bundle, get_classifier
 from vision.ui.catalog import MINE, SHARED
 from vision.ui.context import Context
 from vision.ui.errors import user_errors

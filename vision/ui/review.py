@@ -2,7 +2,7 @@
 
 - Misclassified validation images, each beside its Grad-CAM for the class the model
   predicted, filtered by a (true, predicted) pair of the confusion matrix.
-- Likely label errors and near-duplicates from ``vision.audit`` (cleanlab), as a gallery.
+- Likely label errors and near-duplicates from ``vision.trust.audit`` (cleanlab), as a gallery.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vision.cache import get_explainer
-from vision.images import load_image
-from vision.overlay import overlay
+from vision.data.images import load_image
+from vision.explain.overlay import overlay
+from vision.ui.cache import get_explainer
 
 ALL_MISTAKES = "all"
 #: Gallery tiles are this tall (the image and its Grad-CAM side by side).

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vision.collect import SampleCollection
+from vision.data.samples import SampleCollection
 from vision.errors import LimitExceededError
+from vision.ui.cache import forget
 from vision.ui.config import AppConfig
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,6 @@ class SessionRegistry:
         return export_id, self.exports_root / export_id
 
     def _remove(self, session: Session) -> None:
-        from vision.cache import forget
-
         if session.job is not None:
             session.job.cancel()
         for folder in session.models.values():

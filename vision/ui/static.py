@@ -5,19 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from vision.export.formats import WEB_FILES, WEB_VENDOR
+from vision.export.webpage import WebPage
 from vision.ui.session import SessionRegistry
-from vision.webpage import WebPage
 
 
 class WebFiles(StaticFiles):
     """Only the page, its libraries and the shipped model: not package.json, tests, ...;
-    "503, being prepared" while a fresh Space installs TF.js (``vision.webpage``)."""
+    "503, being prepared" while a fresh Space installs TF.js (``vision.export.webpage``)."""
 
     def __init__(self, page: WebPage) -> None:
-        from vision.export import WEB_FILES, WEB_VENDOR
-
         super().__init__(directory=page.web_dir, html=True, check_dir=False)
         self.page = page
         self.allowed = set(WEB_FILES) | {f"node_modules/{name}" for name in WEB_VENDOR}
@@ -47,7 +47,8 @@ class ExportFiles(StaticFiles):
         return await super().get_response(path, scope)
 
 
-def mount_static(app: Any, page: WebPage, sessions: SessionRegistry) -> None:
-    """Mount /web and /exports on the app's FastAPI server."""
-    app.mount("/web", WebFiles(page), name="web")
-    app.mount("/exports", ExportFiles(sessions), name="exports")
+def static_routes(page: WebPage, sessions: SessionRegistry) -> list[Mount]:
+    """/web and /exports, for the FastAPI app Gradio creates (``launch(app_kwargs={"routes": ...})``):
+    routes that exist when the app is made answer from the server's first request. Mounted
+    after ``launch`` instead, they answer 404 until then."""
+    return [Mount("/web", WebFiles(page), name="web"), Mount("/exports", ExportFiles(sessions), name="exports")]

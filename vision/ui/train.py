@@ -18,9 +18,14 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from vision.collect import SampleCollection
+from vision.bundle.store import RELIABILITY_FILE
+from vision.data.datasets import load_folder, load_zip
+from vision.data.samples import SampleCollection
 from vision.errors import BundleExistsError, DatasetError, LimitExceededError
-from vision.store import RELIABILITY_FILE
+from vision.plots import plot_confusion, plot_history
+from vision.training.config import TrainConfig
+from vision.training.jobs import JobFailed, JobFinished, TrainingJob
+from vision.trust.audit import audit_dataset
 from vision.ui.catalog import MINE, SHARED
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
@@ -86,11 +91,6 @@ class TrainView:
     def train(self, zip_file: str | None, architecture: str, size: int, epochs: int, augment: bool,
               imagenet: bool, name: str, request: gr.Request,
               progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
-        from vision.data import load_folder, load_zip
-        from vision.evaluate import plot_confusion, plot_history
-        from vision.jobs import JobFailed, JobFinished, TrainingJob
-        from vision.train import TrainConfig
-
         session = self.ctx.session(request)
         if session.job is not None:
             raise LimitExceededError("this session is already training; wait for it or cancel it")
@@ -172,7 +172,6 @@ class TrainView:
 
 def _audit(dataset: Any) -> Any:
     """cleanlab's review of the dataset, or None where a class is too small for k folds."""
-    from vision.audit import audit_dataset
 
     try:
         return audit_dataset(dataset)

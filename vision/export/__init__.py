@@ -1,0 +1,17 @@
+"""Taking a bundle elsewhere: TF.js (with per-channel uint8 weights), TFLite and SavedModel, each
+checked against Keras when made, and the set-up of the static web page.
+
+Names load on first use (``lazy_loader``), so importing one module here does not import the
+others, and TensorFlow is paid for only by what needs it.
+"""
+
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "formats": ["FORMATS", "QUANTIZATIONS", "ExportResult", "export", "build_web_site"],
+        "webweights": ["encode_per_channel", "decode_per_channel", "quantize_graph_model"],
+        "webpage": ["WebPage"],
+    },
+)

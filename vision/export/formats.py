@@ -1,0 +1,259 @@
+"""Export a bundle for serving elsewhere: TensorFlow.js (the browser), TFLite, SavedModel.
+
+Every export verifies itself before it reports success: validation images go through the
+exported artifact that Python can run (the SavedModel, also the intermediate of the TF.js
+graph model; the TFLite flatbuffer) and are compared with Keras. Each export folder gets
+a ``metadata.json`` with everything a runtime needs (labels, input size, preprocessing,
+quantization, versions), so the web page hard-codes nothing.
+
+The TF.js path is Keras 3 -> SavedModel -> graph model: TF.js 4.22 cannot load Keras 3
+layers models (tensorflow/tfjs#8328).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from vision.bundle.store import Bundle, versions
+from vision.data.images import preprocess, resized
+from vision.data.photos import probe_photos
+from vision.data.synthetic import make_shapes
+from vision.defaults import REPO
+from vision.errors import ExportError, VisionError  # noqa: F401  (ExportError re-exported)
+from vision.export.webweights import quantize_graph_model, uint8_kernels
+from vision.models.heads import LOGITS_LAYER
+from vision.models.serving import serving_model, split_outputs
+from vision.runtime.tflite import convert_to_tflite, make_interpreter
+
+FORMATS = ("tfjs", "tflite", "savedmodel")
+QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"), "tflite": (None, "float16", "dynamic"),
+                 "savedmodel": (None,)}
+WEB_FILES = ("index.html", "app.js", "classifier.js", "trainer.js", "style.css")
+WEB_VENDOR = ("@tensorflow/tfjs/dist/tf.min.js", "@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js",
+              "@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js",
+              "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm",
+              "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm",
+              "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm")
+#: fp32 exports must match Keras probabilities this closely on every validation image.
+FP32_TOLERANCE = 1e-4
+#: Quantized exports must agree with Keras on the top-1 label this often.
+MIN_QUANTIZED_AGREEMENT = 0.9
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    quantization: str | None
+    size_bytes: int
+    max_abs_diff: float  # against Keras probabilities, over the validation images
+    top1_agreement: float
+    checked_images: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = None,
+           images: list[np.ndarray] | None = None, overwrite: bool = False, features: bool = False) -> ExportResult:
+    """Export ``bundle`` as ``fmt`` into the folder ``out`` (written atomically).
+
+    Args:
+        images: uint8 RGB validation images; a seeded set of synthetic and noise images
+            at the model's input size when None.
+        features: Add the pooled features as an output (the web page trains new heads on
+            them in the browser).
+
+    Raises:
+        ExportError: unknown format or quantization, an existing ``out``, a failed
+            conversion, or an artifact whose answers differ from Keras.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if quantize not in QUANTIZATIONS[fmt]:
+        choices = ", ".join(str(q) for q in QUANTIZATIONS[fmt] if q) or "none"
+        raise ExportError(f"{fmt} export cannot be quantized as {quantize!r}; choose: {choices}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ExportError(f"'{out}' already exists; choose another folder or overwrite")
+    images = images if images is not None else probe_images(bundle)
+    inputs = np.stack([np.asarray(preprocess(image, bundle.preprocessing)) for image in images])
+    # Calibrated probabilities, plus the "unknown" detector's familiarity where there is one.
+    model = serving_model(bundle.model, bundle.detector, features=features)
+    classes = len(bundle.labels)
+    expected = _joined(model(inputs, training=False), classes)
+    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        if fmt == "savedmodel":
+            predicted = _export_savedmodel(model, staging, inputs, classes)
+        elif fmt == "tflite":
+            predicted = _export_tflite(model, staging, inputs, quantize, classes)
+        else:
+            predicted = _export_tfjs(model, staging, inputs, quantize, bundle.model, classes)
+        result = _verify(fmt, quantize, expected, predicted, classes)
+        metadata = export_metadata(bundle, fmt, quantize, result)
+        if features:
+            size = int(bundle.model.get_layer(LOGITS_LAYER).input.shape[-1])
+            metadata["features"] = {"output": "features", "size": size}
+        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != "metadata.json")
+    return ExportResult(out, fmt, quantize, size, result["max_abs_diff"], result["top1_agreement"],
+                        len(images), metadata)
+
+
+def probe_images(bundle: Bundle, count: int = 16, seed: int = 0) -> list[np.ndarray]:
+    """Seeded validation images at the model's size: real package photos and crops of them
+    (``vision.data.photos.probe_photos``), synthetic shapes, then ``count`` in all of shapes and noise."""
+
+    height, width = bundle.preprocessing.size
+    shapes = make_shapes(per_class=max(1, count // 8), size=max(height, width, 16), seed=seed).images
+    rng = np.random.default_rng(seed)
+    noise = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count - len(shapes))]
+    return [resized(image, (height, width)) for image in [*probe_photos(seed=seed), *shapes]] + noise
+
+
+def export_metadata(bundle: Bundle, fmt: str, quantize: str | None, check: dict[str, Any]) -> dict[str, Any]:
+    """What a runtime needs, and how the export was checked."""
+    return {
+        "format": {"tfjs": "tfjs-graph-model", "tflite": "tflite", "savedmodel": "tf-saved-model"}[fmt],
+        "name": bundle.name,
+        "architecture": bundle.info.get("architecture"),
+        "labels": bundle.labels,
+        "input": {"height": bundle.preprocessing.size[0], "width": bundle.preprocessing.size[1],
+                  "channels": 3, "dtype": "float32"},
+        "preprocessing": bundle.preprocessing.to_dict(),
+        "output": "probabilities",
+        # A second output of shape [1, 1]: below the threshold, the answer is "unknown".
+        "unknown": ({"output": "familiarity", **{k: bundle.info["ood"][k] for k in ("method", "threshold")}}
+                    if bundle.info.get("ood") else None),
+        "temperature": (bundle.info.get("calibration") or {}).get("temperature"),
+        "quantization": quantize,
+        "verification": check,
+        "versions": versions(),
+    }
+
+
+def _joined(outputs: Any, classes: int) -> np.ndarray:
+    """A runtime's outputs in any order as one array: the probabilities, then the
+    familiarity column and the features where the model has them."""
+    return np.concatenate([o for o in split_outputs(outputs, classes) if o is not None], axis=1)
+
+
+def _verify(fmt: str, quantize: str | None, expected: np.ndarray, predicted: np.ndarray,
+            classes: int) -> dict[str, Any]:
+    diff = float(np.abs(expected - predicted).max())
+    agreement = float(np.mean(expected[:, :classes].argmax(1) == predicted[:, :classes].argmax(1)))
+    if quantize is None and diff > FP32_TOLERANCE:
+        raise ExportError(f"the {fmt} export differs from Keras by {diff:.2e} (limit {FP32_TOLERANCE:g})")
+    if agreement < (1.0 if quantize is None else MIN_QUANTIZED_AGREEMENT):
+        raise ExportError(f"the {fmt} export agrees with Keras on only {agreement:.0%} of top-1 labels")
+    if fmt == "tflite":
+        checked_with = "the exported tflite model"
+    elif fmt == "tfjs" and quantize:
+        # Only TF.js runs the quantized weights; tests/test_web.py measures them in Chromium.
+        checked_with = "the saved model the graph was converted from, before weight quantization"
+    else:
+        checked_with = "the exported saved model" if fmt == "savedmodel" else "the saved model the graph runs"
+    return {"max_abs_diff": diff, "top1_agreement": agreement, "images": int(len(expected)),
+            "checked_with": checked_with}
+
+
+def _export_savedmodel(model: Any, folder: Path, inputs: np.ndarray, classes: int) -> np.ndarray:
+    model.export(str(folder / "saved_model"), format="tf_saved_model", verbose=False)
+    loaded = tf.saved_model.load(str(folder / "saved_model"))
+    serve = loaded.signatures["serving_default"]
+    return _joined(serve(tf.constant(inputs)), classes)
+
+
+def _export_tflite(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None, classes: int) -> np.ndarray:
+    flatbuffer = convert_to_tflite(model, quantize=quantize)
+    (folder / "model.tflite").write_bytes(flatbuffer)
+    interpreter = make_interpreter(flatbuffer)
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_indices = [detail["index"] for detail in interpreter.get_output_details()]
+    predicted = []
+    for x in inputs:
+        interpreter.set_tensor(input_index, x[None].astype(np.float32))
+        interpreter.invoke()
+        predicted.append(_joined([interpreter.get_tensor(index) for index in output_indices], classes)[0])
+    return np.stack(predicted)
+
+
+def _export_tfjs(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None, classifier: Any,
+                 classes: int) -> np.ndarray:
+    import contextlib
+    import io
+    import os
+
+    # tensorflowjs imports tensorflow_decision_forests, which imports IPython to greet
+    # "notebooks" whenever stdout is not a terminal (a server's log, a test): opt out.
+    os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+    from tensorflowjs.converters.tf_saved_model_conversion_v2 import convert_tf_saved_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        predicted = _export_savedmodel(model, Path(tmp), inputs, classes)
+        # uint8 is ours, per channel (vision.export.webweights): TF.js's one range per tensor kept
+        # the Keras top-1 on only 88 % of real photos once batch norm is folded in.
+        dtype_map = {"float16": "*"} if quantize == "float16" else None
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                convert_tf_saved_model(str(Path(tmp) / "saved_model"), str(folder),
+                                       quantization_dtype_map=dtype_map)
+        except Exception as error:  # the converter raises many kinds; all mean "not exported"
+            raise ExportError(f"TensorFlow.js conversion failed: {error}") from None
+    if quantize == "uint8":
+        quantize_graph_model(folder, uint8_kernels(classifier, inputs))
+    # The graph model runs the SavedModel's graph; quantization is checked in the browser
+    # (tests/test_web.py), since only TF.js can run the quantized weights.
+    return predicted
+
+
+def build_web_site(export_dir: str | Path, site: str | Path, web_root: str | Path | None = None,
+                   overwrite: bool = False) -> Path:
+    """A self-contained static site: the page, its scripts, TF.js from the npm install,
+    and the TF.js export (``model.json``, weights, ``metadata.json``) in ``model/`` —
+    servable by any static host.
+
+    Raises:
+        ExportError: ``export_dir`` is not a TF.js export, or TF.js is not installed
+            (run ``npm ci`` in ``web/``).
+    """
+    export_dir, site = Path(export_dir), Path(site)
+    web_root = Path(web_root) if web_root else REPO / "web"
+    if not (export_dir / "model.json").is_file() or not (export_dir / "metadata.json").is_file():
+        raise ExportError(f"'{export_dir}' is not a TF.js export (no model.json and metadata.json)")
+    missing = [name for name in WEB_VENDOR if not (web_root / "node_modules" / name).is_file()]
+    if missing:
+        raise ExportError(f"TF.js is not installed in '{web_root}' (missing {missing[0]}); run `npm ci` there")
+    if site.exists() and not overwrite:
+        raise ExportError(f"'{site}' already exists; choose another folder or overwrite")
+    staging = site.parent / f".{site.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True)
+        for name in WEB_FILES:
+            shutil.copy2(web_root / name, staging / name)
+        for name in WEB_VENDOR:
+            target = staging / "node_modules" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(web_root / "node_modules" / name, target)
+        shutil.copytree(export_dir, staging / "model")
+        if site.exists():
+            shutil.rmtree(site)
+        staging.rename(site)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return site

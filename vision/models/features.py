@@ -1,0 +1,124 @@
+"""Frozen-backbone features, computed once per image and cached.
+
+Fast training, and later the "unknown" detector and the label audit, all work on the
+pooled 1280-number features of EfficientNet-Lite0. Each image goes through the backbone
+once per view (as is, and mirrored): the cache is keyed by the image's content, so
+training again after adding a few webcam samples only embeds the new ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from vision.data.images import ImageSource, Preprocessing, load_image, preprocess
+from vision.models.efficientnet_lite import efficientnet_lite0, load_imagenet_weights
+from vision.models.registry import get_spec
+
+#: Features kept in memory per extractor (5 KB each): ~100 MB at most.
+CACHE_ENTRIES = 20_000
+VIEWS = ("original", "mirrored")
+
+Progress = Callable[[int, int], None]  # (images done, images in all)
+
+
+class FeatureExtractor:
+    """EfficientNet-Lite0 (ImageNet) up to its global average pool, at one input size.
+
+    Thread-safe; ``features`` for many images runs in batches of ``batch_size``.
+    """
+
+    def __init__(self, input_size: int = 224, batch_size: int = 32) -> None:
+        self.preprocessing: Preprocessing = get_spec("efficientnet_lite0").preprocessing(input_size)
+        self.batch_size = batch_size
+        backbone = load_imagenet_weights(efficientnet_lite0(include_top=False,
+                                                            input_shape=(input_size, input_size, 3)))
+        spec = self.preprocessing
+        self._embed = tf.function(
+            lambda pixels: backbone(preprocess(pixels, spec), training=False),
+            input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.uint8)],
+        )
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def features(self, images: Sequence[ImageSource], views: Sequence[str] = ("original",),
+                 progress: Progress | None = None) -> np.ndarray:
+        """Features of every image in every view: shape (len(views), len(images), 1280).
+
+        Raises:
+            InvalidImageError: an image cannot be decoded (named in the message).
+        """
+        unknown = [view for view in views if view not in VIEWS]
+        if unknown:
+            raise ValueError(f"unknown views {unknown}; choose from {VIEWS}")
+        keys = [_content_key(image) for image in images]
+        result = np.zeros((len(views), len(images), 1280), np.float32)
+        missing: list[int] = []
+        with self._lock:
+            for i, key in enumerate(keys):
+                cached = [self._cache.get((key, view)) for view in views]
+                if any(c is None for c in cached):
+                    missing.append(i)
+                else:
+                    result[:, i] = cached
+        done = len(images) - len(missing)
+        if progress:
+            progress(done, len(images))
+        for start in range(0, len(missing), self.batch_size):
+            chunk = missing[start:start + self.batch_size]
+            pixels = np.stack([self._square(images[i]) for i in chunk])
+            for v, view in enumerate(views):
+                batch = pixels[:, :, ::-1] if view == "mirrored" else pixels
+                result[v, chunk] = self._embed(np.ascontiguousarray(batch)).numpy()
+            with self._lock:
+                for i in chunk:
+                    for v, view in enumerate(views):
+                        self._cache[(keys[i], view)] = result[v, i]
+                while len(self._cache) > CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
+            done += len(chunk)
+            if progress:
+                progress(done, len(images))
+        return result
+
+    def _square(self, image: ImageSource) -> np.ndarray:
+        """The image resized to the input size as uint8, so batches stack (same bilinear
+        resize as ``preprocess``: resizing twice to the same size is the identity)."""
+
+        pixels = load_image(image)
+        size = self.preprocessing.size
+        if pixels.shape[:2] == size:
+            return pixels
+        resized = tf.image.resize(tf.cast(pixels, tf.float32), size, method=self.preprocessing.resize,
+                                  antialias=False)
+        return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+
+
+def _content_key(image: ImageSource) -> str:
+    """A digest of what the image is, not where it is: a re-uploaded file hits the cache."""
+    digest = hashlib.blake2b(digest_size=16)
+    if isinstance(image, np.ndarray):
+        digest.update(str((image.shape, image.dtype)).encode())
+        digest.update(np.ascontiguousarray(image).tobytes())
+    elif isinstance(image, (bytes, bytearray)):
+        digest.update(bytes(image))
+    else:
+        try:
+            with open(image, "rb") as handle:  # type: ignore[arg-type]
+                digest.update(handle.read())
+        except (OSError, TypeError):
+            digest.update(load_image(image).tobytes())  # PIL images; load_image names bad paths
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=2)
+def get_extractor(input_size: int = 224) -> FeatureExtractor:
+    """One extractor per input size per process, so its cache outlives a training run."""
+    return FeatureExtractor(input_size)
+

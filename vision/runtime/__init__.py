@@ -1,0 +1,16 @@
+"""Running a saved model fast: the TFLite conversion (cached on disk) and interpreter, and the
+``Classifier`` every entry point predicts with.
+
+Names load on first use (``lazy_loader``), so importing one module here does not import the
+others, and TensorFlow is paid for only by what needs it.
+"""
+
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "inference": ["Classifier", "Classification", "Prediction"],
+        "tflite": ["cached_flatbuffer", "convert_to_tflite", "make_interpreter"],
+    },
+)

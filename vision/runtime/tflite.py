@@ -1,0 +1,109 @@
+"""Keras model -> TensorFlow Lite flatbuffer, used by the fast inference path and export."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from vision.data.images import Preprocessing, preprocess
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: ``$VISION_CACHE_DIR``, else ``~/.cache/vision``."""
+    explicit = os.environ.get("VISION_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vision"
+
+
+def cached_flatbuffer(key: str, build: Callable[[], bytes]) -> bytes:
+    """The flatbuffer for ``key`` (e.g. a bundle's fingerprint and purpose), built once.
+
+    Converting the everyday-objects model takes ~7 s; reading it back takes milliseconds,
+    so the app and the CLI start fast after the first run. The key is hashed with the
+    TensorFlow version (a different converter may give a different flatbuffer). An
+    unwritable cache only costs the conversion.
+    """
+    import tensorflow as tf  # lazy: only a first conversion needs TensorFlow
+
+    name = hashlib.sha256(f"{key}|tensorflow {tf.__version__}".encode()).hexdigest()
+    path = cache_dir() / "tflite" / f"{name}.tflite"
+    try:
+        return path.read_bytes()
+    except OSError:
+        pass
+    flatbuffer = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(f".tmp-{uuid.uuid4().hex[:8]}")
+        staging.write_bytes(flatbuffer)
+        os.replace(staging, path)  # readers see the whole file or none
+    except OSError as error:
+        log.warning("could not cache the converted model in %s (%s)", path.parent, error)
+    return flatbuffer
+
+
+def convert_to_tflite(model: Any, quantize: str | None = None,
+                      preprocessing: Preprocessing | None = None) -> bytes:
+    """Convert ``model`` to a TFLite flatbuffer with batch size 1.
+
+    Args:
+        model: A Keras model with a fixed (H, W, C) input.
+        quantize: None (fp32), ``"float16"`` (fp16 weights) or ``"dynamic"`` (int8
+            weights, float activations).
+        preprocessing: If given, ``images.preprocess`` is compiled into the flatbuffer:
+            it then takes a uint8 RGB image (1, h, w, 3) of any size, and serving it
+            needs no TensorFlow call outside the interpreter.
+    """
+    import keras  # lazy: only a first conversion needs TensorFlow
+    import tensorflow as tf  # lazy: only a first conversion needs TensorFlow
+
+    if preprocessing is not None:
+        spec = preprocessing
+
+        class _Preprocess(keras.layers.Layer):
+            # Exists only for the conversion; never saved, so safe mode never sees it.
+            def call(self, images: Any) -> Any:
+                return preprocess(images, spec)
+
+        images = keras.Input((None, None, 3), dtype="uint8", batch_size=1, name="image")
+        model = keras.Model(images, model(_Preprocess()(images), training=False))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize is not None:
+        raise ValueError(f"unknown TFLite quantization {quantize!r}; use None, 'float16' or 'dynamic'")
+    with _quiet_stdout():
+        return converter.convert()
+
+
+def make_interpreter(flatbuffer: bytes, threads: int | None = None) -> Any:
+    """A ready ``tf.lite.Interpreter`` (XNNPACK delegate, ``threads`` CPU threads)."""
+    import tensorflow as tf  # lazy: only a first conversion needs TensorFlow
+
+    with warnings.catch_warnings():
+        # TF 2.19 warns that tf.lite.Interpreter moves to ai_edge_litert in 2.20; the
+        # stack is pinned to 2.19, where it is the supported interpreter.
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer,
+                                          num_threads=threads or os.cpu_count())
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    # The converter prints the traced signature (hundreds of lines) to stdout.
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield

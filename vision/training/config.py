@@ -1,0 +1,75 @@
+"""What decides a training run, what it reports while it runs, and what it returns.
+
+Plain data, free of Keras, so the CLI and the app can describe a run without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from vision.data.images import Preprocessing
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; saved into the bundle."""
+
+    model: str = "resnet_small"
+    input_size: int | None = None  # the architecture's default when None
+    epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # or "plateau"
+    patience: int = 6  # epochs without val_loss improvement before stopping
+    augment: bool = True
+    class_weights: bool = False
+    seed: int = 0
+    weights: str | None = "imagenet"  # transfer models only; None trains from scratch
+    fine_tune_layers: int = 0  # transfer models: unfreeze the top N base layers
+    mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainProgress:
+    """What a progress hook receives after every batch and every epoch."""
+
+    epoch: int  # 0-based
+    epochs: int
+    batch: int  # batches done in this epoch
+    batches: int
+    logs: dict[str, float]
+    history: dict[str, list[float]]
+    epoch_end: bool = False
+    #: "features" while images go through a frozen backbone (batch/batches count images),
+    #: then "train".
+    stage: str = "train"
+
+    @property
+    def fraction(self) -> float:
+        if self.stage == "features":
+            return min(1.0, self.batch / max(self.batches, 1))
+        return min(1.0, (self.epoch + self.batch / max(self.batches, 1)) / max(self.epochs, 1))
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    preprocessing: Preprocessing
+    config: TrainConfig
+    history: dict[str, list[float]]
+    best_epoch: int
+    seconds: float
+    summary: dict[str, Any] = field(default_factory=dict)
+    #: Pooled features of the training images (one view) and of the validation images,
+    #: when training computed them and the model still maps images to them.
+    features: tuple[np.ndarray, np.ndarray] | None = None
+
+
+ProgressHook = Callable[[TrainProgress], None]

@@ -1,0 +1,109 @@
+"""End-to-end training on images: AdamW, a cosine or plateau schedule, early stopping with
+best-weights restore, optional class weights, mixed precision and multi-GPU when GPUs exist,
+a progress hook and cancellation."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import warnings
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from vision.data.datasets import LabelledDataset, make_pipeline, summarize
+from vision.models.registry import get_spec
+from vision.training.callbacks import fit_outcome, training_callbacks
+from vision.training.config import ProgressHook, TrainConfig, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook | None = None,
+                  cancel: threading.Event | None = None, start_from: Any = None) -> TrainResult:
+    """Train ``config.model`` end to end on ``dataset``'s images; ``start_from`` (same
+    architecture) gives initial weights. The weights of the epoch with the lowest validation
+    loss are restored.
+
+    Raises:
+        TrainingCancelledError: ``cancel`` was set; training stopped after the current batch.
+        UnknownModelError, WeightsUnavailableError, CheckpointError: from model creation.
+    """
+    spec = get_spec(config.model)
+    size = config.input_size or spec.default_size
+    preprocessing = spec.preprocessing(size)
+    keras.utils.set_random_seed(config.seed)
+    summary = summarize(dataset)
+    for warning in summary.warnings:
+        log.warning(warning)
+
+    train_ds = make_pipeline(dataset.train, preprocessing, config.batch_size, training=True,
+                             augment=config.augment, seed=config.seed)
+    val_ds = make_pipeline(dataset.val, preprocessing, config.batch_size)
+    steps = math.ceil(len(dataset.train) / config.batch_size)
+
+    gpus = tf.config.list_physical_devices("GPU")
+    mixed = config.mixed_precision == "on" or (config.mixed_precision == "auto" and bool(gpus))
+    # MirroredStrategy only pays off with several GPUs; the default strategy is a no-op.
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
+    try:
+        with strategy.scope():
+            kwargs: dict[str, Any] = {}
+            if spec.transfer:
+                kwargs = {"weights": config.weights, "fine_tune_layers": config.fine_tune_layers}
+            model = spec.builder(num_classes=len(dataset.class_names), input_size=size, **kwargs)
+            if start_from is not None:
+                for layer in start_from.layers:
+                    model.get_layer(layer.name).set_weights(layer.get_weights())
+            model.compile(
+                optimizer=keras.optimizers.AdamW(
+                    learning_rate=_learning_rate(config, steps), weight_decay=config.weight_decay),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    stopper, hook = training_callbacks(config, steps, progress, cancel)
+    callbacks: list[Any] = [stopper, hook]
+    if config.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=max(1, config.patience // 2)))
+
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # File datasets have unknown length (unreadable files are dropped), so Keras
+        # finds each epoch's end by running out of data and warns every epoch.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            shuffle=False,  # the pipeline shuffles, seeded
+            callbacks=callbacks,
+            class_weight=summary.class_weights if config.class_weights else None,
+            verbose=0,
+        )
+    history, best_epoch = fit_outcome(model, stopper, hook)
+    # Hand back an uncompiled copy: bundles then hold weights only, not the optimizer's
+    # moment estimates (which would triple the file).
+    trained = keras.Model.from_config(model.get_config())
+    trained.set_weights(model.get_weights())
+    return TrainResult(trained, preprocessing, config, history, best_epoch,
+                       time.perf_counter() - started, summary.to_dict())
+
+
+def _learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
+    if config.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.02)
+    if config.schedule == "plateau":
+        return config.learning_rate  # ReduceLROnPlateau changes it from the callback
+    raise ValueError(f"unknown schedule {config.schedule!r}; choose 'cosine' or 'plateau'")
+
+

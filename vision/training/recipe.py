@@ -1,0 +1,102 @@
+"""The whole recipe the CLI and the app share: which path trains a configuration, then
+dataset -> trained, calibrated, evaluated, saved bundle."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vision.bundle.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, make_info, save_bundle
+from vision.data.datasets import LabelledDataset
+from vision.errors import InvalidBundleError
+from vision.models.registry import get_spec
+from vision.plots import plot_confusion, plot_history, plot_reliability
+from vision.training.config import ProgressHook, TrainConfig, TrainResult
+from vision.training.evaluate import Evaluation, evaluation_from_probabilities
+from vision.training.fast import train_on_features
+from vision.training.loop import fit_on_images
+from vision.trust.fit import Trust, fit_trust
+
+
+def train(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook | None = None,
+          cancel: threading.Event | None = None) -> TrainResult:
+    """Train a new ``config.model`` on ``dataset`` and return it with its history.
+
+    The weights of the epoch with the lowest validation loss are restored at the end. An
+    architecture with ``cached_features`` and ImageNet weights trains its head on cached
+    features (``vision.training.fast``), then, with ``fine_tune_layers``, its top layers end to end.
+
+    Raises:
+        TrainingCancelledError: ``cancel`` was set; training stopped after the current batch.
+        UnknownModelError, WeightsUnavailableError, CheckpointError: from model creation.
+    """
+    spec = get_spec(config.model)
+    if spec.cached_features and config.weights == "imagenet":
+        head_only = train_on_features(dataset, config, progress, cancel)
+        if not config.fine_tune_layers:
+            return head_only
+        # Pretrained layers move in small steps: a tenth of the head's learning rate.
+        gentle = dataclasses.replace(config, learning_rate=config.learning_rate / 10)
+        fine_tuned = fit_on_images(dataset, gentle, progress, cancel, start_from=head_only.model)
+        fine_tuned.config = config
+        fine_tuned.seconds += head_only.seconds
+        return fine_tuned
+    return fit_on_images(dataset, config, progress, cancel)
+
+
+
+@dataclass
+class TrainedBundle:
+    path: Path
+    result: TrainResult
+    evaluation: Evaluation
+    trust: Trust
+
+
+def train_bundle(dataset: LabelledDataset, config: TrainConfig, out: str | Path,
+                 name: str | None = None, overwrite: bool = False,
+                 progress: ProgressHook | None = None,
+                 cancel: threading.Event | None = None) -> TrainedBundle:
+    """Train ``config.model`` on ``dataset``, calibrate it and fit its "unknown" detector
+    (``vision.trust.fit``), evaluate on its validation split, and save a bundle at ``out`` with
+    metrics, dataset summary, model card, the detector and the plots."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        # Fail before training, not after an hour of it.
+        raise InvalidBundleError(f"a model already exists at '{out}'; choose another name or overwrite")
+    result = train(dataset, config, progress=progress, cancel=cancel)
+    # Calibrates result.model in place; the validation answers come from the same pass.
+    trust = fit_trust(result.model, dataset, result.preprocessing, result.features)
+    evaluation = evaluation_from_probabilities(dataset.class_names, trust.val_labels, trust.val_probabilities)
+    metrics: dict[str, Any] = evaluation.to_dict()
+    metrics["best_epoch"] = result.best_epoch + 1
+    metrics["epochs_run"] = len(result.history.get("loss", []))
+    metrics["train_seconds"] = round(result.seconds, 1)
+    spec = get_spec(config.model)
+    training = config.to_dict()
+    if not spec.transfer:  # pretrained weights and fine-tuning do not apply: don't record them
+        training.pop("weights")
+        training.pop("fine_tune_layers")
+    info = make_info(
+        name or out.name, dataset.class_names, config.model, result.preprocessing,
+        base_model=spec.base_model, training=training, metrics=metrics, history=result.history,
+        dataset={**result.summary, "source": dataset.source, "skipped_files": len(dataset.skipped)},
+        ood=trust.detector.to_info(),
+    )
+    files = {CURVES_FILE: _png(plot_history(result.history)), CONFUSION_FILE: _png(plot_confusion(evaluation)),
+             **trust.detector.files()}
+    if trust.calibration is not None:
+        info["calibration"] = trust.calibration.to_dict()
+        files[RELIABILITY_FILE] = _png(plot_reliability(info["calibration"]))
+    save_bundle(result.model, info, out, overwrite=overwrite, extra_files=files)
+    return TrainedBundle(out, result, evaluation, trust)
+
+
+def _png(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

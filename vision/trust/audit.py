@@ -1,0 +1,143 @@
+"""The data's own mistakes: likely label errors, near-duplicates and train/validation leaks.
+
+Every image goes through the frozen EfficientNet-Lite0 backbone once (``vision.models.features``,
+cached, so after fast training this costs nothing); k-fold logistic-regression heads on
+those features give each image's out-of-fold class probabilities in well under a second;
+cleanlab's ``Datalab`` then ranks label issues (from the out-of-fold probabilities) and
+near-duplicates (from the features). cleanlab is the maintained standard for both; the
+ranking is its own, not ours.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vision.data.datasets import LabelledDataset
+from vision.errors import DatasetError
+from vision.models.features import get_extractor
+
+#: Folds for the out-of-fold probabilities (fewer when a class has fewer images).
+FOLDS = 5
+
+
+@dataclass
+class LabelIssue:
+    index: int
+    source: Any  # a file path, or an in-memory image
+    split: str  # "train" or "val"
+    given: str
+    suggested: str
+    #: cleanlab's label quality: low means the given label is likely wrong.
+    score: float
+    flagged: bool
+
+
+@dataclass
+class DuplicateSet:
+    indices: list[int]
+    sources: list[Any]
+    splits: list[str]
+
+    @property
+    def leak(self) -> bool:
+        """The same picture on both sides of the train/validation split."""
+        return len(set(self.splits)) > 1
+
+
+@dataclass
+class Audit:
+    class_names: list[str]
+    #: Every image, most likely mislabelled first.
+    ranked: list[LabelIssue]
+    duplicates: list[DuplicateSet]
+    out_of_fold: np.ndarray = field(repr=False)
+
+    @property
+    def label_issues(self) -> list[LabelIssue]:
+        """The images cleanlab flags as mislabelled, most likely first."""
+        return [issue for issue in self.ranked if issue.flagged]
+
+    @property
+    def leaks(self) -> list[DuplicateSet]:
+        return [group for group in self.duplicates if group.leak]
+
+    def to_dict(self, top: int | None = None) -> dict[str, Any]:
+        issues = self.label_issues[:top] if top else self.label_issues
+        return {
+            "label_issues": [{"image": _name(i.source, i.index), "split": i.split, "given": i.given,
+                              "suggested": i.suggested, "score": round(i.score, 4)} for i in issues],
+            "near_duplicates": [{"images": [_name(s, j) for s, j in zip(g.sources, g.indices)],
+                                 "splits": g.splits, "leak": g.leak} for g in self.duplicates],
+        }
+
+
+def _name(source: Any, index: int) -> str:
+    """A file's path, or ``#index`` for an in-memory image."""
+    return str(source) if isinstance(source, (str, Path)) else f"#{index}"
+
+
+def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: int = FOLDS,
+                              seed: int = 0) -> np.ndarray:
+    """Each image's class probabilities from a head that never saw it (stratified k-fold
+    logistic regression on unit-length features)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    smallest = int(np.bincount(labels).min()) if len(labels) else 0
+    if smallest < 2:
+        raise DatasetError("auditing labels needs at least 2 images in every class")
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
+    splitter = StratifiedKFold(min(folds, smallest), shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a class missing from a fold's training part
+        return cross_val_predict(LogisticRegression(C=10.0, max_iter=2000), unit, labels, cv=splitter,
+                                 method="predict_proba")
+
+
+def audit_features(features: np.ndarray, labels: np.ndarray, class_names: list[str],
+                   sources: Sequence[Any] | None = None, splits: Sequence[str] | None = None) -> Audit:
+    """Label issues and near-duplicates from features (one row per image) and labels."""
+    from cleanlab import Datalab
+
+    labels = np.asarray(labels, int)
+    sources = list(sources) if sources is not None else list(range(len(labels)))
+    splits = list(splits) if splits is not None else ["train"] * len(labels)
+    probabilities = out_of_fold_probabilities(features, labels)
+    # Zero-padded class numbers: Datalab orders classes lexicographically, as the
+    # out-of-fold columns are ordered numerically.
+    lab = Datalab(data={"label": [f"{label:06d}" for label in labels]}, label_name="label", verbosity=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lab.find_issues(pred_probs=probabilities, features=np.asarray(features, np.float32),
+                        issue_types={"label": {}, "near_duplicate": {}})
+    found = lab.get_issues("label")
+    ranked = [LabelIssue(int(i), sources[i], splits[i], class_names[labels[i]],
+                         class_names[int(probabilities[i].argmax())], float(found["label_score"].iloc[i]),
+                         bool(found["is_label_issue"].iloc[i]))
+              for i in np.argsort(found["label_score"].to_numpy(), kind="stable")]
+    duplicates, seen = [], set()
+    near = lab.get_issues("near_duplicate")
+    for i in np.flatnonzero(near["is_near_duplicate_issue"].to_numpy()):
+        group = sorted({int(i), *(int(j) for j in near["near_duplicate_sets"].iloc[i])})
+        if tuple(group) not in seen:
+            seen.add(tuple(group))
+            duplicates.append(DuplicateSet(group, [sources[j] for j in group], [splits[j] for j in group]))
+    return Audit(list(class_names), ranked, duplicates, probabilities)
+
+
+def audit_dataset(dataset: LabelledDataset, progress: Callable[[int, int], None] | None = None,
+                  input_size: int = 224) -> Audit:
+    """``audit_features`` on every image of ``dataset`` (train and validation), with
+    features from the frozen EfficientNet-Lite0 backbone (cached per image)."""
+
+    everything = dataset.everything()  # training images first, then validation ones
+    sources = everything.sources()
+    splits = ["train"] * len(dataset.train) + ["val"] * len(dataset.val)
+    features = get_extractor(input_size).features(sources, progress=progress)[0]
+    return audit_features(features, everything.labels, dataset.class_names, sources, splits)

@@ -1,0 +1,79 @@
+"""After training: calibrate the confidence and fit the "unknown" detector, once, on the
+pooled features and logits of the training and validation images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vision.data.datasets import LabelledDataset, Split, make_pipeline
+from vision.data.images import Preprocessing, resized
+from vision.data.photos import background_photos
+from vision.models.features import get_extractor
+from vision.models.heads import LOGITS_LAYER
+from vision.models.serving import feature_model
+from vision.trust.calibration import Calibration, calibrate, fold_temperature, softmax
+from vision.trust.ood import Detector, fit_knn
+
+#: Fewer validation images than this and temperature scaling is left out: the fit would
+#: follow the noise of a handful of answers.
+MIN_CALIBRATION_IMAGES = 20
+
+
+@dataclass
+class Trust:
+    calibration: Calibration | None
+    detector: Detector
+    #: Validation probabilities after calibration (what the saved model now gives), and
+    #: the labels of the images they are for.
+    val_probabilities: np.ndarray
+    val_labels: np.ndarray
+
+
+def features_and_logits(model: Any, split: Split, preprocessing: Preprocessing,
+                        batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled features, logits and labels of the images of ``split`` that decode (the
+    pipeline drops a file that fails), without augmentation."""
+    extract = feature_model(model)
+    features, logits, labels = [], [], []
+    for batch, batch_labels in make_pipeline(split, preprocessing, batch_size):
+        f, z = extract(batch, training=False)
+        features.append(np.asarray(f))
+        logits.append(np.asarray(z))
+        labels.append(np.asarray(batch_labels))
+    if not features:
+        return np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32), np.zeros(0, int)
+    return np.concatenate(features), np.concatenate(logits), np.concatenate(labels)
+
+
+def fit_trust(model: Any, dataset: LabelledDataset, preprocessing: Preprocessing,
+              features: tuple[np.ndarray, np.ndarray] | None = None) -> Trust:
+    """Fit the temperature on the validation split and fold it into ``model`` (in place),
+    then fit a ``knn-cosine`` detector on the training images' features.
+
+    Args:
+        features: (train, validation) pooled features when already computed (the fast
+            path's cached features, still valid when the backbone was not fine-tuned).
+    """
+    photos = background_photos()
+    if features is None:
+        train_features, _, _ = features_and_logits(model, dataset.train, preprocessing)
+        val_features, val_logits, labels = features_and_logits(model, dataset.val, preprocessing)
+        background = features_and_logits(model, Split(np.zeros(len(photos), int), images=np.stack(
+            [resized(photo, preprocessing.size) for photo in photos])), preprocessing)[0] if photos else None
+    else:
+        train_features, val_features = features
+        kernel, bias = model.get_layer(LOGITS_LAYER).get_weights()
+        val_logits, labels = val_features @ kernel + bias, np.asarray(dataset.val.labels)
+        # The frozen backbone's cache keeps these between trainings.
+        background = get_extractor(preprocessing.size[0]).features(photos)[0] if photos else None
+    calibration = None
+    if len(labels) >= MIN_CALIBRATION_IMAGES:
+        calibration = calibrate(val_logits, labels)
+        fold_temperature(model, calibration.temperature)
+    temperature = calibration.temperature if calibration else 1.0
+    return Trust(calibration, fit_knn(train_features, val_features, background), softmax(val_logits, temperature),
+                 labels)
+
