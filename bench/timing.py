@@ -1,0 +1,55 @@
+"""Timing helpers shared by the benchmarks.
+
+Every ratio a benchmark prints (A against B) comes from ``alternating_ms``: the sides take
+turns in blocks within one run (A, B, A, B, ...), so a slower or busier stretch of the
+machine falls on both, and each block keeps its own interpreters' thread pools warm
+(call-by-call alternation would measure their wake-ups instead).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+
+#: Blocks per side in ``alternating_ms``.
+BLOCKS = 5
+
+
+def call_ms(fn: Callable[[], object]) -> float:
+    """Milliseconds one call of ``fn`` takes."""
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Median milliseconds per call of ``fn`` over ``repeats`` calls, after ``warmup``.
+    For a figure that is printed alone; compare two with ``alternating_ms``."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(call_ms(fn) for _ in range(repeats))
+
+
+def alternating_ms(sides: Mapping[str, Callable[[], object]], repeats: int | Mapping[str, int],
+                   blocks: int = BLOCKS, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds per call of each side, the sides taking turns in ``blocks`` blocks.
+
+    Args:
+        sides: name -> call, timed in this order in every block.
+        repeats: timed calls per side in all (split evenly over the blocks, rounded up);
+            one number for every side, or one per side (a slow side may get fewer).
+        warmup: calls at the start of every block that are made but not timed.
+
+    Returns:
+        name -> the median over all of that side's timed calls, in every block.
+    """
+    counts = {name: repeats[name] if isinstance(repeats, Mapping) else repeats for name in sides}
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(blocks):
+        for name, fn in sides.items():
+            for _ in range(warmup):
+                fn()
+            times[name] += [call_ms(fn) for _ in range(math.ceil(counts[name] / blocks))]
+    return {name: statistics.median(values) for name, values in times.items()}
