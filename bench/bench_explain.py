@@ -2,10 +2,12 @@
 
     python bench/bench_explain.py [--repeats 30]
 
-1. Pointing game on the default model's validation images (regenerated from seed 0):
-   how often the heatmap's peak is inside the object's box, against a random point.
-2. On mobilenet_v2 at 224x224 (random weights), in the same run: Classifier.predict,
-   our Grad-CAM (fast path and tf.function path), and the eager keras-io recipe.
+1. Pointing game on the shapes model's validation images (regenerated from seed 0; the
+   synthetic shapes have known boxes): how often the heatmap's peak is inside the object's
+   box, against a random point.
+2. On mobilenet_v2 at 224x224 (random weights), the four taking turns in blocks
+   (``timing.alternating_ms``): Classifier.predict, our Grad-CAM (fast path and tf.function
+   path), and the eager keras-io recipe.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-from bench_inference import median_ms  # noqa: E402
+from timing import BLOCKS, alternating_ms  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+from vision.defaults import SHAPES_MODEL  # noqa: E402
 
 
-def pointing_report(bundle_path: Path) -> None:
+def pointing_report(bundle_path: Path, per_class: int = 250) -> None:
     from PIL import Image
 
     from vision.bundle.store import load_bundle
@@ -36,11 +38,11 @@ def pointing_report(bundle_path: Path) -> None:
 
     bundle = load_bundle(bundle_path)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_shapes(Path(tmp) / "shapes", per_class=250, size=bundle.preprocessing.size[0], seed=0)
+        folder = write_shapes(Path(tmp) / "shapes", per_class=per_class, size=bundle.preprocessing.size[0], seed=0)
         boxes = json.loads((folder / BOXES_FILE).read_text())
         samples = [(np.asarray(Image.open(folder / rel)), bundle.labels.index(rel.split("/")[1]), np.array(box))
                    for rel, box in sorted(boxes.items()) if rel.startswith("val/")]
-    print(f"pointing game, default model, {len(samples)} validation images")
+    print(f"pointing game, shapes model ({bundle_path}), {len(samples)} validation images")
     for method in ("gradcam", "gradcam++", "scorecam"):
         result = pointing_game(Explainer.from_bundle(bundle), samples, method=method)
         print(f"  {method:<10} peak in box {result.rate:6.1%} of {result.evaluated} correctly classified "
@@ -90,11 +92,15 @@ def speed_report(repeats: int) -> None:
     x = classifier.prepare(image)
     np.testing.assert_allclose(fast.explain(image).cam, compiled.explain(image).cam, atol=1e-4)
 
-    predict = median_ms(lambda: classifier.predict(image), repeats)
-    ours = median_ms(lambda: fast.explain(image), repeats)
-    ours_tf = median_ms(lambda: compiled.explain(image), repeats)
-    eager = median_ms(lambda: keras_io_recipe(bundle.model, x, 0), max(5, repeats // 3))
-    print(f"\nmobilenet_v2 224x224, batch 1 (Grad-CAM target layer: {fast.layer}, fast path: {fast.runtime})")
+    times = alternating_ms({"predict": lambda: classifier.predict(image), "ours": lambda: fast.explain(image),
+                            "ours_tf": lambda: compiled.explain(image),
+                            "eager": lambda: keras_io_recipe(bundle.model, x, 0)},
+                           repeats={"predict": repeats, "ours": repeats, "ours_tf": repeats,
+                                    "eager": max(BLOCKS, repeats // 3)})
+    predict, ours, ours_tf, eager = (times[k] for k in ("predict", "ours", "ours_tf", "eager"))
+    height, width = bundle.preprocessing.size
+    print(f"\nmobilenet_v2 {height}x{width}, batch 1, medians; the four took turns in {BLOCKS} blocks "
+          f"(Grad-CAM target layer: {fast.layer}, fast path: {fast.runtime})")
     print(f"  Classifier.predict            {predict:8.2f} ms")
     print(f"  Grad-CAM, fast path           {ours:8.2f} ms   {ours / predict:6.2f}x predict (target <= 2)")
     print(f"  Grad-CAM, tf.function path    {ours_tf:8.2f} ms   {ours_tf / predict:6.2f}x predict")
@@ -105,8 +111,8 @@ def speed_report(repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "shapes")
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per side")
+    parser.add_argument("--model", type=Path, default=SHAPES_MODEL, help="the shapes model (a bundle folder)")
     args = parser.parse_args()
     pointing_report(args.model)
     speed_report(args.repeats)
