@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-from timing import BLOCKS, alternating_ms  # noqa: E402
+from timing import BLOCKS, alternating_ms, machine  # noqa: E402
 
 from vision.defaults import SHAPES_MODEL  # noqa: E402
 
@@ -77,14 +77,18 @@ def keras_io_recipe(model, x, class_index):
 def speed_report(repeats: int) -> None:
     from vision.bundle.store import load_bundle, make_info, save_bundle
     from vision.data.images import Preprocessing
-    from vision.explain.cam import Explainer
     from vision.models.registry import create_model
-    from vision.runtime.inference import Classifier
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # open while the bundle's files are read (lazily)
         model = create_model("mobilenet_v2", 4, 224, weights=None)
         info = make_info("mobilenet_v2", ["a", "b", "c", "d"], "mobilenet_v2", Preprocessing((224, 224)))
-        bundle = load_bundle(save_bundle(model, info, Path(tmp) / "m"))
+        _speed(load_bundle(save_bundle(model, info, Path(tmp) / "m")), repeats)
+
+
+def _speed(bundle, repeats: int) -> None:
+    from vision.explain.cam import Explainer
+    from vision.runtime.inference import Classifier
+
     classifier = Classifier(bundle)
     fast = Explainer.from_bundle(bundle)
     compiled = Explainer.from_bundle(bundle, fast=False)
@@ -100,7 +104,7 @@ def speed_report(repeats: int) -> None:
     predict, ours, ours_tf, eager = (times[k] for k in ("predict", "ours", "ours_tf", "eager"))
     height, width = bundle.preprocessing.size
     print(f"\nmobilenet_v2 {height}x{width}, batch 1, medians; the four took turns in {BLOCKS} blocks "
-          f"(Grad-CAM target layer: {fast.layer}, fast path: {fast.runtime})")
+          f"(Grad-CAM target layer: {fast.layer}, fast path: {fast.runtime}); {machine()}")
     print(f"  Classifier.predict            {predict:8.2f} ms")
     print(f"  Grad-CAM, fast path           {ours:8.2f} ms   {ours / predict:6.2f}x predict (target <= 2)")
     print(f"  Grad-CAM, tf.function path    {ours_tf:8.2f} ms   {ours_tf / predict:6.2f}x predict")

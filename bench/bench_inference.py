@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-from timing import BLOCKS, alternating_ms  # noqa: E402
+from timing import BLOCKS, alternating_ms, machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -181,7 +181,7 @@ def main() -> None:
     from vision.models.registry import create_model
     from vision.zoo.everyday import default_model
 
-    print(f"tensorflow {tf.__version__}, {os.cpu_count()} CPU cores")
+    print(f"tensorflow {tf.__version__}, {machine()}")
     if args.model is None:
         latency_report("default model (everyday objects)", default_model(), args.repeats)
     else:

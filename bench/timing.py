@@ -9,12 +9,18 @@ machine falls on both, and each block keeps its own interpreters' thread pools w
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
 
 #: Blocks per side in ``alternating_ms``.
 BLOCKS = 5
+
+
+def machine() -> str:
+    """The CPU cores and how busy they are now: other processes' load moves every figure."""
+    return f"{os.cpu_count()} CPU cores, 1-minute load average {os.getloadavg()[0]:.1f} now"
 
 
 def call_ms(fn: Callable[[], object]) -> float:
