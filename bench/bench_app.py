@@ -2,7 +2,8 @@
 
     python bench/bench_app.py [--clients 8] [--requests 25] [--live-seconds 15]
 
-Launches the real app on loopback; N gradio_client users each send M classify requests
+Launches the real app on loopback, serving the shapes model (the fake camera shows
+synthetic shapes, so the Live view has a label to wait for); N gradio_client users each send M classify requests
 (p50/p95 latency, throughput); then headless Chromium streams a fake camera clip into the
 Live view and the frames the server processed per second are read back.
 """
@@ -17,17 +18,40 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 
+class LiveRun(NamedTuple):
+    """What ``live_frame_rates`` measured, and on what."""
+
+    #: Processed frames/s as the Live view reported them, one reading a second.
+    readings: list[float]
+    #: The fake camera clip's frame size.
+    width: int
+    height: int
+    #: The app's ``stream_every`` for its streaming events (seconds), from its /config.
+    stream_every: list[float]
+
+
+def stream_every(url: str) -> list[float]:
+    """The ``stream_every`` of the app's streaming events, as the app serves them in /config."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url.rstrip('/')}/config", timeout=30) as response:
+        config = json.load(response)
+    return sorted({d["stream_every"] for d in config["dependencies"]
+                   if d.get("stream_every") is not None and any(t[1] == "stream" for t in d["targets"])})
+
 
 def load_report(url: str, clients: int, requests: int) -> None:
     from gradio_client import Client, handle_file
 
-    example = str(REPO / "docs" / "examples" / "star.png")
+    example = REPO / "docs" / "examples" / "star.png"
     latencies: list[float] = []
     errors: list[BaseException] = []
 
@@ -36,7 +60,7 @@ def load_report(url: str, clients: int, requests: int) -> None:
         for _ in range(requests):
             start = time.perf_counter()
             try:
-                client.predict(handle_file(example), 3, api_name="/classify")
+                client.predict(handle_file(str(example)), 3, api_name="/classify")
                 latencies.append(time.perf_counter() - start)
             except BaseException as error:  # counted in the report
                 errors.append(error)
@@ -49,14 +73,14 @@ def load_report(url: str, clients: int, requests: int) -> None:
         thread.join()
     wall = time.perf_counter() - start
     ms = sorted(x * 1000 for x in latencies)
-    print(f"load: {clients} clients x {requests} classify requests over HTTP (gradio_client)")
+    print(f"load: {clients} clients x {requests} classify requests over HTTP (gradio_client), {example.name}")
     print(f"  ok {len(ms)}, errors {len(errors)}")
     print(f"  latency p50 {statistics.median(ms):7.1f} ms   p95 {ms[int(0.95 * (len(ms) - 1))]:7.1f} ms"
           f"   max {ms[-1]:7.1f} ms")
     print(f"  throughput {len(ms) / wall:7.1f} requests/s")
 
 
-def live_frame_rates(url: str, seconds: float, label: str = "star") -> list[float]:
+def live_frame_rates(url: str, seconds: float, label: str = "star") -> LiveRun:
     """Stream a fake camera clip into the app's Live view for ``seconds``; once ``label``
     shows, read the processed frames/s it reports every second."""
     import re
@@ -67,6 +91,8 @@ def live_frame_rates(url: str, seconds: float, label: str = "star") -> list[floa
 
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
         clip = shape_clip(Path(tmp) / "clip.y4m", "star", size=480)
+        with open(clip, "rb") as header:  # YUV4MPEG2 W<width> H<height> ...
+            fields = {f[0]: f[1:] for f in header.readline().decode().split()[1:]}
         browser = launch_chromium(playwright, fake_video=clip)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         page.goto(url)
@@ -79,14 +105,23 @@ def live_frame_rates(url: str, seconds: float, label: str = "star") -> list[floa
             if match:
                 readings.append(float(match.group(1)))
         browser.close()
-    return readings
+    return LiveRun(readings, int(fields["W"]), int(fields["H"]), stream_every(url))
+
+
+def live_summary(run: LiveRun) -> str:
+    """'processed frames/s: median .., min .. over N readings' (or none read)."""
+    if not run.readings:
+        return "processed frames/s: no reading"
+    return (f"processed frames/s: median {statistics.median(run.readings):.1f}, min {min(run.readings):.1f} "
+            f"over {len(run.readings)} readings (one a second)")
 
 
 def live_report(url: str, seconds: float) -> None:
-    readings = live_frame_rates(url, seconds)
-    print(f"\nlive view: 640x480 fake camera in headless Chromium, stream_every=0.08 s, {seconds:.0f} s")
-    print(f"  processed frames/s: median {statistics.median(readings):.1f}, min {min(readings):.1f} "
-          f"(target >= 10)")
+    run = live_frame_rates(url, seconds)
+    every = ", ".join(f"{s:g}" for s in run.stream_every) or "?"
+    print(f"\nlive view: {run.width}x{run.height} fake camera in headless Chromium, stream_every={every} s, "
+          f"{seconds:g} s")
+    print(f"  {live_summary(run)} (target >= 10)")
 
 
 def main() -> None:
@@ -98,17 +133,20 @@ def main() -> None:
 
     import shutil
 
+    from vision.defaults import SHAPES_MODEL
+
     from app_server import free_port, running
 
     # The server runs in its own process, as it would in production: the load clients'
     # threads must not share its interpreter lock.
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
-        shutil.copytree(REPO / "models" / "shapes", models / "shapes")
+        shutil.copytree(SHAPES_MODEL, models / "shapes")
         port = free_port()
         url = f"http://127.0.0.1:{port}/"
         env = {**os.environ, "VISION_MODELS_DIR": str(models), "VISION_MODEL": str(models / "shapes")}
         with running([sys.executable, str(REPO / "app.py"), "--port", str(port)], url, timeout=240, env=env):
+            print(f"app.py on the shapes model ({SHAPES_MODEL})")
             load_report(url, args.clients, args.requests)
             live_report(url, args.live_seconds)
 

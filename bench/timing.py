@@ -57,5 +57,10 @@ def alternating_ms(sides: Mapping[str, Callable[[], object]], repeats: int | Map
         for name, fn in sides.items():
             for _ in range(warmup):
                 fn()
-            times[name] += [call_ms(fn) for _ in range(math.ceil(counts[name] / blocks))]
+            times[name] += [call_ms(fn) for _ in range(timed_calls(counts[name], blocks) // blocks)]
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def timed_calls(repeats: int, blocks: int = BLOCKS) -> int:
+    """How many calls ``alternating_ms`` times for a side asked for ``repeats``."""
+    return blocks * math.ceil(repeats / blocks)
