@@ -5,8 +5,8 @@
 Headless Debian Chromium here has no GPU: WebGL and WebGPU run on SwiftShader (software),
 so these figures are for comparing, not for a user's laptop. Printed with its target:
 - the page's own backend timing (web/model: the everyday-objects model, uint8, with features);
-- training in the page: 3 texture classes x 10 patches dropped in, features included, then
-  accuracy on 120 held-out patches, and the head against the same recipe in Keras;
+- training in the page: the texture classes' training patches dropped in, features included, then
+  accuracy on the held-out patches, and the head against the same recipe in Keras;
 - the everyday model's fp32 export in the page against Keras on real photos (EXIF-rotated,
   alpha and greyscale files included), per backend;
 - live tensors and bytes over a long fake-camera run, and over repeated trainings.
@@ -15,6 +15,7 @@ so these figures are for comparing, not for a user's laptop. Printed with its ta
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -39,8 +40,8 @@ def main() -> None:
     from vision.bundle.store import load_bundle
     from vision.data.images import load_image, preprocess
     from vision.data.photos import TEXTURES, example_photos, with_crops, write_texture_task
-    from vision.defaults import EVERYDAY_MODEL
     from vision.export.formats import build_web_site, export
+    from vision.zoo.everyday import default_model
 
     from browser import launch_chromium, write_y4m
     from web_harness import (
@@ -56,7 +57,8 @@ def main() -> None:
         write_pngs,
     )
 
-    bundle = load_bundle(EVERYDAY_MODEL)
+    bundle = load_bundle(default_model())
+    page_model = json.loads((REPO / "web" / "model" / "metadata.json").read_text())
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
         tmp = Path(tmp)
         (tmp / "web").symlink_to(REPO / "web")
@@ -67,17 +69,20 @@ def main() -> None:
             ready = time.perf_counter() - started
             times = page.evaluate("window.visionStats.backendTimes")
             chosen = page.evaluate("tf.getBackend()")
-            print(f"backend choice, the page's model ({EVERYDAY_MODEL.name}, uint8): {chosen} chosen, ready "
+            print(f"backend choice, the page's model ({page_model['name']}, {page_model['quantization']}): "
+                  f"{chosen} chosen, ready "
                   f"{ready:.1f} s after opening (target: wasm here)")
             print("  " + page.inner_text("#backend-times"))
             print("  " + ", ".join(f"{t['name']} {t['ms']:.1f} ms" if t["ms"] is not None else f"{t['name']} -"
                                    for t in times))
 
             task = write_texture_task(tmp / "textures", train_per_class=10, test_per_class=40, patch=128)
+            dropped = {texture: sorted((task / "train" / texture).iterdir()) for texture in TEXTURES}
+            examples = sum(len(files) for files in dropped.values())
             started = time.perf_counter()
-            for texture in TEXTURES:
-                drop_files(page, add_class(page, texture), sorted((task / "train" / texture).iterdir()))
-            page.wait_for_function("(window.visionStats.examples || 0) >= 30", timeout=120_000)
+            for texture, files in dropped.items():
+                drop_files(page, add_class(page, texture), files)
+            page.wait_for_function(f"(window.visionStats.examples || 0) >= {examples}", timeout=120_000)
             head_seconds = train_in_page(page)
             total = time.perf_counter() - started
             tests = sorted((task / "test").rglob("*.png"))
@@ -87,9 +92,11 @@ def main() -> None:
                                  "return {x: Array.from(m.x), labels: m.labels, count: m.count}; })()")
             recipe = page.evaluate("import('./trainer.js').then((m) => m.HEAD_RECIPE)")
             x = np.array(bank["x"], np.float32).reshape(bank["count"], -1)
-            keras_p = keras_head(x, np.array(bank["labels"]), 3, recipe).predict(x, verbose=0)
+            keras_p = keras_head(x, np.array(bank["labels"]), len(TEXTURES), recipe).predict(x, verbose=0)
             page_p = np.array([page.evaluate("(f) => window.visionHead(f)", row.tolist()) for row in x])
-            print(f"\ntraining in the page: 3 classes x 10 photos, dropped in -> trained in {total:.1f} s "
+            per_class = "/".join(str(len(files)) for files in dropped.values())
+            print(f"\ntraining in the page: {len(dropped)} classes x {per_class} photos ({bank['count']} examples in "
+                  f"the page), dropped in -> trained in {total:.1f} s "
                   f"(features included; the head alone {head_seconds:.2f} s; target <= 10 s)")
             print(f"  held-out accuracy {accuracy:.3f} on {len(tests)} patches (target >= 0.9); "
                   f"head vs Keras, same recipe and features: max |dp| {np.abs(page_p - keras_p).max():.1e} "
@@ -98,7 +105,7 @@ def main() -> None:
             for _ in range(5):
                 train_in_page(page)
                 counts.append(page.evaluate("tf.memory().numTensors"))
-            print(f"  live tensors after 6 trainings: {counts}")
+            print(f"  live tensors after each of {len(counts)} trainings: {counts}")
             page.close()
 
             # Same answers: the fp32 export on real photos, odd files included.

@@ -3,7 +3,7 @@
     python bench/bench_guard.py [--repeats 5] [--concurrent 4]
 
 Starts the app in public mode on loopback (in this process, so its memory is this
-process's), then uploads a 168 KB 12000x12000 greyscale PNG to /classify: each refusal's
+process's), then uploads a small 12000x12000 greyscale PNG to /classify: each refusal's
 round-trip time, and the growth of the process's peak resident memory (VmHWM) over all of
 them, including ``--concurrent`` uploads at once. Targets: < 0.5 s, < 50 MB.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import struct
 import sys
 import tempfile
 import threading
@@ -72,9 +73,11 @@ def main() -> None:
         growth = peak_rss_mb() - before
     finally:
         app.close()
-    print(f"bomb: {bomb.stat().st_size / 1e3:.0f} KB PNG, 12000x12000 greyscale")
+    width, height, depth, colour = struct.unpack(">IIBB", bomb.read_bytes()[16:26])  # the IHDR chunk
+    kind = "greyscale" if colour == 0 else f"colour type {colour}"
+    print(f"bomb: {bomb.stat().st_size / 1e3:.0f} KB PNG, {width}x{height} {depth}-bit {kind}")
     print(f"answer: {' | '.join(sorted(messages))}")
-    print(f"refusal round trip (client included), {len(times)} uploads ({args.concurrent} at once): "
+    print(f"refusal round trip (client included), {len(times)} uploads ({len(visitors)} of them at once): "
           f"median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms (target < 500 ms)")
     print(f"peak resident memory growth: {growth:.1f} MB (target < 50 MB)")
 

@@ -2,8 +2,8 @@
 
     python bench/bench_web.py [--images 200]
 
-Exports the default model to TF.js as fp32, float16 and uint8, serves the page on
-loopback, and feeds the default model's validation images (regenerated from seed 0)
+Exports the shapes model to TF.js as fp32, float16 and uint8, serves the page on
+loopback, and feeds the shapes model's validation images (regenerated from seed 0)
 through its file input in headless Chromium (software WebGL here: report, no target).
 """
 
@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--drop", type=int, default=5, help="first latencies per backend left out (warm-up)")
     args = parser.parse_args()
 
     from PIL import Image
@@ -34,20 +35,21 @@ def main() -> None:
     from vision.bundle.store import load_bundle
     from vision.data.images import preprocess
     from vision.data.synthetic import write_shapes
+    from vision.defaults import SHAPES_MODEL
     from vision.export.formats import build_web_site, export
 
     from browser import launch_chromium
     from web_harness import classify_files, open_page, static_server
 
-    bundle = load_bundle(REPO / "models" / "shapes")
+    bundle = load_bundle(SHAPES_MODEL)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        print("TF.js export sizes (weights + model.json)")
+        print(f"shapes model ({SHAPES_MODEL}): TF.js export sizes (weights + model.json)")
         for quantize in (None, "float16", "uint8"):
             result = export(bundle, "tfjs", root / f"export-{quantize or 'fp32'}", quantize=quantize)
             print(f"  {quantize or 'fp32':<8} {result.size_bytes / 1e6:7.2f} MB")
         build_web_site(root / "export-fp32", root / "site")
-        folder = write_shapes(root / "val", per_class=250, size=64, seed=0)
+        folder = write_shapes(root / "val", per_class=250, size=bundle.preprocessing.size[0], seed=0)
         paths = sorted((folder / "val").rglob("*.png"))[: args.images]
         pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
         keras = np.asarray(bundle.model(preprocess(pixels, bundle.preprocessing), training=False))
@@ -55,15 +57,17 @@ def main() -> None:
         results = {}
         with static_server(root) as url, sync_playwright() as playwright:
             browser = launch_chromium(playwright)
-            print(f"\nper-image latency in headless Chromium, fp32, {len(paths)} images (first 5 dropped)")
+            print(f"\nper-image latency in headless Chromium, fp32, {len(paths)} images (first {args.drop} "
+                  "left out)")
             for backend in ("webgl", "wasm", "cpu"):
                 page = open_page(browser, f"{url}site/index.html?backend={backend}")
                 assert page.evaluate("tf.getBackend()") == backend
                 probabilities, latencies = classify_files(page, paths)
                 page.close()
                 results[("fp32", backend)] = np.array(probabilities)
-                print(f"  {backend:<6} median {statistics.median(latencies[5:]):7.2f} ms   "
-                      f"p95 {sorted(latencies[5:])[int(0.95 * (len(latencies) - 6))]:7.2f} ms")
+                kept = sorted(latencies[args.drop:])
+                print(f"  {backend:<6} median {statistics.median(kept):7.2f} ms   "
+                      f"p95 {kept[int(0.95 * (len(kept) - 1))]:7.2f} ms   ({len(kept)} timed)")
             for quantize in ("float16", "uint8"):
                 page = open_page(browser, f"{url}site/index.html?backend=wasm&model=../export-{quantize}")
                 results[(quantize, "wasm")] = np.array(classify_files(page, paths)[0])
