@@ -16,6 +16,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
                      "summarize"],
         "samples": ["SampleCollection"],
         "synthetic": ["make_shapes", "write_shapes"],
-        "photos": ["example_photos", "probe_photos", "background_photos", "with_crops"],
+        "photos": ["example_photos", "probe_photos", "background_photos", "with_crops", "photographed_at"],
     },
 )

@@ -208,10 +208,16 @@ class Preprocessing:
         )
 
 
-def resized(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """RGB uint8 ``pixels`` resized to ``size`` = (H, W) as uint8 (bilinear), so images of
-    any size stack into one batch."""
-    return np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+def resized(images: Any, size: tuple[int, int], method: str = "bilinear") -> np.ndarray:
+    """``images`` (H, W, C) or (N, H, W, C), any size, resized to ``size`` = (H, W) with
+    exactly the arithmetic of ``preprocess``, as float32 on the 0-255 scale.
+
+    For stacking images of any size into one batch. The values are not rounded back to
+    uint8: a same-size resize with half-pixel centres is the identity, so ``preprocess``
+    of the result equals ``preprocess`` of the original bit for bit, and a model sees the
+    same input whichever path the image took.
+    """
+    return _resize(images, size, method).numpy()
 
 
 def preprocess(images: Any, spec: Preprocessing) -> Any:
@@ -220,10 +226,16 @@ def preprocess(images: Any, spec: Preprocessing) -> Any:
     Written in TensorFlow ops so it runs inside ``tf.data`` maps and ``tf.function``s
     unchanged; called eagerly it returns an ``EagerTensor``.
     """
+    return _resize(images, spec.size, spec.resize) * spec.scale + spec.offset
+
+
+def _resize(images: Any, size: tuple[int, int], method: str) -> Any:
+    # The one resize: TF's bilinear with half-pixel centres and no antialiasing, which is
+    # what tf.image.resizeBilinear does in the TF.js page. PIL's bilinear antialiases when
+    # it shrinks and would give the model other pixels than it was trained on.
     import tensorflow as tf  # deferred: decoding alone should not pay for TensorFlow
 
     pixels = tf.cast(tf.convert_to_tensor(images), tf.float32)
     # With half-pixel centres a same-size resize samples exactly at the source pixels,
     # so no special case is needed for inputs already at the model's size.
-    resized = tf.image.resize(pixels, spec.size, method=spec.resize, antialias=False)
-    return resized * spec.scale + spec.offset
+    return tf.image.resize(pixels, size, method=method, antialias=False)

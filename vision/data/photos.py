@@ -47,9 +47,11 @@ PROBE_PHOTOS = ("motorcycle_left.png", "brick.png", "grass.png", "gravel.png", "
                 "retina.jpg", "ihc.png", "camera.png", "coins.png", "horse.png")
 
 
-def probe_photos(crops: int = 1, seed: int = 0) -> list[np.ndarray]:
-    """Each ``PROBE_PHOTOS`` photo as RGB, then ``crops`` random square crops of it."""
-    return _skimage_photos(PROBE_PHOTOS, crops, seed)
+def probe_photos(crops: int = 1, seed: int = 0, size: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """Each ``PROBE_PHOTOS`` photo as RGB, then ``crops`` random square crops of it; with
+    ``size`` = (H, W), each as a camera of that resolution would take it (``photographed_at``)."""
+    photos = _skimage_photos(PROBE_PHOTOS, crops, seed)
+    return [photographed_at(photo, size) for photo in photos] if size else photos
 
 
 #: Unrelated photos (no textures: those are the few-shot task's classes) whose familiarity
@@ -89,6 +91,16 @@ def with_crops(sources: list[Path], crops: int, seed: int = 0) -> list[np.ndarra
     return photos
 
 
+def photographed_at(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A photo made at ``size`` = (H, W) from a larger one, as uint8: Pillow's bilinear, which
+    antialiases as it shrinks, as a lower-resolution camera would.
+
+    This makes images (test sets, probes); it is not how a model resizes its input, which
+    is ``images.preprocess`` (no antialiasing, as in the TF.js page) for every image.
+    """
+    return np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
 def write_texture_task(out: str | Path, train_per_class: int = 10, test_per_class: int = 40,
                        patch: int = 128, size: int | None = None, seed: int = 0) -> Path:
     """Write ``out/train/<texture>/*.png`` and ``out/test/<texture>/*.png``; returns ``out``.
@@ -110,8 +122,8 @@ def write_texture_task(out: str | Path, train_per_class: int = 10, test_per_clas
             for i in range(count):
                 top = int(rng.integers(rows[0], rows[1] - patch + 1))
                 left = int(rng.integers(0, photo.shape[1] - patch + 1))
-                crop = Image.fromarray(photo[top:top + patch, left:left + patch])
+                crop = photo[top:top + patch, left:left + patch]
                 if size and size != patch:
-                    crop = crop.resize((size, size), Image.BILINEAR)
-                crop.save(folder / f"{texture}_{i:04d}.png")
+                    crop = photographed_at(crop, (size, size))
+                Image.fromarray(crop).save(folder / f"{texture}_{i:04d}.png")
     return out

@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from vision.bundle.store import Bundle, versions
-from vision.data.images import preprocess, resized
-from vision.data.photos import probe_photos
+from vision.data.images import preprocess
+from vision.data.photos import photographed_at, probe_photos
 from vision.data.synthetic import make_shapes
 from vision.defaults import REPO
 from vision.errors import ExportError, VisionError  # noqa: F401  (ExportError re-exported)
@@ -66,8 +66,8 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
     """Export ``bundle`` as ``fmt`` into the folder ``out`` (written atomically).
 
     Args:
-        images: uint8 RGB validation images; a seeded set of synthetic and noise images
-            at the model's input size when None.
+        images: uint8 RGB validation images; a seeded set of photos, synthetic and noise
+            images at the model's input size when None (``probe_images``).
         features: Add the pooled features as an output (the web page trains new heads on
             them in the browser).
 
@@ -116,14 +116,15 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
 
 
 def probe_images(bundle: Bundle, count: int = 16, seed: int = 0) -> list[np.ndarray]:
-    """Seeded validation images at the model's size: real package photos and crops of them
-    (``vision.data.photos.probe_photos``), synthetic shapes, then ``count`` in all of shapes and noise."""
+    """Seeded uint8 validation images at the model's size: real package photos and crops of
+    them taken at that size (``vision.data.photos.probe_photos``), synthetic shapes drawn at
+    it, then ``count`` in all of shapes and noise."""
 
-    height, width = bundle.preprocessing.size
+    height, width = size = bundle.preprocessing.size
     shapes = make_shapes(per_class=max(1, count // 8), size=max(height, width, 16), seed=seed).images
     rng = np.random.default_rng(seed)
     noise = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count - len(shapes))]
-    return [resized(image, (height, width)) for image in [*probe_photos(seed=seed), *shapes]] + noise
+    return [*probe_photos(seed=seed, size=size), *(photographed_at(shape, size) for shape in shapes)] + noise
 
 
 def export_metadata(bundle: Bundle, fmt: str, quantize: str | None, check: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from vision.data.images import ImageSource, Preprocessing, load_image, preprocess
+from vision.data.images import ImageSource, Preprocessing, load_image, preprocess, resized
 from vision.models.efficientnet_lite import efficientnet_lite0, load_imagenet_weights
+from vision.models.heads import LITE0_FEATURES
 from vision.models.registry import get_spec
 
 #: Features kept in memory per extractor (5 KB each): ~100 MB at most.
@@ -42,14 +43,14 @@ class FeatureExtractor:
         spec = self.preprocessing
         self._embed = tf.function(
             lambda pixels: backbone(preprocess(pixels, spec), training=False),
-            input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.uint8)],
+            input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.float32)],
         )
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def features(self, images: Sequence[ImageSource], views: Sequence[str] = ("original",),
                  progress: Progress | None = None) -> np.ndarray:
-        """Features of every image in every view: shape (len(views), len(images), 1280).
+        """Features of every image in every view: shape (len(views), len(images), LITE0_FEATURES).
 
         Raises:
             InvalidImageError: an image cannot be decoded (named in the message).
@@ -58,7 +59,7 @@ class FeatureExtractor:
         if unknown:
             raise ValueError(f"unknown views {unknown}; choose from {VIEWS}")
         keys = [_content_key(image) for image in images]
-        result = np.zeros((len(views), len(images), 1280), np.float32)
+        result = np.zeros((len(views), len(images), LITE0_FEATURES), np.float32)
         missing: list[int] = []
         with self._lock:
             for i, key in enumerate(keys):
@@ -72,7 +73,7 @@ class FeatureExtractor:
             progress(done, len(images))
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start:start + self.batch_size]
-            pixels = np.stack([self._square(images[i]) for i in chunk])
+            pixels = np.stack([self._at_input_size(images[i]) for i in chunk])
             for v, view in enumerate(views):
                 batch = pixels[:, :, ::-1] if view == "mirrored" else pixels
                 result[v, chunk] = self._embed(np.ascontiguousarray(batch)).numpy()
@@ -87,17 +88,11 @@ class FeatureExtractor:
                 progress(done, len(images))
         return result
 
-    def _square(self, image: ImageSource) -> np.ndarray:
-        """The image resized to the input size as uint8, so batches stack (same bilinear
-        resize as ``preprocess``: resizing twice to the same size is the identity)."""
-
-        pixels = load_image(image)
-        size = self.preprocessing.size
-        if pixels.shape[:2] == size:
-            return pixels
-        resized = tf.image.resize(tf.cast(pixels, tf.float32), size, method=self.preprocessing.resize,
-                                  antialias=False)
-        return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+    def _at_input_size(self, image: ImageSource) -> np.ndarray:
+        """The image at the input size, so batches stack; ``preprocess`` in the embedding
+        then sees exactly what it sees for the image itself (see ``images.resized``)."""
+        spec = self.preprocessing
+        return resized(load_image(image), spec.size, spec.resize)
 
 
 def _content_key(image: ImageSource) -> str:

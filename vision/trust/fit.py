@@ -62,7 +62,8 @@ def fit_trust(model: Any, dataset: LabelledDataset, preprocessing: Preprocessing
         train_features, _, _ = features_and_logits(model, dataset.train, preprocessing)
         val_features, val_logits, labels = features_and_logits(model, dataset.val, preprocessing)
         background = features_and_logits(model, Split(np.zeros(len(photos), int), images=np.stack(
-            [resized(photo, preprocessing.size) for photo in photos])), preprocessing)[0] if photos else None
+            [resized(photo, preprocessing.size, preprocessing.resize) for photo in photos])),
+            preprocessing)[0] if photos else None
     else:
         train_features, val_features = features
         kernel, bias = model.get_layer(LOGITS_LAYER).get_weights()
