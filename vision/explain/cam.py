@@ -19,8 +19,6 @@ and against an eager reference.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -28,10 +26,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vision.data.images import ImageSource, Preprocessing, load_image, preprocess
+from vision.data.images import ImageSource, Preprocessing, load_image, preprocess, resized
 from vision.errors import ExplainError, VisionError  # noqa: F401  (ExplainError re-exported)
 from vision.explain.overlay import resize_heatmap
-from vision.runtime.tflite import cached_flatbuffer, convert_to_tflite, make_interpreter
+from vision.models.serving import with_preprocessing
+from vision.runtime.tflite import TFLiteRunner, cached_flatbuffer, convert_to_tflite
+from vision.trust.calibration import softmax
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ class Explainer:
             features, grads, logits, chosen = self._features_and_gradients(pixels, index)
             cam = _grad_cam(features, grads) if method == "gradcam" else _grad_cam_plus_plus(features, grads)
         cam = _normalise(cam)
-        probabilities = _softmax(logits)
+        probabilities = softmax(logits)
         return Explanation(
             heatmap=resize_heatmap(cam, pixels.shape[:2]), cam=cam, class_index=chosen,
             label=self.labels[chosen] if chosen < len(self.labels) else str(chosen),
@@ -307,63 +307,39 @@ class Explainer:
         return features.numpy(), logits.numpy()
 
     def _build_fast_path(self) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
-
-
-        forward, spec = self._forward, self.preprocessing
         self._dense_kernel = np.asarray(self._dense.kernel, np.float32)
-
-        class _Features(keras.layers.Layer):
-            # Exists only for the conversion; holds the model so its weights are frozen in.
-            def __init__(self, model: Any) -> None:
-                super().__init__()
-                self.wrapped = model
-
-            def call(self, images: Any) -> Any:
-                return forward(preprocess(images, spec))
-
-        images = keras.Input((None, None, 3), dtype="uint8", batch_size=1)
-        wrapper = keras.Model(images, _Features(self.model)(images))
+        wrapper = with_preprocessing(self.model, self.preprocessing, call=self._forward)
         try:
             if self._cache_key is None:
                 flatbuffer = convert_to_tflite(wrapper)
             else:
                 flatbuffer = cached_flatbuffer(f"explainer|{self._cache_key}|{self.layer}",
                                                lambda: convert_to_tflite(wrapper))
-            interpreter = make_interpreter(flatbuffer, os.cpu_count())
+            # One runner, so one caller at a time: its lock serialises concurrent explains.
+            runner = TFLiteRunner(flatbuffer)
         except Exception as error:  # the tf.function path always works
             log.warning("no TFLite fast path for Grad-CAM (%s); using tf.function", error)
             return None
-        input_index = interpreter.get_input_details()[0]["index"]
-        by_rank = {len(d["shape"]): d["index"] for d in interpreter.get_output_details()}
-        feature_index, logits_index = by_rank[4], by_rank[2]
-        lock = threading.Lock()  # one interpreter: one caller at a time
-        state = {"shape": None}
 
         def run(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            with lock:
-                if state["shape"] != pixels.shape:
-                    interpreter.resize_tensor_input(input_index, (1, *pixels.shape))
-                    interpreter.allocate_tensors()
-                    state["shape"] = pixels.shape
-                interpreter.set_tensor(input_index, pixels[None])
-                interpreter.invoke()
-                return interpreter.get_tensor(feature_index)[0], interpreter.get_tensor(logits_index)[0]
+            # The interpreter may order its outputs either way: the feature map is the 3-D one.
+            by_rank = {output.ndim: output for output in runner(pixels)}
+            return by_rank[3], by_rank[1]
 
-        run(np.zeros((*spec.size, 3), np.uint8))  # size the buffers now, not on first request
+        run(np.zeros((*self.preprocessing.size, 3), np.uint8))  # size the buffers now, not on first request
         return run
 
     def _score_cam(self, pixels: np.ndarray, features: np.ndarray, class_index: int) -> np.ndarray:
         strongest = np.argsort(-features.mean(axis=(0, 1)))[:SCORECAM_CHANNELS]
         maps = features[..., strongest]  # (h, w, K)
         x = preprocess(pixels[None], self.preprocessing)  # (1, H, W, 3)
-        masks = tf.image.resize(maps[None], self.preprocessing.size, method="bilinear")[0]  # (H, W, K)
+        masks = resized(maps, self.preprocessing.size)  # (H, W, K)
         low = tf.reduce_min(masks, axis=(0, 1), keepdims=True)
         high = tf.reduce_max(masks, axis=(0, 1), keepdims=True)
         masks = tf.math.divide_no_nan(masks - low, high - low)
         masked = tf.transpose(masks, [2, 0, 1])[..., None] * x  # (K, H, W, 3)
-        scores = tf.nn.softmax(self._batch_logits(masked), axis=-1)[:, class_index].numpy()
-        weights = np.exp(scores - scores.max())
-        weights /= weights.sum()
+        scores = softmax(self._batch_logits(masked).numpy())[:, class_index]
+        weights = softmax(scores)
         return np.maximum((maps * weights).sum(axis=-1), 0.0)
 
 
@@ -386,7 +362,3 @@ def _normalise(cam: np.ndarray) -> np.ndarray:
     top = cam.max()
     return cam / top if top > 0 else np.zeros_like(cam)
 
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max())
-    return shifted / shifted.sum()

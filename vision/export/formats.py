@@ -32,7 +32,7 @@ from vision.errors import ExportError, VisionError  # noqa: F401  (ExportError r
 from vision.export.webweights import quantize_graph_model, uint8_kernels
 from vision.models.heads import LOGITS_LAYER
 from vision.models.serving import serving_model, split_outputs
-from vision.runtime.tflite import convert_to_tflite, make_interpreter
+from vision.runtime.tflite import TFLiteRunner, convert_to_tflite
 
 FORMATS = ("tfjs", "tflite", "savedmodel")
 QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"), "tflite": (None, "float16", "dynamic"),
@@ -183,15 +183,7 @@ def _export_savedmodel(model: Any, folder: Path, inputs: np.ndarray, classes: in
 def _export_tflite(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None, classes: int) -> np.ndarray:
     flatbuffer = convert_to_tflite(model, quantize=quantize)
     (folder / "model.tflite").write_bytes(flatbuffer)
-    interpreter = make_interpreter(flatbuffer)
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_indices = [detail["index"] for detail in interpreter.get_output_details()]
-    predicted = []
-    for x in inputs:
-        interpreter.set_tensor(input_index, x[None].astype(np.float32))
-        interpreter.invoke()
-        predicted.append(_joined([interpreter.get_tensor(index) for index in output_indices], classes)[0])
-    return np.stack(predicted)
+    return _joined(TFLiteRunner(flatbuffer).batch(inputs), classes)
 
 
 def _export_tfjs(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None, classifier: Any,

@@ -13,7 +13,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "registry": ["ModelSpec", "create_model", "get_spec", "list_models", "register"],
         "heads": ["LOGITS_LAYER", "OUTPUT_LAYER", "classification_head", "freeze_pretrained"],
         "efficientnet_lite": ["efficientnet_lite0", "load_imagenet_weights", "imagenet_classifier", "imagenet_labels"],
-        "serving": ["feature_model", "serving_model", "split_outputs"],
+        "serving": ["feature_model", "serving_model", "split_outputs", "with_preprocessing"],
         "features": ["FeatureExtractor", "get_extractor"],
         "checkpoint": ["load_legacy_state_dict"],
     },

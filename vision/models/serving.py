@@ -8,10 +8,11 @@ already has, so the TFLite interpreter and the TF.js page get both from one call
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from vision.data.images import Preprocessing, preprocess
 from vision.models.heads import LOGITS_LAYER
 
 
@@ -39,6 +40,33 @@ def serving_model(model: Any, detector: Any = None, features: bool = False) -> A
     if features:
         outputs.append(logits.input)
     return keras.Model(model.input, outputs, name="serving")
+
+
+def with_preprocessing(model: Any, preprocessing: Preprocessing,
+                       call: Callable[[Any], Any] | None = None) -> Any:
+    """A Keras model that takes one uint8 RGB image (1, h, w, 3) of any size, runs
+    ``images.preprocess`` on it, then ``call`` (default: ``model`` itself).
+
+    Made for a TFLite conversion, which then needs no TensorFlow call outside the
+    interpreter. ``call`` may be any function of the model input built from ``model``'s
+    layers (Grad-CAM's two-output forward pass); the wrapper holds ``model``, so its
+    weights are frozen into the conversion.
+    """
+    import keras  # lazy: predicting reads split_outputs only
+
+    forward = call or (lambda x: model(x, training=False))
+
+    class _Preprocessed(keras.layers.Layer):
+        # Exists only for the conversion; never saved, so safe mode never sees it.
+        def __init__(self) -> None:
+            super().__init__()
+            self.wrapped = model
+
+        def call(self, images: Any) -> Any:
+            return forward(preprocess(images, preprocessing))
+
+    images = keras.Input((None, None, 3), dtype="uint8", batch_size=1, name="image")
+    return keras.Model(images, _Preprocessed()(images), name="preprocessed")
 
 
 def split_outputs(outputs: Any, classes: int) -> tuple[Any, Any, Any]:

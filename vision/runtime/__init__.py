@@ -11,6 +11,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "inference": ["Classifier", "Classification", "Prediction"],
-        "tflite": ["cached_flatbuffer", "convert_to_tflite", "make_interpreter"],
+        "tflite": ["TFLiteRunner", "cached_flatbuffer", "convert_to_tflite", "make_interpreter"],
     },
 )

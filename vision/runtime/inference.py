@@ -11,7 +11,6 @@ Batches go through a compiled Keras call.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import numpy as np
 from vision.bundle.store import Bundle, open_bundle
 from vision.data.images import ImageSource, load_image, preprocess
 from vision.models.serving import serving_model, split_outputs
-from vision.runtime.tflite import cached_flatbuffer, convert_to_tflite, make_interpreter
+from vision.runtime.tflite import TFLiteRunner, cached_flatbuffer, convert_to_tflite
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ class Classifier:
         )
         self._batch_fn: Any = None
         self._batch_lock = threading.Lock()
-        self._pool: queue.LifoQueue[_Runner] | None = None
+        self._pool: queue.LifoQueue[TFLiteRunner] | None = None
         self.runtime = "tf"
         if runtime == "tflite":
             try:
@@ -105,11 +104,12 @@ class Classifier:
             except Exception as error:  # converter failures are varied; the tf path still works
                 log.warning("TFLite conversion failed (%s); using the TensorFlow path", error)
             else:
-                # LIFO: a lone caller keeps reusing the same warm interpreter, whose
-                # thread pool is hot; FIFO would alternate and wake the idle ones.
+                # One runner per concurrent caller, taken from the pool for a call, so callers
+                # never wait on each other's lock. LIFO: a lone caller keeps reusing the same
+                # warm interpreter, whose thread pool is hot; FIFO would wake the idle ones.
                 self._pool = queue.LifoQueue()
                 for _ in range(max(1, pool_size)):
-                    self._pool.put(_Runner(make_interpreter(flatbuffer, threads or os.cpu_count())))
+                    self._pool.put(TFLiteRunner(flatbuffer, threads))
                 self.runtime = "tflite"
         self._warm_up()
 
@@ -204,23 +204,3 @@ class Classifier:
         else:
             self.predict_batch([blank])
 
-
-class _Runner:
-    """One interpreter whose input takes uint8 images of any size (preprocessing is
-    compiled in); it re-plans its buffers only when the image size changes."""
-
-    def __init__(self, interpreter: Any) -> None:
-        self.interpreter = interpreter
-        self.input_index = interpreter.get_input_details()[0]["index"]
-        self.output_indices = [detail["index"] for detail in interpreter.get_output_details()]
-        self.shape: tuple[int, ...] = ()
-
-    def __call__(self, pixels: np.ndarray) -> list[np.ndarray]:
-        """The model's outputs for one image, batch axis removed, in the interpreter's order."""
-        if pixels.shape != self.shape:
-            self.interpreter.resize_tensor_input(self.input_index, (1, *pixels.shape))
-            self.interpreter.allocate_tensors()
-            self.shape = pixels.shape
-        self.interpreter.set_tensor(self.input_index, pixels[None])
-        self.interpreter.invoke()
-        return [self.interpreter.get_tensor(index)[0].copy() for index in self.output_indices]

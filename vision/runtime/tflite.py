@@ -1,4 +1,5 @@
-"""Keras model -> TensorFlow Lite flatbuffer, used by the fast inference path and export."""
+"""Keras model -> TensorFlow Lite flatbuffer, and the one loop that runs it: used by the fast
+inference path, Grad-CAM's fast path and the TFLite export's check."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
 import uuid
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from vision.data.images import Preprocessing, preprocess
+import numpy as np
+
+from vision.data.images import Preprocessing
+from vision.models.serving import with_preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +69,10 @@ def convert_to_tflite(model: Any, quantize: str | None = None,
             it then takes a uint8 RGB image (1, h, w, 3) of any size, and serving it
             needs no TensorFlow call outside the interpreter.
     """
-    import keras  # lazy: only a first conversion needs TensorFlow
     import tensorflow as tf  # lazy: only a first conversion needs TensorFlow
 
     if preprocessing is not None:
-        spec = preprocessing
-
-        class _Preprocess(keras.layers.Layer):
-            # Exists only for the conversion; never saved, so safe mode never sees it.
-            def call(self, images: Any) -> Any:
-                return preprocess(images, spec)
-
-        images = keras.Input((None, None, 3), dtype="uint8", batch_size=1, name="image")
-        model = keras.Model(images, model(_Preprocess()(images), training=False))
+        model = with_preprocessing(model, preprocessing)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -100,6 +97,46 @@ def make_interpreter(flatbuffer: bytes, threads: int | None = None) -> Any:
                                           num_threads=threads or os.cpu_count())
     interpreter.allocate_tensors()
     return interpreter
+
+
+class TFLiteRunner:
+    """One interpreter behind one call: set the input, invoke, read every output.
+
+    The flatbuffer has batch size 1; the input is resized (and the interpreter's buffers
+    re-planned) only when the shape of what comes in changes, so a flatbuffer with
+    preprocessing compiled in takes images of any size. An interpreter runs one call at a
+    time: a lock serialises callers of one runner, and a pool of runners serves callers
+    in parallel.
+
+    Args:
+        flatbuffer: A TFLite model, e.g. from ``convert_to_tflite``.
+        threads: CPU threads for the interpreter; all cores by default.
+    """
+
+    def __init__(self, flatbuffer: bytes, threads: int | None = None) -> None:
+        self.interpreter = make_interpreter(flatbuffer, threads)
+        detail = self.interpreter.get_input_details()[0]
+        self._input = detail["index"]
+        self._shape = tuple(int(n) for n in detail["shape"][1:])
+        self._outputs = [output["index"] for output in self.interpreter.get_output_details()]
+        self._lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output for one input ``x`` (no batch axis), batch axis removed, in the
+        interpreter's order (which need not be the Keras model's)."""
+        with self._lock:
+            if x.shape != self._shape:
+                self.interpreter.resize_tensor_input(self._input, (1, *x.shape))
+                self.interpreter.allocate_tensors()
+                self._shape = x.shape
+            self.interpreter.set_tensor(self._input, x[None])
+            self.interpreter.invoke()
+            # get_tensor copies: the next invoke cannot change what is returned.
+            return [self.interpreter.get_tensor(index)[0] for index in self._outputs]
+
+    def batch(self, inputs: Iterable[np.ndarray]) -> list[np.ndarray]:
+        """Every output for each of ``inputs``, one invoke per input, stacked on a batch axis."""
+        return [np.stack(output) for output in zip(*(self(x) for x in inputs))]
 
 
 @contextlib.contextmanager

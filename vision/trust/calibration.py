@@ -44,10 +44,12 @@ class Calibration:
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Probabilities from ``logits / temperature`` over the last axis (one row, or a batch
+    of them), in float64 so a confident answer does not round to exactly 1."""
     z = np.asarray(logits, np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
+    z -= z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
