@@ -24,7 +24,9 @@ from vision.data.images import load_image
 from vision.data.synthetic import write_shapes
 from vision.defaults import EVERYDAY_MODEL, MODELS_DIR
 from vision.errors import ExportError, VisionError
+from vision.explain.methods import METHODS
 from vision.explain.overlay import overlay
+from vision.export.options import FORMATS, quantization_help
 from vision.hub import pull, push
 from vision.hub import resolve_model as resolve_hub_model
 from vision.plots import plot_confusion
@@ -148,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     explain = command("explain", _explain, "write a Grad-CAM (or Grad-CAM++ / Score-CAM) overlay PNG")
     explain.add_argument("image", type=Path)
     explain.add_argument("--model", default=DEFAULT, help=MODEL_HELP)
-    explain.add_argument("--method", choices=["gradcam", "gradcam++", "scorecam"], default="gradcam")
+    explain.add_argument("--method", choices=METHODS, default=METHODS[0])
     explain.add_argument("--class", dest="target", help="label or index to explain (default: top-1)")
     explain.add_argument("--layer", help="target layer name (default: the last spatial layer)")
     explain.add_argument("--alpha", type=float, default=0.45, help="heatmap opacity, 0..1")
@@ -156,8 +158,8 @@ def _parser() -> argparse.ArgumentParser:
 
     export = command("export", _export, "export a bundle for TF.js (the browser), TFLite or TF Serving")
     export.add_argument("bundle", help=MODEL_HELP)
-    export.add_argument("--format", choices=["tfjs", "tflite", "savedmodel"], default="tfjs")
-    export.add_argument("--quantize", help="tfjs: float16 | uint8; tflite: float16 | dynamic")
+    export.add_argument("--format", choices=FORMATS, default=FORMATS[0])
+    export.add_argument("--quantize", help=quantization_help())
     export.add_argument("--out", type=Path, required=True, help="folder to write")
     export.add_argument("--web-site", type=Path, help="tfjs: also write a self-contained static site here")
     export.add_argument("--features", action="store_true",

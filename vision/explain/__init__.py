@@ -10,7 +10,8 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "cam": ["METHODS", "Explainer", "Explanation"],
+        "methods": ["METHODS"],
+        "cam": ["Explainer", "Explanation"],
         "pointing": ["PointingResult", "pointing_game"],
         "overlay": ["colorize", "overlay", "resize_heatmap"],
     },

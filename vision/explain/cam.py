@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from vision.data.images import ImageSource, Preprocessing, load_image, preprocess, resized
 from vision.errors import ExplainError, VisionError  # noqa: F401  (ExplainError re-exported)
+from vision.explain.methods import METHODS
 from vision.explain.overlay import resize_heatmap
 from vision.models.serving import with_preprocessing
 from vision.runtime.tflite import TFLiteRunner, cached_flatbuffer, convert_to_tflite
@@ -35,7 +36,6 @@ from vision.trust.calibration import softmax
 
 log = logging.getLogger(__name__)
 
-METHODS = ("gradcam", "gradcam++", "scorecam")
 SCORECAM_CHANNELS = 32  # Score-CAM masks with the most active channels only: one batch pass
 
 

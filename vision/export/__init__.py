@@ -10,7 +10,8 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "formats": ["FORMATS", "QUANTIZATIONS", "ExportResult", "export", "build_web_site"],
+        "options": ["FORMATS", "QUANTIZATIONS"],
+        "formats": ["ExportResult", "export", "build_web_site"],
         "webweights": ["encode_per_channel", "decode_per_channel", "quantize_graph_model"],
         "webpage": ["WebPage"],
     },

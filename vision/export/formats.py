@@ -29,14 +29,12 @@ from vision.data.photos import photographed_at, probe_photos
 from vision.data.synthetic import make_shapes
 from vision.defaults import REPO
 from vision.errors import ExportError, VisionError  # noqa: F401  (ExportError re-exported)
+from vision.export.options import FORMATS, QUANTIZATIONS
 from vision.export.webweights import quantize_graph_model, uint8_kernels
-from vision.models.heads import LOGITS_LAYER
+from vision.models.heads import LOGITS_LAYER, OUTPUT_LAYER
 from vision.models.serving import serving_model, split_outputs
 from vision.runtime.tflite import TFLiteRunner, convert_to_tflite
 
-FORMATS = ("tfjs", "tflite", "savedmodel")
-QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"), "tflite": (None, "float16", "dynamic"),
-                 "savedmodel": (None,)}
 WEB_FILES = ("index.html", "app.js", "classifier.js", "trainer.js", "style.css")
 WEB_VENDOR = ("@tensorflow/tfjs/dist/tf.min.js", "@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js",
               "@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js",
@@ -137,7 +135,7 @@ def export_metadata(bundle: Bundle, fmt: str, quantize: str | None, check: dict[
         "input": {"height": bundle.preprocessing.size[0], "width": bundle.preprocessing.size[1],
                   "channels": 3, "dtype": "float32"},
         "preprocessing": bundle.preprocessing.to_dict(),
-        "output": "probabilities",
+        "output": OUTPUT_LAYER,
         # A second output of shape [1, 1]: below the threshold, the answer is "unknown".
         "unknown": ({"output": "familiarity", **{k: bundle.info["ood"][k] for k in ("method", "threshold")}}
                     if bundle.info.get("ood") else None),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from vision.explain.cam import METHODS
-from vision.export.formats import FORMATS
+from vision.explain.methods import METHODS
+from vision.export.options import FORMATS, quantization_names
 from vision.models.registry import list_models
 from vision.ui.classify import ClassifyView
 from vision.ui.context import Context
@@ -62,7 +62,7 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                                                    elem_id="classify-image", **UPLOAD))
                     with gr.Row():
                         top_k = gr.Slider(1, 10, value=3, step=1, label="Top k")
-                        method = gr.Radio(list(METHODS), value="gradcam", label="Explanation")
+                        method = gr.Radio(list(METHODS), value=METHODS[0], label="Explanation")
                     with gr.Row():
                         target = gr.Dropdown([("top prediction", "")] + [(x, x) for x in labels], value="",
                                              label="Explain class")
@@ -176,8 +176,8 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                         "([the page](/web/) ships with the default model), **TFLite** on phones and "
                         "edge devices, **SavedModel** in TF Serving. Every export is checked against Keras.")
             with gr.Row():
-                export_format = gr.Radio(list(FORMATS), value="tfjs", label="Format")
-                export_quantize = gr.Dropdown(["none", "float16", "uint8", "dynamic"], value="none",
+                export_format = gr.Radio(list(FORMATS), value=FORMATS[0], label="Format")
+                export_quantize = gr.Dropdown(["none", *quantization_names()], value="none",
                                               label="Weights (uint8: TF.js, dynamic int8: TFLite)")
                 export_button = gr.Button("Export", variant="primary")
             export_file = gr.File(label="Download (.zip)", interactive=False)
