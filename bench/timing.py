@@ -3,16 +3,20 @@
 Every ratio a benchmark prints (A against B) comes from ``alternating_ms``: the sides take
 turns in blocks within one run (A, B, A, B, ...), so a slower or busier stretch of the
 machine falls on both, and each block keeps its own interpreters' thread pools warm
-(call-by-call alternation would measure their wake-ups instead).
+(call-by-call alternation would measure their wake-ups instead). As in ``timeit``, the
+garbage collector is off while calls are timed (and run between blocks), so one side's
+garbage is not collected on the other side's clock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 #: Blocks per side in ``alternating_ms``.
 BLOCKS = 5
@@ -23,19 +27,23 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores, 1-minute load average {os.getloadavg()[0]:.1f} now"
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def call_ms(fn: Callable[[], object]) -> float:
     """Milliseconds one call of ``fn`` takes."""
     start = time.perf_counter()
     fn()
     return (time.perf_counter() - start) * 1000
-
-
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Median milliseconds per call of ``fn`` over ``repeats`` calls, after ``warmup``.
-    For a figure that is printed alone; compare two with ``alternating_ms``."""
-    for _ in range(warmup):
-        fn()
-    return statistics.median(call_ms(fn) for _ in range(repeats))
 
 
 def alternating_ms(sides: Mapping[str, Callable[[], object]], repeats: int | Mapping[str, int],
@@ -57,7 +65,8 @@ def alternating_ms(sides: Mapping[str, Callable[[], object]], repeats: int | Map
         for name, fn in sides.items():
             for _ in range(warmup):
                 fn()
-            times[name] += [call_ms(fn) for _ in range(timed_calls(counts[name], blocks) // blocks)]
+            with _no_gc():
+                times[name] += [call_ms(fn) for _ in range(timed_calls(counts[name], blocks) // blocks)]
     return {name: statistics.median(values) for name, values in times.items()}
 
 
