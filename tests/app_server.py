@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import DEFAULT_MODEL
+from conftest import SHAPES_MODEL
 
 
 def free_port() -> int:
@@ -31,7 +31,7 @@ def launch_app(models_dir: Path, default_model: Path | None = None, **settings: 
     from vision.ui import build
     from vision.ui.config import AppConfig
 
-    shutil.copytree(DEFAULT_MODEL, models_dir / "shapes")
+    shutil.copytree(SHAPES_MODEL, models_dir / "shapes")
     config = AppConfig(default_model=default_model or models_dir / "shapes", models_dir=models_dir,
                        state_dir=models_dir.parent / f"{models_dir.name}-state", **settings)
     app = build(config)

@@ -23,8 +23,9 @@ os.environ.pop("HF_TOKEN", None)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from vision.defaults import SHAPES_MODEL  # noqa: E402,F401  (the example model most tests use)
+
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO / "models" / "shapes"
 _IGNORED = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules", "build"}
 
 

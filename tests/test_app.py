@@ -244,8 +244,9 @@ def test_export_view_and_the_web_page_served_by_the_app(client, server):
     assert b'"quantization": "uint8"' in metadata
     assert urllib.request.urlopen(url + "web/").status == 200
     for hidden in ("web/package.json", "web/test/classifier.test.js", "exports/"):
-        with pytest.raises(urllib.error.HTTPError):
+        with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url + hidden)
+        assert refused.value.code == 404, hidden
     assert "choose: float16, dynamic" in _error(client, "tflite", "uint8", api_name="/export")
 
 

@@ -56,7 +56,13 @@ def test_synthetic_shapes_are_varied_and_boxed():
     assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= 48).all() and (y1 <= 48).all()
     sides = x1 - x0
     assert sides.max() / sides.min() > 1.4  # sizes vary
-    # The box holds the object: its pixels differ more from the image's border than chance.
+    # The box holds the object, tightly: the shape is the only vivid colour (background and
+    # clutter are dull), so every vivid pixel lies in its box and the vivid pixels span it.
+    for image, (x0, y0, x1, y1) in zip(data.images, data.boxes):
+        hsv = np.asarray(Image.fromarray(image).convert("HSV")).astype(int)
+        ys, xs = np.nonzero((hsv[..., 1] >= 140) & (hsv[..., 2] >= 165))
+        assert ((xs >= x0 - 1) & (xs <= x1 + 1) & (ys >= y0 - 1) & (ys <= y1 + 1)).all()
+        assert (xs.max() - xs.min() + 1) / (x1 - x0) > 0.8 and (ys.max() - ys.min() + 1) / (y1 - y0) > 0.8
     assert len({tuple(img[0, 0]) for img in data.images}) == 32  # backgrounds vary
     again = make_shapes(per_class=8, size=48, seed=3)
     np.testing.assert_array_equal(again.images, data.images)  # seeded

@@ -48,12 +48,19 @@ def test_exif_orientation_is_applied(tmp_path):
     assert out[2, 10, 2] > 200 and out[2, 10, 0] < 60  # the blue strip is now on top
 
 
-@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "CMYK", "P"])
-def test_modes_become_rgb(tmp_path, mode):
-    image = Image.new("RGB", (16, 8), (200, 30, 30)).convert(mode)
+@pytest.mark.parametrize("mode, colour, tolerance", [
+    ("L", (81, 81, 81), 1),  # ITU-R 601 luma of (200, 30, 30), on every channel
+    ("LA", (81, 81, 81), 1),
+    ("RGBA", (200, 30, 30), 0),
+    ("CMYK", (200, 30, 30), 8),  # through JPEG
+    ("P", (204, 51, 51), 0),  # the nearest colour of Pillow's web palette
+])
+def test_modes_become_rgb_with_their_colours(tmp_path, mode, colour, tolerance):
+    image = Image.new("RGB", (16, 8), (200, 30, 30)).convert(mode, dither=Image.Dither.NONE)
     suffix = ".jpg" if mode == "CMYK" else ".png"
     out = load_image(_save(image, tmp_path / f"x{suffix}"))
     assert out.shape == (8, 16, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - colour).max() <= tolerance, out[0, 0]
 
 
 def test_palette_transparency_flattens_onto_white(tmp_path):

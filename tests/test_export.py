@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -10,18 +11,19 @@ import pytest
 from vision.bundle.store import load_bundle
 from vision.cli import main
 from vision.data.images import preprocess
-from vision.export.formats import ExportError, build_web_site, export, probe_images
+from vision.export.formats import MIN_QUANTIZED_AGREEMENT, ExportError, build_web_site, export, probe_images
 from vision.export.webweights import FLOAT16_SHARE, PER_CHANNEL, channel_axis, decode_per_channel, encode_per_channel
+from vision.models.serving import split_outputs
 from vision.runtime.tflite import make_interpreter
 
-from conftest import DEFAULT_MODEL
+from conftest import REPO, SHAPES_MODEL
 
 pytestmark = pytest.mark.usefixtures("no_stray_writes")
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    return load_bundle(DEFAULT_MODEL)
+    return load_bundle(SHAPES_MODEL)
 
 
 @pytest.mark.parametrize("fmt, quantize", [
@@ -38,6 +40,32 @@ def test_every_format_verifies_and_writes_metadata(bundle, tmp_path, fmt, quanti
     if quantize is None:
         assert result.max_abs_diff <= 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folders left
+
+
+def _run_in_tfjs(folder, inputs: np.ndarray, tmp_path) -> list[np.ndarray]:
+    """The export at ``folder`` run by TF.js under Node, as the page loads it."""
+    request = tmp_path / "inputs.json"
+    request.write_text(json.dumps({"shape": list(inputs.shape), "data": inputs.ravel().tolist()}))
+    result = subprocess.run(["node", str(REPO / "tests" / "tfjs_predict.mjs"), str(REPO / "web"), str(folder),
+                             str(request)], capture_output=True, text=True, timeout=300, check=True)
+    return [np.array(o["data"], np.float32).reshape(o["shape"]) for o in json.loads(result.stdout)]
+
+
+def test_quantized_tfjs_weights_keep_the_keras_answers_when_tfjs_runs_them(bundle, tmp_path):
+    """Measured after quantization, by TF.js on the shipped weights (the export's own check runs
+    the graph before its weights are quantized)."""
+    inputs = np.stack([np.asarray(preprocess(image, bundle.preprocessing)) for image in probe_images(bundle)])
+    keras = np.asarray(bundle.model(inputs, training=False))
+    diffs = {}
+    for quantize in (None, "float16", "uint8"):
+        folder = export(bundle, "tfjs", tmp_path / str(quantize), quantize=quantize).path
+        answers = split_outputs(_run_in_tfjs(folder, inputs, tmp_path), len(bundle.labels))[0]
+        diffs[quantize] = float(np.abs(answers - keras).max())
+        assert np.mean(answers.argmax(1) == keras.argmax(1)) >= MIN_QUANTIZED_AGREEMENT, quantize
+    assert diffs[None] <= 1e-4, diffs  # the runner itself is exact
+    # Measured 1.8e-6 (fp32), 6.6e-4 (float16), 0.019 (uint8): coarser weights move the answers
+    # more (so TF.js ran the quantized weights), and only a little.
+    assert 1e-5 < diffs["float16"] < diffs["uint8"] <= 0.06 and diffs["float16"] <= 0.005, diffs
 
 
 def test_quantization_shrinks_the_files(bundle, tmp_path):
@@ -72,14 +100,14 @@ def test_bad_requests_fail_clearly_and_write_nothing(bundle, tmp_path):
 
 
 def test_cli_export_with_web_site(tmp_path, capsys):
-    assert main(["export", str(DEFAULT_MODEL), "--format", "tfjs", "--quantize", "uint8",
+    assert main(["export", str(SHAPES_MODEL), "--format", "tfjs", "--quantize", "uint8",
                  "--out", str(tmp_path / "js"), "--web-site", str(tmp_path / "site")]) == 0
     out = capsys.readouterr().out
     assert "top-1 agreement 100%" in out and "static site" in out
     assert (tmp_path / "site" / "model" / "model.json").is_file()
     assert (tmp_path / "site" / "node_modules" / "@tensorflow" / "tfjs-backend-wasm" / "dist"
             / "tfjs-backend-wasm-simd.wasm").is_file()
-    assert main(["export", str(DEFAULT_MODEL), "--format", "tflite", "--out", str(tmp_path / "t"),
+    assert main(["export", str(SHAPES_MODEL), "--format", "tflite", "--out", str(tmp_path / "t"),
                  "--web-site", str(tmp_path / "s2")]) == 2
 
 

@@ -19,7 +19,7 @@ from vision.errors import InvalidBundleError
 from vision.hub import HubAuthError, HubConnectionError, HubError, HubNotFoundError, parse_ref, pull, push
 from vision.runtime.inference import Classifier
 
-from conftest import DEFAULT_MODEL, REPO
+from conftest import REPO, SHAPES_MODEL
 from hub_server import HubServer
 
 ALICE, BOB = "hf_alice_write_0123456789", "hf_bob_write_9876543210"
@@ -57,13 +57,13 @@ def test_parse_ref():
 
 
 def test_push_pull_round_trip_with_a_valid_model_card(hub, tmp_path):
-    url = push(DEFAULT_MODEL, "alice/shapes", token=ALICE, exports=("tfjs",), commit_message="first")
+    url = push(SHAPES_MODEL, "alice/shapes", token=ALICE, exports=("tfjs",), commit_message="first")
     assert url.startswith(f"{hub.url}/alice/shapes/commit/")
     assert "POST /api/validate-yaml" in hub.state.log
     assert any(line.startswith("PUT /lfs-upload/") for line in hub.state.log)  # weights went through LFS
     folder = pull("alice/shapes", cache_dir=tmp_path / "cache")
     assert (folder / "tfjs" / "model.json").is_file()
-    np.testing.assert_array_equal(_predictions(folder), _predictions(DEFAULT_MODEL))
+    np.testing.assert_array_equal(_predictions(folder), _predictions(SHAPES_MODEL))
     card = (folder / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["library_name"] == "keras" and meta["pipeline_tag"] == "image-classification"
@@ -71,7 +71,7 @@ def test_push_pull_round_trip_with_a_valid_model_card(hub, tmp_path):
 
 
 def test_keras_alone_loads_the_pushed_repo(hub, tmp_path):
-    push(DEFAULT_MODEL, "alice/shapes", token=ALICE, exports=("tfjs", "tflite"))
+    push(SHAPES_MODEL, "alice/shapes", token=ALICE, exports=("tfjs", "tflite"))
     script = (
         "import numpy as np, keras\n"
         "m = keras.saving.load_model('hf://alice/shapes')\n"
@@ -85,18 +85,18 @@ def test_keras_alone_loads_the_pushed_repo(hub, tmp_path):
     import keras
 
     x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
-    expected = np.asarray(keras.saving.load_model(DEFAULT_MODEL)(x))
+    expected = np.asarray(keras.saving.load_model(SHAPES_MODEL)(x))
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
 
 
 def test_revisions_are_pinned_and_branches_kept_apart(hub, tmp_path, tiny_bundle):
-    first = push(DEFAULT_MODEL, "alice/m", token=ALICE).rsplit("/", 1)[1]
+    first = push(SHAPES_MODEL, "alice/m", token=ALICE).rsplit("/", 1)[1]
     push(tiny_bundle, "alice/m", token=ALICE, commit_message="second")
     push(tiny_bundle, "alice/m", token=ALICE, revision="experiment")
     latest = pull("alice/m", cache_dir=tmp_path / "c")
     pinned = pull(f"hf://alice/m@{first}", cache_dir=tmp_path / "c")
     branch = pull("alice/m", revision="experiment", cache_dir=tmp_path / "c")
-    assert (pinned / "vision.json").read_text() == (DEFAULT_MODEL / "vision.json").read_text()
+    assert (pinned / "vision.json").read_text() == (SHAPES_MODEL / "vision.json").read_text()
     assert (latest / "vision.json").read_text() == (tiny_bundle / "vision.json").read_text()
     assert (branch / "vision.json").read_text() == (tiny_bundle / "vision.json").read_text()
     with pytest.raises(HubNotFoundError, match="revision 'v9' does not exist"):
@@ -104,7 +104,7 @@ def test_revisions_are_pinned_and_branches_kept_apart(hub, tmp_path, tiny_bundle
 
 
 def test_private_repos_need_the_owners_token(hub, tmp_path):
-    push(DEFAULT_MODEL, "alice/secret", token=ALICE, private=True)
+    push(SHAPES_MODEL, "alice/secret", token=ALICE, private=True)
     with pytest.raises(HubNotFoundError, match="not found, or it is private"):
         pull("alice/secret", cache_dir=tmp_path / "a")
     with pytest.raises(HubNotFoundError):
@@ -113,37 +113,37 @@ def test_private_repos_need_the_owners_token(hub, tmp_path):
 
 
 def test_auth_failures_leave_the_local_bundle_untouched(hub, tmp_path):
-    before = _digest(DEFAULT_MODEL)
+    before = _digest(SHAPES_MODEL)
     with pytest.raises(HubAuthError, match="rejected the token \\(401\\)") as bad:
-        push(DEFAULT_MODEL, "alice/x", token="hf_not_a_real_token")
+        push(SHAPES_MODEL, "alice/x", token="hf_not_a_real_token")
     assert "hf_not_a_real_token" not in str(bad.value)
     with pytest.raises(HubAuthError, match="no write access to 'alice/y' \\(403\\)"):
-        push(DEFAULT_MODEL, "alice/y", token=BOB)
+        push(SHAPES_MODEL, "alice/y", token=BOB)
     with pytest.raises(HubAuthError):
-        push(DEFAULT_MODEL, "alice/z")  # no token at all
-    assert _digest(DEFAULT_MODEL) == before
+        push(SHAPES_MODEL, "alice/z")  # no token at all
+    assert _digest(SHAPES_MODEL) == before
     assert hub.state.repos == {}
 
 
 def test_a_500_during_the_commit_changes_nothing(hub):
-    push(DEFAULT_MODEL, "alice/m", token=ALICE)
+    push(SHAPES_MODEL, "alice/m", token=ALICE)
     head = hub.state.repos["alice/m"].branches["main"]
-    before = _digest(DEFAULT_MODEL)
+    before = _digest(SHAPES_MODEL)
     hub.state.inject("POST", r"/commit/", status=500)
     with pytest.raises(HubError, match="answered 500"):
-        push(DEFAULT_MODEL, "alice/m", token=ALICE, commit_message="broken")
+        push(SHAPES_MODEL, "alice/m", token=ALICE, commit_message="broken")
     assert hub.state.repos["alice/m"].branches["main"] == head
-    assert _digest(DEFAULT_MODEL) == before
+    assert _digest(SHAPES_MODEL) == before
 
 
 def test_a_transient_500_on_an_lfs_upload_is_retried(hub):
     hub.state.inject("PUT", r"/lfs-upload/", status=500, times=1)
-    push(DEFAULT_MODEL, "alice/m", token=ALICE)
+    push(SHAPES_MODEL, "alice/m", token=ALICE)
     assert hub.state.log.count("POST /api/models/alice/m/commit/main") == 1
 
 
 def test_a_dropped_download_leaves_nothing_that_loads_later(hub, tmp_path):
-    push(DEFAULT_MODEL, "alice/m", token=ALICE)
+    push(SHAPES_MODEL, "alice/m", token=ALICE)
     cache = tmp_path / "cache"
     hub.state.inject("GET", r"/resolve/[^/]+/model\.weights\.h5$", status=None, times=20)
     with pytest.raises(HubError):
@@ -154,7 +154,7 @@ def test_a_dropped_download_leaves_nothing_that_loads_later(hub, tmp_path):
 
             load_bundle(snapshot)
     hub.state.faults.clear()
-    np.testing.assert_array_equal(_predictions(pull("alice/m", cache_dir=cache)), _predictions(DEFAULT_MODEL))
+    np.testing.assert_array_equal(_predictions(pull("alice/m", cache_dir=cache)), _predictions(SHAPES_MODEL))
 
 
 def test_missing_repo_and_unreachable_hub(hub, tmp_path, monkeypatch):
@@ -164,7 +164,7 @@ def test_missing_repo_and_unreachable_hub(hub, tmp_path, monkeypatch):
     with pytest.raises(HubConnectionError, match="cannot reach the Hub"):
         pull("alice/m", cache_dir=tmp_path / "c")
     with pytest.raises(HubConnectionError, match="cannot reach the Hub"):
-        push(DEFAULT_MODEL, "alice/m", token=ALICE)
+        push(SHAPES_MODEL, "alice/m", token=ALICE)
 
 
 def test_code_in_a_config_is_refused_and_removed_from_the_cache(hub, tmp_path):
@@ -193,13 +193,13 @@ def test_cli_push_pull_and_offline_mode_never_print_the_token(hub, tmp_path):
         return subprocess.run([sys.executable, "-m", "vision", *args], env={**env, **extra}, capture_output=True,
                               text=True, timeout=300, cwd=tmp_path)
 
-    pushed = cli("push", str(DEFAULT_MODEL), "alice/cli")
+    pushed = cli("push", str(SHAPES_MODEL), "alice/cli")
     assert pushed.returncode == 0, pushed.stderr[-1500:]
     pulled = cli("predict", str(REPO / "docs" / "examples" / "star.png"), "--model", "hf://alice/cli")
     assert pulled.returncode == 0 and "star" in pulled.stdout
     offline = cli("pull", "alice/never-cached", HF_HUB_OFFLINE="1")
     assert offline.returncode == 2 and "offline mode is on" in offline.stderr
-    denied = cli("push", str(DEFAULT_MODEL), "bob/cli")
+    denied = cli("push", str(SHAPES_MODEL), "bob/cli")
     assert denied.returncode == 2 and "no write access" in denied.stderr
     for run in (pushed, pulled, offline, denied):
         assert ALICE not in run.stdout + run.stderr
@@ -212,7 +212,7 @@ def test_pull_through_olah_an_independent_hub_mirror(hub, tmp_path):
 
     from app_server import free_port, running
 
-    push(DEFAULT_MODEL, "alice/shapes", token=ALICE)
+    push(SHAPES_MODEL, "alice/shapes", token=ALICE)
     pushed = pull("alice/shapes", cache_dir=tmp_path / "from-test-hub")
     mirror = tmp_path / "mirrors" / "models" / "alice" / "shapes"
     shutil.copytree(pushed, mirror, ignore=shutil.ignore_patterns(".gitattributes"))
@@ -228,13 +228,13 @@ def test_pull_through_olah_an_independent_hub_mirror(hub, tmp_path):
     olah = [sys.executable, "-c", "from olah.server import cli; cli()", "-c", str(config)]
     with running(olah, f"http://127.0.0.1:{port}/api/models/alice/shapes", cwd=tmp_path):
         folder = pull("alice/shapes", cache_dir=tmp_path / "from-olah", endpoint=f"http://127.0.0.1:{port}")
-    np.testing.assert_array_equal(_predictions(folder), _predictions(DEFAULT_MODEL))
+    np.testing.assert_array_equal(_predictions(folder), _predictions(SHAPES_MODEL))
 
 
 def test_model_repo_makes_the_app_start_on_a_hub_model(hub, monkeypatch):
     import app
 
-    push(DEFAULT_MODEL, "alice/space-model", token=ALICE)
+    push(SHAPES_MODEL, "alice/space-model", token=ALICE)
     monkeypatch.setenv("MODEL_REPO", "alice/space-model")
     folder = app.start_model(None)
     assert "models--alice--space-model" in str(folder) and (folder / "vision.json").is_file()

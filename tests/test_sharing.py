@@ -23,7 +23,7 @@ from PIL import Image, ImageFile
 from upload_files import eps_file, huge_grey_png
 
 from app_server import launch_app
-from conftest import DEFAULT_MODEL, REPO
+from conftest import REPO, SHAPES_MODEL
 from hub_server import HubServer
 
 pytestmark = pytest.mark.slow
@@ -40,8 +40,8 @@ def hub():
     with pytest.MonkeyPatch.context() as patch, \
             HubServer({SERVER: ("olivia", "write"), OWNER: ("olivia", "write"), VISITOR: ("vic", "write")}) as server:
         patch.setenv("HF_ENDPOINT", server.url)
-        push(DEFAULT_MODEL, "olivia/private-model", token=OWNER, private=True)
-        push(DEFAULT_MODEL, "vic/secret", token=VISITOR, private=True)
+        push(SHAPES_MODEL, "olivia/private-model", token=OWNER, private=True)
+        push(SHAPES_MODEL, "vic/secret", token=VISITOR, private=True)
         patch.setenv("HF_TOKEN", SERVER)
         server.state.headers_seen.clear()
         yield server
@@ -145,7 +145,7 @@ def test_case4_the_app_answers_as_the_library_does_for_a_16_bit_png(public_app, 
     ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     path = tmp_path / "deep.png"
     Image.fromarray(ramp).save(path)
-    expected = {p.label: p.probability for p in Classifier.from_path(DEFAULT_MODEL).predict(path, top_k=4)}
+    expected = {p.label: p.probability for p in Classifier.from_path(SHAPES_MODEL).predict(path, top_k=4)}
     labels, _ = _client(public_app).predict(handle_file(str(path)), 4, api_name="/classify")
     got = {c["label"]: c["confidence"] for c in labels["confidences"]}
     assert got.keys() == expected.keys()
@@ -154,8 +154,8 @@ def test_case4_the_app_answers_as_the_library_does_for_a_16_bit_png(public_app, 
 
 def test_case5_no_server_path_and_no_hint_of_which_exist(public_app):
     client = _client(public_app)
-    existing = _error(client, str(DEFAULT_MODEL), api_name="/model_card")
-    missing = _error(client, str(DEFAULT_MODEL) + "-nope", api_name="/model_card")
+    existing = _error(client, str(SHAPES_MODEL), api_name="/model_card")
+    missing = _error(client, str(SHAPES_MODEL) + "-nope", api_name="/model_card")
     assert "unknown model" in existing and "unknown model" in missing
     assert existing.replace("-nope", "") == missing.replace("-nope", "")
 
@@ -171,13 +171,15 @@ def test_case6_exports_are_unguessable_private_and_removed_with_the_session(publ
     metadata = url + f"exports/{export_id}/metadata.json"
     assert urllib.request.urlopen(metadata).status == 200
     for guess in ("exports/", f"exports/{export_id}/", "exports/shapes-tfjs-fp32-1/metadata.json"):
-        with pytest.raises(urllib.error.HTTPError):
+        with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url + guess)
+        assert refused.value.code == 404, guess
     folder = app.ctx.sessions.export_folder(export_id)
     app.ctx.sessions.close(owner)  # what Gradio's unload does when the tab closes
     assert not folder.exists()
-    with pytest.raises(urllib.error.HTTPError):
+    with pytest.raises(urllib.error.HTTPError) as gone:
         urllib.request.urlopen(metadata)
+    assert gone.value.code == 404
 
 
 def test_case7_eps_and_other_formats_are_refused_before_any_plugin_decodes(public_app, tmp_path, monkeypatch):
@@ -245,12 +247,12 @@ def test_sign_in_pushes_with_the_visitors_oauth_token_and_no_other(hub, tmp_path
     from vision.ui.context import Context
     from vision.ui.hub import HubView
 
-    config = AppConfig(default_model=DEFAULT_MODEL, models_dir=tmp_path / "models", public=True, owner="olivia",
+    config = AppConfig(default_model=SHAPES_MODEL, models_dir=tmp_path / "models", public=True, owner="olivia",
                        oauth=True, state_dir=tmp_path / "state")
     ctx = Context.create(config)
     request = SimpleNamespace(session_hash="signed-in-visitor")
     session = ctx.session(request)
-    shutil.copytree(DEFAULT_MODEL, session.root / "models" / "mine")
+    shutil.copytree(SHAPES_MODEL, session.root / "models" / "mine")
     session.models["mine/mine"] = session.root / "models" / "mine"
     session.active = "mine/mine"
     hub.state.headers_seen.clear()

@@ -1,4 +1,5 @@
-"""The bundled default model: small, loads offline, and really is as accurate as it says."""
+"""The shipped models: the shapes example is small, loads offline and really is as accurate as it
+says; the everyday-objects model is the default everywhere."""
 
 from __future__ import annotations
 
@@ -9,30 +10,30 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_MODEL, REPO
+from conftest import REPO, SHAPES_MODEL
 
 
-def test_default_bundle_is_small_and_records_its_accuracy():
-    size = sum(p.stat().st_size for p in DEFAULT_MODEL.rglob("*") if p.is_file())
-    assert size < 5 * 1024 * 1024, f"default bundle is {size:,} bytes"
-    info = json.loads((DEFAULT_MODEL / "vision.json").read_text())
+def test_shapes_bundle_is_small_and_records_its_accuracy():
+    size = sum(p.stat().st_size for p in SHAPES_MODEL.rglob("*") if p.is_file())
+    assert size < 5 * 1024 * 1024, f"shapes bundle is {size:,} bytes"
+    info = json.loads((SHAPES_MODEL / "vision.json").read_text())
     assert info["metrics"]["accuracy"] >= 0.95
     assert info["dataset"]["source"].endswith("shapes-data")
     assert info["labels"] == ["circle", "square", "star", "triangle"]
 
 
 @pytest.mark.slow
-def test_default_model_reaches_its_accuracy_on_the_regenerated_validation_split(tmp_path):
+def test_shapes_model_reaches_its_accuracy_on_the_regenerated_validation_split(tmp_path):
     # The README's command rebuilds the same data from seed 0: evaluate on its val/ split.
     from vision.bundle.store import load_bundle
     from vision.data.datasets import load_folder
     from vision.data.synthetic import write_shapes
     from vision.training.evaluate import evaluate_model
 
-    info = json.loads((DEFAULT_MODEL / "vision.json").read_text())
+    info = json.loads((SHAPES_MODEL / "vision.json").read_text())
     size = info["preprocessing"]["size"][0]
     dataset = load_folder(write_shapes(tmp_path / "data", per_class=250, size=size, seed=0))
-    bundle = load_bundle(DEFAULT_MODEL)
+    bundle = load_bundle(SHAPES_MODEL)
     evaluation = evaluate_model(bundle.model, dataset.val, bundle.preprocessing, bundle.labels)
     assert len(dataset.val) == 200
     assert evaluation.accuracy >= 0.95

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import threading
 
 import numpy as np
 import pytest
 
-from vision.data.datasets import load_folder
+from vision.data.datasets import load_folder, summarize
 from vision.errors import TrainingCancelledError
 from vision.plots import plot_confusion, plot_history
 from vision.training.config import TrainConfig
@@ -41,12 +43,28 @@ def test_cancel_stops_within_a_batch_or_two(shapes_folder):
     assert len([b for b in batches if not b.epoch_end]) <= 2
 
 
-def test_plateau_schedule_and_class_weights_train(shapes_folder):
-    config = TrainConfig(model="resnet_small", input_size=32, epochs=2, batch_size=16,
-                         schedule="plateau", class_weights=True, augment=False)
+def test_plateau_schedule_halves_the_learning_rate_when_validation_stalls(shapes_folder):
+    # A rate too small to move the validation loss: every epoch after the first is a plateau.
+    config = TrainConfig(model="simple_cnn", input_size=32, epochs=4, batch_size=16, learning_rate=1e-9,
+                         schedule="plateau", patience=3, augment=False)  # plateau patience: 1 epoch
     result = train(load_folder(shapes_folder), config)
-    assert len(result.history["loss"]) == 2
-    assert np.isfinite(result.history["val_loss"]).all()
+    rates = result.history["learning_rate"]
+    assert len(rates) == 4 and rates[0] == pytest.approx(1e-9)
+    assert rates[-1] <= rates[0] / 4  # halved after epochs 2 and 3 (the log shows the rate an epoch ran at)
+
+
+def test_class_weights_change_what_is_learned(shapes_folder, tmp_path):
+    imbalanced = tmp_path / "imbalanced"
+    shutil.copytree(shapes_folder, imbalanced)
+    for extra in sorted((imbalanced / "train" / "circle").iterdir())[2:]:
+        extra.unlink()  # 2 circles against 8 of each other shape
+    dataset = load_folder(imbalanced)
+    weights = summarize(dataset).class_weights
+    assert weights[dataset.class_names.index("circle")] > 2 * weights[dataset.class_names.index("square")]
+    config = TrainConfig(model="simple_cnn", input_size=32, epochs=1, batch_size=16, augment=False)
+    plain = train(dataset, config).model.get_weights()
+    weighted = train(dataset, dataclasses.replace(config, class_weights=True)).model.get_weights()
+    assert max(float(np.abs(a - b).max()) for a, b in zip(plain, weighted)) > 1e-4
 
 
 def test_same_seed_same_weights(shapes_folder):

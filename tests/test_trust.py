@@ -23,7 +23,7 @@ from vision.runtime.inference import Classifier
 from vision.trust.calibration import calibrate, expected_calibration_error, fit_temperature, softmax
 from vision.trust.ood import OOD_FILE, fit_knn
 
-from conftest import DEFAULT_MODEL
+from conftest import SHAPES_MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ def test_the_cli_prints_unknown_and_json_carries_it(textures, task, capsys):
 
 
 def test_bundles_made_before_keep_working_without_a_detector():
-    classifier = Classifier(open_bundle(DEFAULT_MODEL))
+    classifier = Classifier(open_bundle(SHAPES_MODEL))
     result = classifier.classify(np.zeros((64, 64, 3), np.uint8))
     assert result.familiarity is None and not result.unknown and len(result.predictions) == 4
 

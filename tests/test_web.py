@@ -21,7 +21,7 @@ from vision.data.synthetic import SHAPES, make_shapes, write_shapes
 from vision.export.formats import build_web_site, export
 
 from browser import launch_chromium, write_y4m
-from conftest import DEFAULT_MODEL, REPO
+from conftest import REPO, SHAPES_MODEL
 from web_harness import classify_files, odd_photos, open_page, static_server, write_pngs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -34,7 +34,7 @@ def site(tmp_path_factory):
     if not (WEB / "node_modules" / "@tensorflow" / "tfjs").is_dir():
         pytest.fail("TF.js is not installed: run `npm ci` in web/ (the README's test command does)")
     root = tmp_path_factory.mktemp("site")
-    bundle = load_bundle(DEFAULT_MODEL)
+    bundle = load_bundle(SHAPES_MODEL)
     for quantize in (None, "float16", "uint8"):
         export(bundle, "tfjs", root / f"export-{quantize or 'fp32'}", quantize=quantize)
     build_web_site(root / "export-fp32", root / "site")
@@ -46,7 +46,7 @@ def validation(tmp_path_factory):
     """The default model's validation images (seed 0 regenerates them) and Keras's answers."""
     folder = write_shapes(tmp_path_factory.mktemp("val"), per_class=250, size=64, seed=0)
     paths = sorted((folder / "val").rglob("*.png"))[::8]  # 25 of the 200, every class
-    bundle = load_bundle(DEFAULT_MODEL)
+    bundle = load_bundle(SHAPES_MODEL)
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
     expected = np.asarray(bundle.model(preprocess(pixels, bundle.preprocessing), training=False))
     return paths, expected
@@ -82,9 +82,12 @@ def test_the_page_times_every_backend_and_keeps_the_fastest(site):
     assert set(measured) == {"webgpu", "webgl", "wasm", "cpu"}
     started = {name: ms for name, ms in measured.items() if ms is not None}
     assert {"wasm", "cpu"} <= set(started)
-    assert backend == min(started, key=started.get) == "wasm"  # software WebGL/WebGPU here: wasm wins
-    assert all(name in shown for name in started) and shown.startswith("wasm ")
-    assert again == "wasm" and shown_again.endswith("(measured on your first visit)")
+    # The page keeps whichever started backend it measured fastest (wasm here, where WebGL and
+    # WebGPU are software; a real GPU may win elsewhere), shows it first, and remembers it.
+    fastest = min(started, key=started.get)
+    assert backend == fastest
+    assert all(name in shown for name in started) and shown.startswith(f"{fastest} ")
+    assert again == fastest and shown_again.endswith("(measured on your first visit)")
 
 
 def test_quantized_exports_agree_on_top1(site, validation, capsys):
@@ -134,7 +137,7 @@ def test_web_site_is_self_contained(site):
     html = (site / "site" / "index.html").read_text()
     assert "http://" not in html and "https://" not in html  # no CDN
     metadata = json.loads((site / "site" / "model" / "metadata.json").read_text())
-    assert metadata["labels"] == load_bundle(DEFAULT_MODEL).labels
+    assert metadata["labels"] == load_bundle(SHAPES_MODEL).labels
 
 
 def test_the_page_ships_the_everyday_objects_model_in_uint8():
