@@ -54,7 +54,7 @@ def few_shot(tmp: Path) -> None:
     print(f"few-shot: {classes} texture classes, {(len(shown.train) + len(shown.val)) / classes:g} photos each "
           f"({len(shown.train) / classes:g} train + {len(shown.val) / classes:g} validation), {len(test)} held-out "
           "test photos")
-    print(f"  {'path':<48} {'test acc':>8} {'train->bundle':>14}")
+    print(f"  {'path':<52} {'test acc':>8} {'train->bundle':>14}")
     runs = (("fast", TrainConfig(model="efficientnet_lite0")),
             ("from scratch", TrainConfig(model="resnet_small", epochs=30, batch_size=16)))
     for kind, config in runs:
@@ -70,7 +70,7 @@ def few_shot(tmp: Path) -> None:
         else:
             ran = len(trained.result.history["loss"])
             title = f"{kind}: {config.model} {size} px, {ran} of {config.epochs} epochs"
-        print(f"  {title:<48} {accuracy:8.3f} {seconds:12.1f} s")
+        print(f"  {title:<52} {accuracy:8.3f} {seconds:12.1f} s")
     print("  targets: fast path >= 0.95 test accuracy, <= 15 s")
 
     patch = 224
