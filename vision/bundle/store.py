@@ -114,8 +114,8 @@ def make_info(name: str, labels: list[str], architecture: str, preprocessing: Pr
 
 
 def versions() -> dict[str, str]:
-    import keras  # lazy: reading a bundle whose TFLite is cached needs no Keras
-    import tensorflow as tf  # lazy: reading a bundle whose TFLite is cached needs no Keras
+    import keras  # lazy: reading vision.json and listing bundles need no Keras
+    import tensorflow as tf  # lazy: reading vision.json and listing bundles need no Keras
 
     return {"vision": __version__, "tensorflow": tf.__version__,
             "keras": keras.__version__, "python": platform.python_version()}
@@ -131,7 +131,7 @@ def save_bundle(model: Any, info: dict[str, Any], folder: str | Path, overwrite:
         InvalidBundleError: ``info`` lacks a required key, its labels do not match the
             model's outputs, or ``folder`` exists and ``overwrite`` is False.
     """
-    import keras  # lazy: reading a bundle whose TFLite is cached needs no Keras
+    import keras  # lazy: reading vision.json and listing bundles need no Keras
 
     folder = Path(folder)
     _validate_info(info, folder)
@@ -216,7 +216,7 @@ def open_bundle(folder: str | Path) -> Bundle:
 
 
 def _load_keras_model(folder: Path, info: dict[str, Any]) -> Any:
-    import keras  # lazy: reading a bundle whose TFLite is cached needs no Keras
+    import keras  # lazy: reading vision.json and listing bundles need no Keras
 
     try:
         model = keras.saving.load_model(folder, compile=False, safe_mode=True)

@@ -19,7 +19,7 @@ from vision.models.heads import LOGITS_LAYER
 def feature_model(model: Any) -> Any:
     """``model``'s input -> [pooled features, logits]: every architecture here ends in
     pooled features -> (dropout) -> ``logits`` -> softmax."""
-    import keras  # lazy: predicting reads split_outputs only
+    import keras  # lazy: the runtime imports this module for split_outputs only
 
     logits = model.get_layer(LOGITS_LAYER)
     return keras.Model(model.input, [logits.input, logits.output], name="features_and_logits")
@@ -29,7 +29,7 @@ def serving_model(model: Any, detector: Any = None, features: bool = False) -> A
     """input -> [probabilities, familiarity (batch, 1) where there is a detector, pooled
     features where asked for (the web page trains new heads on them)]; ``model`` itself
     when there is nothing to add."""
-    import keras  # lazy: predicting reads split_outputs only
+    import keras  # lazy: the runtime imports this module for split_outputs only
 
     if detector is None and not features:
         return model
@@ -52,7 +52,7 @@ def with_preprocessing(model: Any, preprocessing: Preprocessing,
     layers (Grad-CAM's two-output forward pass); the wrapper holds ``model``, so its
     weights are frozen into the conversion.
     """
-    import keras  # lazy: predicting reads split_outputs only
+    import keras  # lazy: the runtime imports this module for split_outputs only
 
     forward = call or (lambda x: model(x, training=False))
 

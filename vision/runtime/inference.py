@@ -76,7 +76,7 @@ class Classifier:
 
     def __init__(self, bundle: Bundle, runtime: str = "tflite", pool_size: int = 2,
                  threads: int | None = None) -> None:
-        import tensorflow as tf  # lazy: only a first conversion needs TensorFlow
+        import tensorflow as tf  # lazy: `import vision.runtime` (the CLI's start) stays TF-free
 
         if runtime not in ("tflite", "tf"):
             raise ValueError(f"runtime must be 'tflite' or 'tf'; got {runtime!r}")
@@ -122,7 +122,7 @@ class Classifier:
         # served by TFLite (the CLI's predict, the app's classify) never needs to pay.
         with self._batch_lock:
             if self._batch_fn is None:
-                import tensorflow as tf  # lazy: only a first conversion needs TensorFlow
+                import tensorflow as tf  # lazy: `import vision.runtime` (the CLI's start) stays TF-free
 
                 height, width = self.preprocessing.size
                 model = serving_model(self.bundle.model, self.detector)

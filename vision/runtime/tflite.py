@@ -38,7 +38,7 @@ def cached_flatbuffer(key: str, build: Callable[[], bytes]) -> bytes:
     TensorFlow version (a different converter may give a different flatbuffer). An
     unwritable cache only costs the conversion.
     """
-    import tensorflow as tf  # lazy: only a first conversion needs TensorFlow
+    import tensorflow as tf  # lazy: `import vision.runtime` (the CLI's start) stays TF-free
 
     name = hashlib.sha256(f"{key}|tensorflow {tf.__version__}".encode()).hexdigest()
     path = cache_dir() / "tflite" / f"{name}.tflite"
@@ -69,7 +69,7 @@ def convert_to_tflite(model: Any, quantize: str | None = None,
             it then takes a uint8 RGB image (1, h, w, 3) of any size, and serving it
             needs no TensorFlow call outside the interpreter.
     """
-    import tensorflow as tf  # lazy: only a first conversion needs TensorFlow
+    import tensorflow as tf  # lazy: `import vision.runtime` (the CLI's start) stays TF-free
 
     if preprocessing is not None:
         model = with_preprocessing(model, preprocessing)
@@ -87,7 +87,7 @@ def convert_to_tflite(model: Any, quantize: str | None = None,
 
 def make_interpreter(flatbuffer: bytes, threads: int | None = None) -> Any:
     """A ready ``tf.lite.Interpreter`` (XNNPACK delegate, ``threads`` CPU threads)."""
-    import tensorflow as tf  # lazy: only a first conversion needs TensorFlow
+    import tensorflow as tf  # lazy: `import vision.runtime` (the CLI's start) stays TF-free
 
     with warnings.catch_warnings():
         # TF 2.19 warns that tf.lite.Interpreter moves to ai_edge_litert in 2.20; the

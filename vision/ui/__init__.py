@@ -39,14 +39,14 @@ class VisionApp:
 
     def launch(self, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kwargs: Any) -> str:
         """Start serving without blocking; returns the local URL."""
-
         self.web_page.prepare_in_background()  # a Space runs no set-up: TF.js and the page's model
         self.demo.queue(default_concurrency_limit=4, max_size=64)
-        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
-        app_kwargs["routes"] = [*app_kwargs.get("routes", []), *static_routes(self.web_page, self.ctx.sessions)]
+        # /web and /exports are routes of the FastAPI app Gradio creates, so they answer from the
+        # first request; mounted after launch() they would answer 404 until then.
         # run_history=False: the browser must not keep past inputs (tokens, uploads) around.
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
-                         prevent_thread_lock=True, run_history=False, app_kwargs=app_kwargs, **kwargs)
+                         prevent_thread_lock=True, run_history=False,
+                         app_kwargs={"routes": static_routes(self.web_page, self.ctx.sessions)}, **kwargs)
         # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
         # build it once the server is up, so classification answers first and start-up stays short.
         threading.Thread(target=_warm_explainer, args=(self.config.default_model,), name="warm-explainer",
