@@ -3,7 +3,10 @@
 Every ratio a benchmark prints (A against B) comes from ``alternating_ms``: the sides take
 turns in blocks within one run (A, B, A, B, ...), so a slower or busier stretch of the
 machine falls on both, and each block keeps its own interpreters' thread pools warm
-(call-by-call alternation would measure their wake-ups instead). As in ``timeit``, the
+(call-by-call alternation would measure their wake-ups instead). With three sides or more
+the order rotates every block (A, B, C, then B, C, A, ...), so no side always runs right
+after the same other one (a TensorFlow side leaves its thread pool busy for a moment,
+which slows whatever comes next). As in ``timeit``, the
 garbage collector is off while calls are timed (and run between blocks), so one side's
 garbage is not collected on the other side's clock.
 """
@@ -51,7 +54,8 @@ def alternating_ms(sides: Mapping[str, Callable[[], object]], repeats: int | Map
     """Median milliseconds per call of each side, the sides taking turns in ``blocks`` blocks.
 
     Args:
-        sides: name -> call, timed in this order in every block.
+        sides: name -> call; block k times them in this order, rotated by k places when
+            there are three or more (two simply alternate).
         repeats: timed calls per side in all (split evenly over the blocks, rounded up);
             one number for every side, or one per side (a slow side may get fewer).
         warmup: calls at the start of every block that are made but not timed.
@@ -61,8 +65,11 @@ def alternating_ms(sides: Mapping[str, Callable[[], object]], repeats: int | Map
     """
     counts = {name: repeats[name] if isinstance(repeats, Mapping) else repeats for name in sides}
     times: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(blocks):
-        for name, fn in sides.items():
+    names = list(sides)
+    for block in range(blocks):
+        turn = block % len(names) if len(names) > 2 else 0
+        for name in names[turn:] + names[:turn]:
+            fn = sides[name]
             for _ in range(warmup):
                 fn()
             with _no_gc():
