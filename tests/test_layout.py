@@ -4,6 +4,7 @@ included), and no TensorFlow on the start-up paths that do not need it."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +39,7 @@ def _imports(tree: ast.AST, modules: set[str], package: str) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the package, one level up per extra dot
-                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
             for alias in node.names:
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
         stack.extend(ast.iter_child_nodes(node))
