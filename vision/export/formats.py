@@ -163,7 +163,8 @@ def _verify(fmt: str, quantize: str | None, expected: np.ndarray, predicted: np.
     if fmt == "tflite":
         checked_with = "the exported tflite model"
     elif fmt == "tfjs" and quantize:
-        # Only TF.js runs the quantized weights; tests/test_web.py measures them in Chromium.
+        # Only TF.js runs the quantized weights: tests/test_export.py runs them under Node,
+        # tests/test_web.py in Chromium.
         checked_with = "the saved model the graph was converted from, before weight quantization"
     else:
         checked_with = "the exported saved model" if fmt == "savedmodel" else "the saved model the graph runs"
@@ -209,7 +210,7 @@ def _export_tfjs(model: Any, folder: Path, inputs: np.ndarray, quantize: str | N
     if quantize == "uint8":
         quantize_graph_model(folder, uint8_kernels(classifier, inputs))
     # The graph model runs the SavedModel's graph; quantization is checked in the browser
-    # (tests/test_web.py), since only TF.js can run the quantized weights.
+    # (tests/test_web.py) and under Node (tests/test_export.py): only TF.js runs the quantized weights.
     return predicted
 
 
