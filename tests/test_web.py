@@ -8,7 +8,13 @@ number of live tensors flat.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +28,16 @@ from vision.export.formats import build_web_site, export
 
 from browser import launch_chromium, write_y4m
 from conftest import REPO, SHAPES_MODEL
-from web_harness import classify_files, odd_photos, open_page, static_server, write_pngs
+from web_harness import (
+    add_class,
+    classify_files,
+    drop_files,
+    odd_photos,
+    open_page,
+    static_server,
+    train_in_page,
+    write_pngs,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 WEB = REPO / "web"
@@ -197,3 +212,84 @@ def test_the_everyday_model_in_the_page_matches_keras_on_real_photos(tmp_path):
     got = np.array(probabilities)
     assert (got.argmax(1) == expected.argmax(1)).all()
     assert np.abs(got - expected).max() <= 1e-4, np.abs(got - expected).max(1)
+
+
+@contextmanager
+def recording_server(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """Serve ``root`` on another loopback port (so another origin than ``static_server``'s);
+    yields its base URL and the list of every request it receives ("GET /path")."""
+    requests: list[str] = []
+
+    class Recording(http.server.SimpleHTTPRequestHandler):
+        def parse_request(self) -> bool:
+            parsed = super().parse_request()
+            if parsed:
+                requests.append(f"{self.command} {self.path}")
+            return parsed
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Recording, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _download_a_head(page, served: Path, images: list[Path]) -> Path:
+    """Train a two-class head on the page from ``images`` and save its download in ``served/mine``."""
+    for name, half in (("first", images[: len(images) // 2]), ("second", images[len(images) // 2:])):
+        drop_files(page, add_class(page, name), half)
+    page.wait_for_function(f"(window.visionStats.examples || 0) >= {len(images)}", timeout=60_000)
+    train_in_page(page)
+    downloads = []
+    # Three downloads in a row: too quick to wait for each in turn.
+    page.on("download", lambda download: downloads.append(download))
+    page.click("#download")
+    for _ in range(100):
+        if len(downloads) == 3:
+            break
+        page.wait_for_timeout(100)
+    (served / "mine").mkdir()
+    for download in downloads:
+        download.save_as(served / "mine" / download.suggested_filename)
+    return served / "mine"
+
+
+def test_the_page_loads_models_and_heads_only_from_its_own_site(tmp_path):
+    """?model= and ?head= pointing at another origin are refused before any request is made
+    to it; on the page's own site both still load."""
+    if not (WEB / "model" / "model.json").is_file():
+        pytest.fail("web/model is not built: run the README's test command (make test builds it)")
+    served = tmp_path / "served"  # the page (a link to web/) and a head downloaded from it
+    served.mkdir()
+    (served / "web").symlink_to(WEB)
+    images = write_pngs(tmp_path, list(make_shapes(per_class=1, size=64, seed=4).images))
+    with static_server(served) as url, recording_server(served) as (foreign, requests), \
+            sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = open_page(browser, f"{url}web/index.html?backend=wasm")
+        name = page.inner_text("#title")
+        _download_a_head(page, served, images)
+        page.close()
+
+        mine = open_page(browser, f"{url}web/index.html?backend=wasm&model=/web/model&head=../mine")
+        loaded = mine.evaluate("window.visionStats.headLabels")
+        mine.close()
+
+        elsewhere = browser.new_page()
+        elsewhere.goto(f"{url}web/index.html?backend=wasm&model={foreign}web/model")
+        elsewhere.wait_for_function("document.body.dataset.ready", timeout=60_000)
+        model_state, model_status = elsewhere.evaluate("document.body.dataset.ready"), elsewhere.inner_text("#status")
+
+        head = open_page(browser, f"{url}web/index.html?backend=wasm&head={foreign}mine")
+        head_labels, head_status = head.evaluate("window.visionStats.headLabels"), head.inner_text("#train-status")
+        title = head.inner_text("#title")
+        browser.close()
+    assert loaded == ["first", "second"]
+    assert model_state == "error" and "another site" in model_status and foreign not in model_status
+    assert head_labels is None and "another site" in head_status and title == name
+    assert requests == [], requests

@@ -1,14 +1,30 @@
 // All DOM access for the page. The maths lives in classifier.js.
 import {
   BACKENDS, FpsMeter, backendOrder, describeTimes, fastestBackend, fetchArtifacts, isUnknown, overWhite,
-  parseMetadata, pickBackend, preprocess, splitOutputs, timeBackends, topK,
+  parseMetadata, pickBackend, preprocess, sameOriginUrl, splitOutputs, timeBackends, topK,
 } from './classifier.js';
 import { FeatureBank, headMetadata, headProbabilities, trainHead } from './trainer.js';
 
 const tf = window.tf;
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const MODEL_BASE = (params.get('model') || 'model').replace(/\/$/, '');
+
+/**
+ * The folder a ?name= parameter names, as {base} (an absolute URL, no trailing slash), or
+ * {refused} (why) when it is on another site, or {} when absent and there is no `fallback`.
+ * Nothing is fetched from a refused folder, and its URL is not echoed on the page.
+ */
+function folderParam(name, fallback = null) {
+  const value = params.get(name) || fallback;
+  if (!value) return {};
+  const base = sameOriginUrl(value, location.href);
+  if (base) return { base: base.replace(/\/$/, '') };
+  return { refused: `?${name}= names another site; this page loads models only from its own site `
+    + `(${location.origin}), so nothing was loaded` };
+}
+
+const MODEL = folderParam('model', 'model');
+const MODEL_BASE = MODEL.base;
 const SHOWN = 5;
 
 let model;
@@ -17,7 +33,8 @@ let streaming = false;
 let bank = null; // features of the images added to each class (when the export outputs features)
 let custom = null; // {head, labels}: classes trained (or loaded) in this browser
 let lastTraining = null; // what the download's metadata.json records
-const HEAD_BASE = params.get('head');
+const HEAD = folderParam('head');
+const HEAD_BASE = HEAD.base;
 const stats = { frames: 0, lastProbabilities: null };
 window.visionStats = stats; // read by tests and curious visitors
 // The current head on given features (tests compare it with the same recipe in Keras).
@@ -25,6 +42,7 @@ window.visionHead = async (features) => Array.from(await headProbabilities(tf, c
 
 async function main() {
   try {
+    if (MODEL.refused) throw new Error(MODEL.refused);
     tf.wasm?.setWasmPaths(new URL('node_modules/@tensorflow/tfjs-backend-wasm/dist/', location.href).href);
     tf.env().set('SOFTWARE_WEBGL_ENABLED', true); // headless and GPU-less machines: SwiftShader
     const response = await fetch(`${MODEL_BASE}/metadata.json`);
@@ -78,7 +96,7 @@ async function main() {
       bank = new FeatureBank(meta.featureSize);
       $('trainer').hidden = false;
       window.visionBank = bank; // read by tests
-      if (HEAD_BASE) await loadHead(null);
+      if (HEAD.base || HEAD.refused) await loadHead(null);
     }
     stats.readyTensors = tf.memory().numTensors;
     document.body.dataset.ready = 'true';
@@ -360,10 +378,14 @@ async function loadHead(files) {
       headMeta = JSON.parse(await byName['metadata.json'].text());
       head = await tf.loadLayersModel(tf.io.browserFiles([byName['head.json'], byName['head.weights.bin']]));
     } else {
+      if (HEAD.refused) throw new Error(HEAD.refused);
       const response = await fetch(`${HEAD_BASE}/metadata.json`);
       if (!response.ok) throw new Error(`cannot load ${HEAD_BASE}/metadata.json (HTTP ${response.status})`);
       headMeta = await response.json();
-      head = await tf.loadLayersModel(`${HEAD_BASE}/${headMeta.head || 'head.json'}`);
+      // metadata.json names the head's file: it, too, must be on this site.
+      const headUrl = sameOriginUrl(headMeta.head || 'head.json', `${HEAD_BASE}/`, location.href);
+      if (!headUrl) throw new Error('metadata.json names a head on another site; nothing was loaded');
+      head = await tf.loadLayersModel(headUrl);
     }
     if (headMeta.format !== 'tfjs-head' || headMeta.features?.size !== meta.featureSize) {
       head.dispose();

@@ -8,6 +8,29 @@
 export const BACKENDS = ['wasm', 'webgpu', 'webgl', 'cpu'];
 
 /**
+ * `value` resolved against `base`, when it stays on the page's own site (same origin and
+ * protocol as `page`); null otherwise. ?model= and ?head= go through this: a link must not
+ * make a visitor's page fetch and run someone else's classifier under this page's title.
+ * The page reads a visitor's own files with tf.io.browserFiles, never through a URL, so
+ * blob: and data: URLs (other protocols, or an opaque origin) are refused too.
+ * @param {string} value a URL, absolute or relative
+ * @param {string} base what a relative `value` is resolved against
+ * @param {string} [page] the page's own URL (defaults to `base`)
+ * @returns {string|null} the absolute URL
+ */
+export function sameOriginUrl(value, base, page = base) {
+  let url;
+  try {
+    url = new URL(value, base);
+  } catch {
+    return null;
+  }
+  const home = new URL(page);
+  const same = home.origin !== 'null' && url.origin === home.origin && url.protocol === home.protocol;
+  return same ? url.href : null;
+}
+
+/**
  * Validate an export's metadata.json and return what the page needs.
  * @param {object} meta parsed metadata.json
  * @returns {{name: string, labels: string[], height: number, width: number, scale: number, offset: number,

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 
 import {
   FpsMeter, PER_CHANNEL, backendOrder, describeTimes, expandWeights, fastestBackend, isUnknown, overWhite,
-  parseMetadata, pickBackend, preprocess, splitOutputs, timeBackends, topK,
+  parseMetadata, pickBackend, preprocess, sameOriginUrl, splitOutputs, timeBackends, topK,
 } from '../classifier.js';
 
 const META = {
@@ -141,4 +141,20 @@ test('overWhite composites straight alpha over white like vision.images.load_ima
   // Opaque stays, transparent turns white, half-transparent black turns mid grey (127.0 = 255 * (1 - 128/255)).
   assert.deepEqual(Array.from(await rgb.data()), [200, 100, 0, 255, 255, 255, 127, 127, 127]);
   tf.dispose([rgba, rgb]);
+});
+
+test('sameOriginUrl keeps ?model= and ?head= on the page\'s own site', () => {
+  const page = 'http://127.0.0.1:8000/web/index.html?head=x';
+  assert.equal(sameOriginUrl('model', page), 'http://127.0.0.1:8000/web/model');
+  assert.equal(sameOriginUrl('../mine/', page), 'http://127.0.0.1:8000/mine/');
+  assert.equal(sameOriginUrl('/exports/abc', page), 'http://127.0.0.1:8000/exports/abc');
+  assert.equal(sameOriginUrl('head.json', 'http://127.0.0.1:8000/mine/', page), 'http://127.0.0.1:8000/mine/head.json');
+  for (const foreign of ['http://127.0.0.1:8001/web/model', '//evil.example/m', 'https://127.0.0.1:8000/m',
+    'http://evil.example/m', 'data:application/json,{}', 'blob:http://evil.example/1234',
+    'blob:http://127.0.0.1:8000/1234', 'javascript:alert(1)', 'http://[bad']) {
+    assert.equal(sameOriginUrl(foreign, page), null, foreign);
+  }
+  assert.equal(sameOriginUrl('http://evil.example/h.json', 'http://127.0.0.1:8000/mine/', page), null);
+  // An opaque page origin (file:) matches nothing, not even another opaque one.
+  assert.equal(sameOriginUrl('data:text/plain,x', 'file:///web/index.html'), null);
 });
