@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vision.data.images import Preprocessing, load_image, preprocess
+from vision.data.images import DISPLAY_SIDE, Preprocessing, input_side, load_image, preprocess
 from vision.errors import (
     EmptyImageError,
     ImageTooLargeError,
@@ -19,6 +19,8 @@ from vision.errors import (
     NotAnImageError,
     TruncatedImageError,
 )
+
+from conftest import REPO, SHAPES_MODEL
 
 pytestmark = pytest.mark.usefixtures("no_stray_writes")
 
@@ -178,3 +180,110 @@ def test_preprocess_scales_and_resizes_identically_for_one_and_many():
 def test_preprocessing_round_trips_through_dict():
     spec = Preprocessing(size=(32, 48), scale=2 / 255, offset=-1.0)
     assert Preprocessing.from_dict(spec.to_dict()) == spec
+
+
+# -- decoding reduced to what is needed (``max_side``) --------------------------------------
+
+
+def _photo(path: Path, size: tuple[int, int], **save) -> Path:
+    """A photo-like image (W, H): smooth gradients plus sensor noise, as a JPEG compresses it."""
+    width, height = size
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    pixels = np.stack([x / width * 200, y / height * 180, (x + y) / (width + height) * 150], axis=-1)
+    pixels += rng.normal(0, 10, pixels.shape)
+    return _save(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), path, **save)
+
+
+def _sizes_at_thumbnail(monkeypatch) -> list[tuple[int, int]]:
+    """The size every image has when ``load_image`` box-filters it: what was decoded."""
+    seen: list[tuple[int, int]] = []
+    thumbnail = Image.Image.thumbnail
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.size)
+        return thumbnail(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "thumbnail", spy)
+    return seen
+
+
+def test_a_large_jpeg_is_decoded_reduced_in_draft_mode(tmp_path, monkeypatch):
+    path = _photo(tmp_path / "big.jpg", (2400, 1800), quality=90)
+    decoded = _sizes_at_thumbnail(monkeypatch)
+    out = load_image(path, max_side=500)
+    assert out.shape == (375, 500, 3) and out.dtype == np.uint8
+    # The JPEG decoder itself made 1/4 scale (2400 // 500 = 4): the full size never existed.
+    assert decoded == [(600, 450)]
+    # And the picture is the same one, box-filtered: within JPEG noise of a full decode reduced.
+    full = Image.fromarray(load_image(path)).resize((500, 375), Image.Resampling.BOX)
+    assert np.abs(out.astype(int) - np.asarray(full, int)).mean() < 2.0
+
+
+def test_a_large_png_and_arrays_are_box_filtered_to_max_side(tmp_path):
+    path = _photo(tmp_path / "big.png", (900, 300))
+    assert load_image(path, max_side=300).shape == (100, 300, 3)
+    assert load_image(load_image(path), max_side=90).shape == (30, 90, 3)
+    # A palette checkerboard averages to grey; picking the nearest pixels would keep black or white.
+    board = Image.fromarray((np.indices((400, 400)).sum(axis=0) % 2 * 255).astype(np.uint8)).convert("P")
+    out = load_image(_save(board, tmp_path / "board.png"), max_side=100)
+    assert out.shape == (100, 100, 3) and np.abs(out.astype(int) - 128).max() <= 1
+
+
+def test_reduced_decode_keeps_exif_orientation(tmp_path):
+    image = Image.new("RGB", (1600, 800), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 0, 400, 800))  # blue on the left quarter
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    out = load_image(_save(image, tmp_path / "rotated.jpg", exif=exif, quality=95), max_side=400)
+    assert out.shape == (400, 200, 3)  # portrait after transposition
+    assert out[20, 100, 2] > 200 and out[20, 100, 0] < 60  # the blue quarter is now on top
+
+
+def test_images_within_max_side_decode_exactly_as_before(tmp_path):
+    side = input_side((224, 224))
+    assert side == DISPLAY_SIDE == 1024
+    for path in (_photo(tmp_path / "phone.jpg", (1024, 768)), _photo(tmp_path / "web.png", (640, 480))):
+        np.testing.assert_array_equal(load_image(path, max_side=side), load_image(path))
+    # A caller's PIL image is reduced in a copy, never in place.
+    image = Image.open(tmp_path / "web.png")
+    assert load_image(image, max_side=64).shape == (48, 64, 3) and image.size == (640, 480)
+
+
+def test_header_checks_are_the_same_with_max_side(tmp_path):
+    with pytest.raises(ImageTooLargeError, match="over the limit"):
+        load_image(_png_header_only(60_000, 60_000), max_side=64)
+    with pytest.raises(NotAnImageError, match="accepted format"):
+        load_image(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", max_side=64)
+    data = _photo(tmp_path / "whole.jpg", (800, 600)).read_bytes()
+    with pytest.raises(TruncatedImageError, match="truncated or corrupt"):
+        load_image(data[: len(data) // 2], max_side=64)  # decoding at 1/8 scale still reads every byte
+    with pytest.raises(ValueError, match="positive"):
+        load_image(data, max_side=0)
+
+
+class _Session:
+    """What ``ClassifyView`` asks of the app's context: the active model, here the shapes model."""
+
+    def active_model(self, request):
+        return None, SHAPES_MODEL
+
+
+def test_the_app_classifies_and_explains_a_huge_photo_from_a_reduced_decode(tmp_path, monkeypatch):
+    from vision.runtime.inference import Classifier
+    from vision.ui.classify import ClassifyView
+
+    star = Image.open(REPO / "docs" / "examples" / "star.png").convert("RGB")
+    huge = _save(star.resize((3200, 3200), Image.Resampling.BICUBIC), tmp_path / "huge.jpg", quality=92)
+    given: list[tuple[int, ...]] = []
+    classify = Classifier.classify
+    monkeypatch.setattr(Classifier, "classify",
+                        lambda self, image, top_k=5: given.append(np.shape(image)) or classify(self, image, top_k))
+    view = ClassifyView(_Session())
+    labels, _ = view.classify(str(huge), 4, request=None)
+    small, _ = view.classify(str(REPO / "docs" / "examples" / "star.png"), 4, request=None)
+    assert given[0] == (1024, 1024, 3)  # what the model's 64 px input needs, not 10 megapixels
+    assert max(labels, key=labels.get) == max(small, key=small.get) == "star"
+    assert labels["star"] == pytest.approx(small["star"], abs=0.05)
+    heatmap, caption = view.explain(str(huge), "gradcam", None, 0.5, request=None)
+    assert heatmap.shape == (DISPLAY_SIDE, DISPLAY_SIDE, 3) and "star" in caption

@@ -14,7 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -39,10 +39,28 @@ MAX_PIXELS = int(os.environ.get("VISION_MAX_PIXELS", 40_000_000))
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 _FORMAT_NAMES = "JPEG, PNG, GIF, BMP, WebP or TIFF"
 
+#: Longest side of an image shown to a person (the Grad-CAM overlay), and the least an image
+#: decoded for a model alone is reduced to: a 40-megapixel photo is 120 MB as RGB and 480 MB
+#: as floats, while the picture on screen and a 224-px model need a few megabytes of it.
+DISPLAY_SIDE = 1024
+#: An image decoded only for a model keeps this many times the model's input side (at least
+#: ``DISPLAY_SIDE``): images up to that size decode exactly as before; larger ones are
+#: box-filtered down to it first, still several pixels per pixel the model's bilinear resize reads.
+INPUT_SIDE_FACTOR = 4
+
 ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
 
 
-def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray:
+def input_side(size: tuple[int, int]) -> int:
+    """The ``max_side`` to decode at for a model whose input is ``size`` = (H, W).
+
+    Example: 1024 for a 224 x 224 model, so a 7296 x 5472 photo is decoded at 1024 x 768.
+    """
+    return max(DISPLAY_SIDE, INPUT_SIDE_FACTOR * max(size))
+
+
+def load_image(source: ImageSource, max_pixels: int | None = None,
+               max_side: int | None = None) -> np.ndarray:
     """Decode ``source`` into an RGB uint8 array of shape (H, W, 3).
 
     Honours EXIF orientation, takes the first frame of animations, flattens transparency
@@ -51,7 +69,13 @@ def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray
     Args:
         source: A file path, encoded bytes, a PIL image, or an array (H, W), (H, W, 1),
             (H, W, 3) or (H, W, 4) of any integer or float dtype (floats in [0, 1]).
-        max_pixels: Pixel-count cap; defaults to ``MAX_PIXELS``.
+        max_pixels: Pixel-count cap; defaults to ``MAX_PIXELS``. Checked on the size the
+            file declares, before anything is decoded, whatever ``max_side`` is.
+        max_side: If given, an image whose longest side is larger comes back reduced (aspect
+            kept, box filter) so that its longest side is ``max_side``. A JPEG is then decoded
+            at 1/2, 1/4 or 1/8 scale directly (Pillow's draft mode), so the full-size pixels
+            never exist in memory. ``input_side`` gives the value for a model's input size.
+            None (the default) decodes at full size.
 
     Returns:
         A C-contiguous ``uint8`` array (H, W, 3).
@@ -61,12 +85,20 @@ def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray
             with a message naming the input.
     """
     cap = MAX_PIXELS if max_pixels is None else max_pixels
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be a positive number of pixels; got {max_side}")
     if isinstance(source, np.ndarray):
-        return _array_to_rgb(source, cap)
+        return _shrunk_array(_array_to_rgb(source, cap), max_side)
     if isinstance(source, Image.Image):
         _check_pixel_count(source.size, cap, "image")
-        return _pil_to_rgb(source)
+        # A transposed copy: the in-place steps that follow must not change the caller's image.
+        return _pil_to_rgb(ImageOps.exif_transpose(source), max_side)
     name, stream = _open_stream(source)
+    with stream:  # decoded while open: a path's file is streamed, never read whole into memory
+        return _decode(name, stream, cap, max_side)
+
+
+def _decode(name: str, stream: BinaryIO, cap: int, max_side: int | None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # We enforce our own cap below; Pillow's warning would only be noise.
@@ -84,32 +116,38 @@ def load_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray
     _check_pixel_count(image.size, cap, name)
     try:
         image.seek(0)  # first frame of an animation
+        if max_side is not None and max(image.size) > max_side:
+            # Before load: a JPEG then decodes straight at a power-of-two reduction no smaller
+            # than the target; every other format ignores it.
+            image.draft("RGB", _fitted(image.size, max_side))
         image.load()
     except (OSError, SyntaxError, ValueError) as error:
         raise TruncatedImageError(f"{name} is truncated or corrupt ({error})") from None
-    return _pil_to_rgb(image)
+    return _pil_to_rgb(image, max_side)
 
 
-def _open_stream(source: ImageSource) -> tuple[str, io.BytesIO]:
+def _open_stream(source: ImageSource) -> tuple[str, BinaryIO]:
     if isinstance(source, (bytes, bytearray)):
-        data, name = bytes(source), "the uploaded data"
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        name = f"'{path.name}'"
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise InvalidImageError(f"{name} does not exist") from None
-        except IsADirectoryError:
-            raise InvalidImageError(f"{name} is a folder, not an image file") from None
-    else:
+        if not source:
+            raise EmptyImageError("the uploaded data is empty (0 bytes)")
+        return "the uploaded data", io.BytesIO(bytes(source))
+    if not isinstance(source, (str, os.PathLike)):
         raise InvalidImageError(
             f"cannot read an image from a {type(source).__name__}; "
             "pass a path, bytes, a PIL image or a numpy array"
         )
-    if not data:
+    path = Path(source)
+    name = f"'{path.name}'"
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise InvalidImageError(f"{name} does not exist") from None
+    except IsADirectoryError:
+        raise InvalidImageError(f"{name} is a folder, not an image file") from None
+    if os.fstat(handle.fileno()).st_size == 0:
+        handle.close()
         raise EmptyImageError(f"{name} is empty (0 bytes)")
-    return name, io.BytesIO(data)
+    return name, handle
 
 
 def _check_pixel_count(size: tuple[int, int], cap: int, name: str) -> None:
@@ -123,8 +161,38 @@ def _check_pixel_count(size: tuple[int, int], cap: int, name: str) -> None:
         )
 
 
-def _pil_to_rgb(image: Image.Image) -> np.ndarray:
-    image = ImageOps.exif_transpose(image)
+def _fitted(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``size`` = (W, H) scaled so that its longer side is ``max_side``."""
+    scale = max_side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _shrunk(image: Image.Image, max_side: int | None) -> Image.Image:
+    """``image`` with its longest side at most ``max_side``: the same object, reduced in place
+    (so a TIFF's orientation tag survives), or for palette and bilevel images a reduced copy."""
+    if max_side is None or max(image.size) <= max_side:
+        return image
+    if image.mode in ("1", "P", "PA"):
+        # Pillow resizes these by picking the nearest pixel; averaging needs real colours.
+        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info
+                              else "L" if image.mode == "1" else "RGB")
+    # A box filter averages every source pixel into the output (an area mean): no aliasing,
+    # and the model's own bilinear resize then starts from a faithful smaller picture.
+    image.thumbnail((max_side, max_side), Image.Resampling.BOX, reducing_gap=None)
+    return image
+
+
+def _shrunk_array(array: np.ndarray, max_side: int | None) -> np.ndarray:
+    if max_side is None or max(array.shape[:2]) <= max_side:
+        return array
+    return np.ascontiguousarray(np.asarray(_shrunk(Image.fromarray(array), max_side)))
+
+
+def _pil_to_rgb(image: Image.Image, max_side: int | None = None) -> np.ndarray:
+    """``image`` (ours to change: decoded here, or a copy) as RGB uint8, at most ``max_side``."""
+    image = _shrunk(image, max_side)
+    # In place: the returned copy would be one more full-size image.
+    ImageOps.exif_transpose(image, in_place=True)
     mode = image.mode
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return _array_to_rgb(np.asarray(image), MAX_PIXELS)
@@ -135,7 +203,9 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     if image.mode == "RGBA":
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    if image.mode != "RGB":  # convert("RGB") of an RGB image would copy it for nothing
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
 def _array_to_rgb(array: np.ndarray, cap: int) -> np.ndarray:

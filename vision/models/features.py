@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from vision.data.images import ImageSource, Preprocessing, load_image, preprocess, resized
+from vision.data.images import ImageSource, Preprocessing, input_side, load_image, preprocess, resized
 from vision.models.efficientnet_lite import efficientnet_lite0, load_imagenet_weights
 from vision.models.heads import LITE0_FEATURES
 from vision.models.registry import get_spec
@@ -90,9 +90,10 @@ class FeatureExtractor:
 
     def _at_input_size(self, image: ImageSource) -> np.ndarray:
         """The image at the input size, so batches stack; ``preprocess`` in the embedding
-        then sees exactly what it sees for the image itself (see ``images.resized``)."""
+        then sees exactly what it sees for the image itself (see ``images.resized``).
+        Decoded already reduced to ``input_side``, as the app's classify decodes it."""
         spec = self.preprocessing
-        return resized(load_image(image), spec.size, spec.resize)
+        return resized(load_image(image, max_side=input_side(spec.size)), spec.size, spec.resize)
 
 
 def _content_key(image: ImageSource) -> str:

@@ -2,7 +2,9 @@
 
 Uploads arrive as files, untouched (``gr.Image(image_mode=None)``), so ``load_image``
 checks the format and pixel count from the header before anything is decoded, and the
-app answers exactly as the library does for the same file.
+app answers exactly as the library does for the same file. Each view decodes only the
+pixels it needs: the model's ``input_side`` for a classification, ``DISPLAY_SIDE`` for a
+Grad-CAM overlay, so a 40-megapixel photo never exists at full size in the shared app.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from vision.data.images import load_image
+from vision.data.images import DISPLAY_SIDE, input_side, load_image
 from vision.explain.overlay import overlay
 from vision.runtime.inference import Classification
 from vision.ui.cache import get_bundle, get_classifier, get_explainer
@@ -52,7 +54,11 @@ class ClassifyView:
             return {}, ""  # cleared
         _, model = self.ctx.active_model(request)
         started = time.perf_counter()
-        result = get_classifier(model).classify(image, top_k=int(top_k))
+        classifier = get_classifier(model)
+        # Reduced as it is decoded (a JPEG at 1/2 to 1/8 scale): a full 40-megapixel array
+        # would cost 120 MB, and the interpreter would size its buffers for it and keep them.
+        pixels = load_image(image, max_side=input_side(classifier.preprocessing.size))
+        result = classifier.classify(pixels, top_k=int(top_k))
         elapsed = (time.perf_counter() - started) * 1000
         return label_value(result), f"{verdict(result)}Prediction took **{elapsed:.1f} ms** (decode included)."
 
@@ -62,7 +68,9 @@ class ClassifyView:
         if not image:
             return None, ""
         _, model = self.ctx.active_model(request)
-        pixels = load_image(image)
+        # At display size: the explanation's heatmap and the overlay are made at the size of
+        # the image they are given, and nobody looks at a Grad-CAM at 40 megapixels.
+        pixels = load_image(image, max_side=DISPLAY_SIDE)
         started = time.perf_counter()
         explanation = get_explainer(model).explain(pixels, method=method, target=target or None)
         elapsed = (time.perf_counter() - started) * 1000
