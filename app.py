@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"error: {error}\n")
     mode = f"public (owner: {config.owner or 'none'})" if config.public else "private (you are the owner)"
     logging.getLogger("vision.app").info("starting in %s mode", mode)
+    # SIGTERM is how Spaces, containers and systemd stop an app: make it a Ctrl-C, so the
+    # same clean-up runs (sessions, exports and the temporary folder are removed).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     app.launch(args.host, args.port, share=args.share)
     try:
         app.demo.block_thread()

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from PIL import Image
+from starlette.middleware import Middleware
 
 from vision.data.images import MAX_PIXELS
 from vision.defaults import EVERYDAY_MODEL
@@ -18,6 +19,7 @@ from vision.export.webpage import WebPage
 from vision.ui.cache import get_classifier, get_explainer
 from vision.ui.config import AppConfig
 from vision.ui.context import Context
+from vision.ui.fairness import FairQueue
 from vision.ui.layout import build_blocks
 from vision.ui.static import static_routes
 from vision.zoo.everyday import ensure_everyday_bundle
@@ -40,13 +42,17 @@ class VisionApp:
     def launch(self, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kwargs: Any) -> str:
         """Start serving without blocking; returns the local URL."""
         self.web_page.prepare_in_background()  # a Space runs no set-up: TF.js and the page's model
-        self.demo.queue(default_concurrency_limit=4, max_size=64)
+        # In public mode the direct /run/* routes are closed (api_open=False): they would skip
+        # the queue, its concurrency groups and FairQueue's per-session shares.
+        self.demo.queue(default_concurrency_limit=4, max_size=64, api_open=not self.config.public)
         # /web and /exports are routes of the FastAPI app Gradio creates, so they answer from the
-        # first request; mounted after launch() they would answer 404 until then.
+        # first request; mounted after launch() they would answer 404 until then. The same goes
+        # for middleware, which Starlette takes only before the app starts.
         # run_history=False: the browser must not keep past inputs (tokens, uploads) around.
+        app_kwargs = {"routes": static_routes(self.web_page, self.ctx.sessions),
+                      "middleware": [Middleware(FairQueue, blocks=self.demo, shares=self.config.shares)]}
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
-                         prevent_thread_lock=True, run_history=False,
-                         app_kwargs={"routes": static_routes(self.web_page, self.ctx.sessions)}, **kwargs)
+                         prevent_thread_lock=True, run_history=False, app_kwargs=app_kwargs, **kwargs)
         # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
         # build it once the server is up, so classification answers first and start-up stays short.
         threading.Thread(target=_warm_explainer, args=(self.config.default_model,), name="warm-explainer",

@@ -10,6 +10,7 @@ from typing import Mapping
 
 from vision.data.photos import example_photos
 from vision.defaults import EVERYDAY_MODEL, MODELS_DIR, REPO
+from vision.ui.fairness import QueueShares
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class AppConfig:
     examples: tuple[str, ...] = ()
     state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vision-app-")))
     limits: Limits = Limits()
+    shares: QueueShares = QueueShares()
     max_file_size: str = "50mb"
 
     @classmethod

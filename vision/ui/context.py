@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ class Context:
     config: AppConfig
     sessions: SessionRegistry
     catalog: Catalog
+    #: One training at a time in this app, held by the training's own thread (``TrainingJob``).
+    training_slot: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def create(cls, config: AppConfig) -> "Context":

@@ -1,10 +1,17 @@
-"""``VisionError`` becomes a message in the UI; anything else is logged as the bug it is."""
+"""``VisionError`` becomes a message in the UI; anything else is logged as the bug it is.
+
+What a visitor reads never names a server folder: the library's messages are written for
+the person at the terminal and often carry a full path (a bundle's folder, a snapshot in the
+Hub cache, a converter's scratch folder). ``for_visitor`` keeps only each path's last part,
+which is the name the visitor knows the file or model by; the full text goes to the log.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
 import logging
+import re
 from typing import Any, Callable
 
 import gradio as gr
@@ -12,11 +19,25 @@ import gradio as gr
 from vision.errors import VisionError
 
 log = logging.getLogger("vision.app")
+# An absolute POSIX path: a "/" at the start of the text or after a space, quote, bracket or
+# "=", up to the next space or quote, less any punctuation that ends the sentence.
+# "hf://user/repo" does not match: its slashes follow ":" and "/".
+_ABSOLUTE_PATH = re.compile(r"""(?:(?<=^)|(?<=[\s'"`(\[=]))/[^\s'"`]*[^\s'"`.,;:)\]]""")
+
+
+def for_visitor(message: str) -> str:
+    """``message`` with every absolute path cut to its last part (``/srv/x/models/pets`` -> ``pets``)."""
+    return _ABSOLUTE_PATH.sub(lambda match: match.group(0).rstrip("/").rsplit("/", 1)[-1], message)
 
 
 def _translate(error: Exception, where: str) -> gr.Error:
     if isinstance(error, VisionError):
-        return gr.Error(str(error))
+        message = str(error)
+        shown = for_visitor(message)
+        if shown != message:
+            log.info("%s: %s", where, message)  # the full text, paths and all, for the server's log only
+        log.debug("visitor sees: %s", shown)
+        return gr.Error(shown)
     log.exception("unexpected error in %s", where)
     return gr.Error(f"Something went wrong ({type(error).__name__}); see the server log.")
 

@@ -2,7 +2,8 @@
 TF.js, a link that opens it in the client-side page.
 
 Each export gets an unguessable id; it is served (at ``/exports/<id>/``) only while the
-session that made it lives, and removed with it and when the app stops.
+session that made it lives, and removed with it and when the app stops. Its .zip is written
+into Gradio's cache (``SessionRegistry.archive_folder``) and removed with it too.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ class ExportView:
         bundle = get_bundle(folder)
         quantization = None if quantize in ("", "none", None) else quantize
         export_id, out = self.ctx.sessions.new_export(session)
+        archive_folder = self.ctx.sessions.archive_folder(export_id)
         progress(0.1, desc=f"exporting to {fmt}")
         try:
             result = export(bundle, fmt, out, quantize=quantization)
             progress(0.9, desc="zipping")
-            archive = shutil.make_archive(str(out), "zip", result.path)
+            archive = shutil.make_archive(str(archive_folder / f"{bundle.name}-{fmt}"), "zip", result.path)
         except BaseException:
             shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(archive_folder, ignore_errors=True)
             raise
         session.exports[export_id] = out
         checked_with = result.metadata["verification"]["checked_with"]

@@ -38,6 +38,19 @@ def uploaded_file(image: gr.Image) -> gr.Image:
 
 UPLOAD = dict(type="filepath", image_mode=None)
 
+#: Gradio's cache (uploads, outputs, export zips) is swept every 5 minutes of files older than
+#: 15: an upload that no event ever used belongs to nobody, so nothing else would remove it.
+CACHE_SWEEP = (300, 900)
+
+# Concurrency groups: Gradio queues each group separately, so a cheap event never waits
+# behind an expensive one, and ``vision.ui.fairness`` caps each session's share of a group.
+QUICK = dict(concurrency_id="quick", concurrency_limit=4)  # classify, lists, cards: milliseconds
+EXPLAIN = dict(concurrency_id="explain", concurrency_limit=2)
+SAMPLES = dict(concurrency_id="samples", concurrency_limit=2)
+TRAIN = dict(concurrency_id="train", concurrency_limit=1)
+EXPORT = dict(concurrency_id="export", concurrency_limit=1)
+HUB = dict(concurrency_id="hub", concurrency_limit=2)
+
 
 def build_blocks(ctx: Context) -> gr.Blocks:
     config = ctx.config
@@ -46,7 +59,7 @@ def build_blocks(ctx: Context) -> gr.Blocks:
     architectures = [(f"{spec.name} — {spec.description}", spec.name) for spec in list_models()]
     labels = ctx.catalog.info(config.default_model).get("labels", [])
 
-    with gr.Blocks(title="vision — image classifier", delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title="vision — image classifier", delete_cache=CACHE_SWEEP) as demo:
         with gr.Row():
             gr.Markdown("# Image classifier\nClassify pictures, see why, train your own model.")
             if config.oauth:
@@ -76,12 +89,12 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                     heatmap = gr.Image(type="numpy", label="Grad-CAM", interactive=False, elem_id="heatmap")
                     explanation = gr.Markdown()
             explain_inputs = [image, method, target, alpha]
-            run.click(classify.classify, [image, top_k], [prediction, latency], api_name="classify") \
-                .then(classify.explain, explain_inputs, [heatmap, explanation], api_name=False)
-            image.change(classify.classify, [image, top_k], [prediction, latency], api_name=False) \
-                .then(classify.explain, explain_inputs, [heatmap, explanation], api_name=False)
+            run.click(classify.classify, [image, top_k], [prediction, latency], api_name="classify", **QUICK) \
+                .then(classify.explain, explain_inputs, [heatmap, explanation], api_name=False, **EXPLAIN)
+            image.change(classify.classify, [image, top_k], [prediction, latency], api_name=False, **QUICK) \
+                .then(classify.explain, explain_inputs, [heatmap, explanation], api_name=False, **EXPLAIN)
             gr.on([method.change, target.change, alpha.release], classify.explain, explain_inputs,
-                  [heatmap, explanation], api_name="explain")
+                  [heatmap, explanation], api_name="explain", **EXPLAIN)
 
         with gr.Tab("Live", id="live"):
             gr.Markdown("Start the webcam: labels update continuously while frames stream to the server.")
@@ -186,29 +199,30 @@ def build_blocks(ctx: Context) -> gr.Blocks:
         # -- wiring that crosses tabs -------------------------------------------------
         card_outputs = [card, card_curves, card_confusion, card_reliability]
         export_button.click(export.export, [export_format, export_quantize], [export_file, export_status],
-                            api_name="export")
-        push_button.click(hub.push, [push_repo, push_private, push_tfjs, push_token], hub_status, api_name="push")
-        pull_button.click(hub.pull, [pull_repo, pull_token], [hub_status, choice], api_name="pull") \
-            .then(classify.class_choices, None, target, api_name=False)
+                            api_name="export", **EXPORT)
+        push_button.click(hub.push, [push_repo, push_private, push_tfjs, push_token], hub_status,
+                          api_name="push", **HUB)
+        pull_button.click(hub.pull, [pull_repo, pull_token], [hub_status, choice], api_name="pull", **HUB) \
+            .then(classify.class_choices, None, target, api_name=False, **QUICK)
         add.click(train.add_samples, [class_name, snapshot, uploads], [samples, snapshot, uploads],
-                  api_name="add_samples")
-        clear.click(train.clear_samples, None, samples, api_name="clear_samples")
+                  api_name="add_samples", **SAMPLES)
+        clear.click(train.clear_samples, None, samples, api_name="clear_samples", **SAMPLES)
         start.click(train.train, [zip_file, architecture, size, epochs, augment, imagenet, model_name],
                     [status, curves, metrics, confusion, mistakes, choice, reliability, issues, pair], api_name="train",
-                    concurrency_limit=1, concurrency_id="train") \
-            .then(models.table, None, table, api_name=False)
+                    **TRAIN) \
+            .then(models.table, None, table, api_name=False, **QUICK)
         stop.click(train.cancel, None, status, api_name="cancel_training", queue=False)
-        pair.input(train.show_mistakes, pair, mistakes, api_name="show_mistakes")
-        use.click(models.use, choice, chosen, api_name="use_model") \
-            .then(models.show, choice, card_outputs, api_name=False) \
-            .then(classify.class_choices, None, target, api_name=False)
-        choice.input(models.show, choice, card_outputs, api_name="model_card")
-        remove.click(models.delete, [choice, owner_token], [table, choice, chosen], api_name="delete_model")
-        publish.click(models.publish, [choice, owner_token], [table, choice, chosen], api_name="publish_model")
-        demo.load(models.refresh, None, [choice, table], api_name=False) \
-            .then(models.show, choice, card_outputs, api_name=False)
+        pair.input(train.show_mistakes, pair, mistakes, api_name="show_mistakes", **QUICK)
+        use.click(models.use, choice, chosen, api_name="use_model", **QUICK) \
+            .then(models.show, choice, card_outputs, api_name=False, **QUICK) \
+            .then(classify.class_choices, None, target, api_name=False, **QUICK)
+        choice.input(models.show, choice, card_outputs, api_name="model_card", **QUICK)
+        remove.click(models.delete, [choice, owner_token], [table, choice, chosen], api_name="delete_model", **QUICK)
+        publish.click(models.publish, [choice, owner_token], [table, choice, chosen], api_name="publish_model", **QUICK)
+        demo.load(models.refresh, None, [choice, table], api_name=False, **QUICK) \
+            .then(models.show, choice, card_outputs, api_name=False, **QUICK)
         demo.unload(_ender(ctx))
-        gr.api(models.names, api_name="list_models")
+        gr.api(models.names, api_name="list_models", **QUICK)
     return demo
 
 

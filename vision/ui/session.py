@@ -5,6 +5,10 @@ A session's files live under ``<state_dir>/sessions/<random id>``; the id is not
 Gradio session hash, so nothing served or shown reveals one session to another. A session
 is removed when its tab closes (Gradio's unload), when it has been idle for
 ``Limits.session_idle_s``, and when the app stops.
+
+In public mode every request must carry Gradio's session hash: a caller without one (a
+direct REST call) is refused rather than pooled with every other such caller into one shared
+session. In private mode there is one user, the owner, and such calls share the owner's.
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gradio.utils import get_upload_folder
+
 from vision.data.samples import SampleCollection
-from vision.errors import LimitExceededError
+from vision.errors import AccessDeniedError, LimitExceededError
 from vision.ui.cache import forget
 from vision.ui.config import AppConfig
 
 log = logging.getLogger(__name__)
 DEFAULT_KEY = "default"
+OWNER_KEY = "owner"  # private mode: calls without a session hash are the owner's
+#: How long removing a session waits for its training to stop before deleting its files.
+STOP_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -42,6 +51,11 @@ class Session:
     last_seen: float = field(default_factory=time.monotonic)
 
     @property
+    def training(self) -> bool:
+        """Whether this session's training thread still runs (even if nobody watches it)."""
+        return self.job is not None and self.job.running
+
+    @property
     def samples(self) -> SampleCollection:
         """Webcam snapshots and uploads per class (the folder appears with the first sample)."""
         return SampleCollection(self.root / "samples")
@@ -50,6 +64,10 @@ class Session:
         if not self.root.exists():
             return 0
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+    def remaining_bytes(self, limit_mb: int) -> int:
+        """Bytes this session may still write under its disk quota."""
+        return max(0, int(limit_mb * 1e6) - self.disk_bytes())
 
     def check_disk(self, limit_mb: int) -> None:
         used = self.disk_bytes() / 1e6
@@ -69,8 +87,15 @@ class SessionRegistry:
         self._lock = threading.Lock()
 
     def get(self, request: Any) -> Session:
-        """The caller's session (created on first use); idle sessions are swept on the way."""
-        key = getattr(request, "session_hash", None) or "anonymous"
+        """The caller's session (created on first use); idle sessions are swept on the way.
+
+        Raises:
+            AccessDeniedError: the request carries no session hash.
+        """
+        key = self._key(request)
+        if key is None:
+            raise AccessDeniedError("this request carries no session: call the app through its queue (the page, "
+                                    "gradio_client or /gradio_api/call/...), which gives each caller its own")
         self.sweep()
         with self._lock:
             session = self._sessions.get(key)
@@ -81,18 +106,28 @@ class SessionRegistry:
 
     def close(self, request: Any) -> None:
         """Remove the caller's session and everything it made (Gradio's unload)."""
-        key = getattr(request, "session_hash", None) or "anonymous"
+        key = self._key(request)
         with self._lock:
-            session = self._sessions.pop(key, None)
+            session = self._sessions.pop(key, None) if key else None
         if session is not None:
             self._remove(session)
+
+    def find(self, request: Any) -> Session | None:
+        """The caller's session if it has one; never creates one."""
+        key = self._key(request)
+        with self._lock:
+            return self._sessions.get(key) if key else None
+
+    def _key(self, request: Any) -> str | None:
+        key = getattr(request, "session_hash", None)
+        return key or (None if self.config.public else OWNER_KEY)
 
     def sweep(self, now: float | None = None) -> int:
         """Remove sessions idle for longer than the limit (never one that is training)."""
         now = time.monotonic() if now is None else now
         cutoff = now - self.config.limits.session_idle_s
         with self._lock:
-            idle = [k for k, s in self._sessions.items() if s.last_seen < cutoff and s.job is None]
+            idle = [k for k, s in self._sessions.items() if s.last_seen < cutoff and not s.training]
             removed = [self._sessions.pop(k) for k in idle]
         for session in removed:
             self._remove(session)
@@ -123,20 +158,31 @@ class SessionRegistry:
     def new_export(self, session: Session) -> tuple[str, Path]:
         """A fresh, unguessable export id and the folder it will be written to."""
         limit = self.config.limits.exports_per_session
-        if len(session.exports) >= limit:
-            oldest = next(iter(session.exports))  # keep the newest: drop the oldest
-            shutil.rmtree(session.exports.pop(oldest), ignore_errors=True)
+        while len(session.exports) >= limit:
+            oldest = next(iter(session.exports))  # keep the newest: drop the oldest, zip and all
+            self._remove_export(oldest, session.exports.pop(oldest))
         export_id = secrets.token_urlsafe(18)  # 144 bits
         return export_id, self.exports_root / export_id
+
+    @staticmethod
+    def archive_folder(export_id: str) -> Path:
+        """Where an export's .zip is written: inside Gradio's cache, so Gradio serves it in place
+        instead of keeping a copy of its own that would outlive the session."""
+        return Path(get_upload_folder()) / f"vision-export-{export_id}"
+
+    def _remove_export(self, export_id: str, folder: Path) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(self.archive_folder(export_id), ignore_errors=True)
 
     def _remove(self, session: Session) -> None:
         if session.job is not None:
             session.job.cancel()
+            # A training still running would save its model into the folder removed below.
+            if not session.job.join(STOP_TIMEOUT_S):
+                log.warning("a removed session's training did not stop within %.0f s", STOP_TIMEOUT_S)
         for folder in session.models.values():
             forget(folder)
-        for folder in session.exports.values():
-            shutil.rmtree(folder, ignore_errors=True)
-            for archive in folder.parent.glob(folder.name + ".*"):
-                archive.unlink(missing_ok=True)
+        for export_id, folder in session.exports.items():
+            self._remove_export(export_id, folder)
         shutil.rmtree(session.root, ignore_errors=True)
         log.info("removed a session (%d models, %d exports)", len(session.models), len(session.exports))

@@ -92,15 +92,19 @@ class TrainView:
               imagenet: bool, name: str, request: gr.Request,
               progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
         session = self.ctx.session(request)
-        if session.job is not None:
+        if session.training:
             raise LimitExceededError("this session is already training; wait for it or cancel it")
         name = (name or "").strip()
         key, out = self._destination(session, name)
+        limits = self.ctx.config.limits
         workdir = Path(tempfile.mkdtemp(prefix="vision-train-", dir=self.ctx.config.state_dir))
+        job = None
         try:
             samples = session.samples
             if zip_file:
-                dataset = load_zip(zip_file, extract_to=workdir / "data")
+                # Extraction counts against the session's disk quota, and stops at it.
+                quota = session.remaining_bytes(limits.session_disk_mb) if self.ctx.config.public else None
+                dataset = load_zip(zip_file, extract_to=workdir / "data", max_total_bytes=quota)
             elif any(samples.classes().values()):
                 dataset = load_folder(samples.root)
             else:
@@ -108,31 +112,38 @@ class TrainView:
             config = TrainConfig(model=architecture, input_size=int(size), epochs=int(epochs), augment=bool(augment),
                                  weights="imagenet" if imagenet else None,
                                  batch_size=16 if len(dataset.train) < 200 else 32)
-            job = session.job = TrainingJob(dataset, config, out, name=name).start()
-            skipped = f" Skipped {len(dataset.skipped)} unreadable files." if dataset.skipped else ""
+
+            def keep(trained: Any) -> None:  # in the job's thread: the model is listed even if nobody watches
+                if key.startswith(MINE):
+                    session.models[key] = out
+
+            waiting = self.ctx.training_slot.locked()
+            job = session.job = TrainingJob(dataset, config, out, name=name, slot=self.ctx.training_slot,
+                                            on_success=keep).start()
+            skipped = ""
+            if dataset.skipped:
+                skipped = (f" Skipped {len(dataset.skipped)} unreadable files: "
+                           + ", ".join(f"`{item}`" for item in dataset.skipped[:5])
+                           + (" …" if len(dataset.skipped) > 5 else "") + ".")
             status = (f"Training **{architecture}** on {len(dataset.train)} images, validating on "
                       f"{len(dataset.val)}; classes: {', '.join(dataset.class_names)}.{skipped}")
-            yield status, None, "", None, [], gr.update(), None, [], gr.update()
-            try:
-                for update in job.updates():
-                    if isinstance(update, JobFailed):
-                        raise update.error
-                    if isinstance(update, JobFinished):
-                        trained = update.trained
-                        break
-                    if update.stage == "features":
-                        progress(update.fraction, desc=f"features {update.batch}/{update.batches} images")
-                        continue
-                    progress(update.fraction, desc=f"epoch {update.epoch + 1}/{update.epochs}")
-                    if update.epoch_end:
-                        logs = update.logs
-                        yield (f"{status}\n\nEpoch {update.epoch + 1}/{update.epochs}: loss {logs.get('loss', 0):.3f}"
-                               f", val accuracy {logs.get('val_accuracy', 0):.3f}"), plot_history(update.history), \
-                            "", None, [], gr.update(), None, [], gr.update()
-            finally:
-                session.job = None
-            if key.startswith(MINE):
-                session.models[key] = out
+            yield (status + (" Waiting for another training to finish…" if waiting else ""), None, "", None, [],
+                   gr.update(), None, [], gr.update())
+            for update in job.updates():
+                if isinstance(update, JobFailed):
+                    raise update.error
+                if isinstance(update, JobFinished):
+                    trained = update.trained
+                    break
+                if update.stage == "features":
+                    progress(update.fraction, desc=f"features {update.batch}/{update.batches} images")
+                    continue
+                progress(update.fraction, desc=f"epoch {update.epoch + 1}/{update.epochs}")
+                if update.epoch_end:
+                    logs = update.logs
+                    yield (f"{status}\n\nEpoch {update.epoch + 1}/{update.epochs}: loss {logs.get('loss', 0):.3f}"
+                           f", val accuracy {logs.get('val_accuracy', 0):.3f}"), plot_history(update.history), \
+                        "", None, [], gr.update(), None, [], gr.update()
             evaluation = trained.evaluation
             where = "It is yours for this session" if key.startswith(MINE) else "Pick it in the Models tab"
             metrics = (f"Saved **{name}**: validation accuracy **{evaluation.accuracy:.3f}**, macro F1 "
@@ -154,6 +165,11 @@ class TrainView:
                    issue_gallery(audit) if audit else [],
                    gr.update(choices=mistakes.pairs(), value=ALL_MISTAKES))
         finally:
+            # Also where Gradio closes this generator because the visitor dropped the stream:
+            # the training stops after its current batch, and holds the app's training slot
+            # until it has (see ``TrainingJob``).
+            if job is not None:
+                job.cancel()
             shutil.rmtree(workdir, ignore_errors=True)
 
     @user_errors
@@ -163,10 +179,10 @@ class TrainView:
         return mistakes.gallery(pair) if mistakes is not None else []
 
     def cancel(self, request: gr.Request) -> str:
-        job = self.ctx.session(request).job
-        if job is None:
+        session = self.ctx.sessions.find(request)  # a call with no session has nothing to cancel
+        if session is None or not session.training:
             return "Nothing is training in this session."
-        job.cancel()
+        session.job.cancel()
         return "Cancelling after the current batch…"
 
 

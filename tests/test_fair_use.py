@@ -1,0 +1,241 @@
+"""Public mode under load: what one visitor can take from the others (queue, training slot,
+disk), against the app launched as on a public Space."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+from upload_files import eps_file
+
+from app_server import free_port, launch_app, running
+from conftest import REPO, SHAPES_MODEL
+
+pytestmark = pytest.mark.slow
+STAR = REPO / "docs" / "examples" / "star.png"
+
+
+@pytest.fixture(scope="module")
+def public_app(tmp_path_factory):
+    from vision.ui.config import Limits
+
+    app, url = launch_app(tmp_path_factory.mktemp("fair") / "models", public=True, owner="olivia",
+                          limits=Limits(session_disk_mb=5, exports_per_session=3))
+    yield app, url
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> list[Path]:
+    """Twelve small photos-like PNGs per class, two classes."""
+    folder = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(0)
+    paths = []
+    for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        for i in range(12):
+            pixels = np.clip(np.array(colour) + rng.integers(-40, 40, (48, 48, 3)), 0, 255).astype(np.uint8)
+            path = folder / f"{label}{i}.png"
+            Image.fromarray(pixels).save(path)
+            paths.append(path)
+    return paths
+
+
+def _with_samples(url: str, pictures: list[Path]) -> Client:
+    client = Client(url, verbose=False)
+    for label in ("red", "blue"):
+        files = [handle_file(str(p)) for p in pictures if p.name.startswith(label)]
+        client.predict(label, None, files, api_name="/add_samples")
+    return client
+
+
+def _fn_index(app, api_name: str) -> int:
+    return next(i for i, fn in app.demo.fns.items() if fn.api_name == api_name)
+
+
+def _join(url: str, session_hash: str, fn_index: int, data: list) -> tuple[int, str]:
+    body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None,
+                       "trigger_id": None}).encode()
+    request = urllib.request.Request(url + "gradio_api/queue/join", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _training_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "training-job" and t.is_alive()]
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def _train_args(name: str, epochs: int = 60) -> list:
+    # simple_cnn at 64 px with no early stop in sight: long enough to act on while it runs
+    return [None, "simple_cnn", 64, epochs, True, False, name]
+
+
+def test_case1_one_session_cannot_fill_the_queue_for_everyone(public_app, pictures):
+    app, url = public_app
+    flooder = _with_samples(url, pictures)
+    train = _fn_index(app, "train")
+    answers = [_join(url, flooder.session_hash, train, _train_args("flood" if i == 0 else "../bad"))
+               for i in range(65)]
+    assert [status for status, _ in answers].count(200) == 1
+    refused = {text for status, text in answers if status != 200}
+    assert all("already has a training" in text for text in refused), refused
+    try:
+        _wait(lambda: app.ctx.training_slot.locked(), 30, "the flood's one training never started")
+        other = Client(url, verbose=False)
+        other.predict(handle_file(str(STAR)), 3, api_name="/classify")  # warm
+        for _ in range(5):
+            started = time.perf_counter()
+            labels, _ = other.predict(handle_file(str(STAR)), 3, api_name="/classify")
+            # Normal latency is ~0.1 s through gradio_client; a training shares the two CPUs.
+            assert time.perf_counter() - started < 3.0
+            assert labels["label"] == "star"
+        assert app.ctx.training_slot.locked(), "the training ended before the other visitor was measured"
+    finally:
+        flooder.predict(api_name="/cancel_training")
+        _wait(lambda: not _training_threads(), 60, "the cancelled training did not stop")
+
+
+def test_case2_a_dropped_stream_stops_the_training_before_its_slot_frees(public_app, pictures):
+    app, url = public_app
+    client = _with_samples(url, pictures)
+    session = app.ctx.sessions.get(client)
+    job = client.submit(*_train_args("dropped"), api_name="/train")
+    _wait(lambda: any("Epoch 2/" in str(out[0]) for out in job.outputs()), 60, "training never reached epoch 2")
+    job.cancel()  # what closing the tab's stream does: Gradio closes the handler's generator
+    _wait(lambda: not _training_threads(), 15, "the training ran on after its stream was dropped")
+    assert not app.ctx.training_slot.locked()
+    assert not session.training
+    assert not list(app.config.state_dir.rglob("dropped")), "a detached model was saved"
+    assert "mine/dropped" not in session.models
+
+
+def test_case3_4_direct_routes_are_closed_and_callers_without_a_session_are_not_pooled(public_app):
+    app, url = public_app
+    for api_name, data in (("train", _train_args("direct")), ("list_models", []), ("pull", ["a/b", ""])):
+        request = urllib.request.Request(url + f"gradio_api/run/{api_name}", json.dumps({"data": data}).encode(),
+                                         {"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 404
+    # The one direct route left (cancel: queue=False) makes no session for a caller without one.
+    before = len(app.ctx.sessions._sessions)
+    request = urllib.request.Request(url + "gradio_api/run/cancel_training", json.dumps({"data": []}).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert "Nothing is training" in response.read().decode()
+    assert len(app.ctx.sessions._sessions) == before
+    with pytest.raises(Exception, match="no session"):
+        app.ctx.sessions.get(object())  # a request without a session hash
+
+
+def test_case5_11_dropped_exports_and_their_zips_are_deleted(public_app):
+    app, url = public_app
+    client = Client(url, verbose=False)
+    zips = []
+    for _ in range(5):
+        path, _ = client.predict("tflite", "none", api_name="/export")
+        zips.append(Path(path).name)
+    session = app.ctx.sessions.get(client)
+    kept = [app.ctx.sessions.archive_folder(export_id) for export_id in session.exports]
+    assert len(kept) == 3 and all(folder.is_dir() for folder in kept)
+    from gradio.utils import get_upload_folder
+
+    cache = Path(get_upload_folder())
+    assert len(list(cache.glob("vision-export-*/*.zip"))) == 3, "a dropped export's zip was kept"
+    assert not list(cache.glob("*/shapes-tflite.zip")), "Gradio kept its own copy of an export"
+    app.ctx.sessions.close(client)
+    assert not list(cache.glob("vision-export-*")), "an export's zip outlived its session"
+    assert not any(app.ctx.sessions.exports_root.iterdir())
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_case7_extraction_counts_against_the_session_quota(public_app, tmp_path):
+    app, url = public_app
+    bomb = _zip(tmp_path / "bomb.zip", {"a/zeros.png": bytes(20_000_000), "b/zeros.png": bytes(10)})
+    assert bomb.stat().st_size < 100_000
+    client = Client(url, verbose=False)
+    with pytest.raises(AppError, match="limit"):
+        client.predict(handle_file(str(bomb)), *_train_args("bomb")[1:], api_name="/train")
+    assert not list(app.config.state_dir.glob("vision-train-*")), "the extraction was left on disk"
+
+
+def test_case10_one_bad_file_does_not_fail_a_training(public_app, pictures, tmp_path):
+    _, url = public_app
+    members = {f"data/{p.stem.rstrip('0123456789')}/{p.name}": p.read_bytes() for p in pictures}
+    members["data/red/page.eps"] = eps_file(tmp_path / "page.eps").read_bytes()
+    members["data/blue/cut.png"] = _png(np.full((64, 64, 3), 90, np.uint8))[:200]
+    archive = _zip(tmp_path / "mixed.zip", members)
+    client = Client(url, verbose=False)
+    status, *_ = client.predict(handle_file(str(archive)), "simple_cnn", 32, 1, False, False, "mixed",
+                                api_name="/train")
+    assert "Skipped 2 unreadable files" in status
+    assert "page.eps" in status and "cut.png" in status
+    assert "Done." in status
+
+
+def test_case11_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+           "VISION_PUBLIC": "1", "VISION_WEB_SETUP": "0"}
+    command = [sys.executable, str(REPO / "app.py"), "--model", str(SHAPES_MODEL),
+               "--port", str(port)]
+    with running(command, f"http://127.0.0.1:{port}/", env=env) as process:
+        Client(f"http://127.0.0.1:{port}/", verbose=False).predict(handle_file(str(STAR)), 3,
+                                                                   api_name="/classify")
+        assert list(tmp_path.glob("vision-app-*"))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    assert not list(tmp_path.glob("vision-app-*")), "SIGTERM left the app's temporary folder"
+
+
+def test_uploads_have_a_ceiling(tmp_path_factory):
+    from gradio.utils import get_upload_folder
+
+    from vision.ui.fairness import QueueShares
+
+    held = sum(p.stat().st_size for p in Path(get_upload_folder()).rglob("*") if p.is_file())
+    app, url = launch_app(tmp_path_factory.mktemp("uploads") / "models", public=True,
+                          shares=QueueShares(upload_cap_bytes=held + 100))
+    try:
+        client = Client(url, verbose=False)
+        client.predict(handle_file(str(STAR)), 3, api_name="/classify")  # under the ceiling: accepted
+        time.sleep(2.1)  # the folder's size is measured at most every 2 s
+        with pytest.raises(Exception, match="507"):
+            client.predict(handle_file(str(STAR.with_name("circle.png"))), 3, api_name="/classify")
+    finally:
+        app.close()
