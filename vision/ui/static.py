@@ -14,8 +14,9 @@ from vision.ui.session import SessionRegistry
 
 
 class WebFiles(StaticFiles):
-    """Only the page, its libraries and the shipped model: not package.json, tests, ...;
-    "503, being prepared" while a fresh Space installs TF.js (``vision.export.webpage``)."""
+    """Only the page, its libraries and the shipped model's own files (those its model.json
+    names): not package.json, tests, dotfiles, ...; "503, being prepared" while a fresh Space
+    installs TF.js (``vision.export.webpage``)."""
 
     def __init__(self, page: WebPage) -> None:
         super().__init__(directory=page.web_dir, html=True, check_dir=False)
@@ -27,9 +28,16 @@ class WebFiles(StaticFiles):
             raise HTTPException(status_code=503, detail=(
                 "The in-browser page is being prepared (installing TF.js, exporting the model): reload in a "
                 "minute." if self.page.preparing else f"The in-browser page is not available: {self.page.error}"))
-        if path not in self.allowed and path not in (".", "") and not path.startswith("model/"):
+        if not self._allowed(path):
             raise HTTPException(status_code=404)
         return await super().get_response(path, scope)
+
+    def _allowed(self, path: str) -> bool:
+        # ``path`` is already normalised by StaticFiles (no "..", no "."), so exact names suffice.
+        folder, _, name = path.partition("/")
+        if folder == "model":
+            return name in self.page.model_files
+        return path in self.allowed or path in (".", "")
 
 
 class ExportFiles(StaticFiles):
