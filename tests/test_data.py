@@ -23,7 +23,7 @@ from vision.data.datasets import (
     stratified_split,
     summarize,
 )
-from vision.data.images import Preprocessing
+from vision.data.images import Preprocessing, load_image
 from vision.data.synthetic import SHAPES, make_shapes
 from vision.errors import DatasetError, UnsafeArchiveError
 
@@ -104,6 +104,50 @@ def test_zip_with_wrapper_folder_and_mac_junk(tmp_path):
     dataset = load_zip(archive, extract_to=tmp_path / "out")
     assert dataset.class_names == ["cats", "dogs"]
     assert len(dataset.train) + len(dataset.val) == 6
+
+
+#: The start of an Encapsulated PostScript file: Pillow's EPS plugin (which runs Ghostscript)
+#: would claim it by its content, whatever it is named.
+_EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 12 12\n%%EndComments\nshowpage\n%%EOF\n"
+
+
+def test_a_zip_with_eps_and_truncated_files_loads_and_lists_them(tmp_path):
+    whole = _png_bytes(size=(64, 64))
+    bad = {"cats/figure.eps": _EPS, "cats/renamed.png": _EPS, "dogs/cut.png": whole[: len(whole) // 2],
+           "dogs/cut-tail.png": whole[:-30]}  # ends inside its pixel data: the header is intact
+    archive = _class_zip(tmp_path / "pets.zip", {"cats": 4, "dogs": 4}, extra=bad)
+    dataset = load_zip(archive, extract_to=tmp_path / "out")
+    assert sorted(dataset.skipped) == [
+        "cats/figure.eps: not an image file",
+        "cats/renamed.png: not a JPEG, PNG, GIF, BMP, WebP or TIFF image",
+        "dogs/cut-tail.png: truncated or corrupt",
+        "dogs/cut.png: truncated or corrupt",
+    ]
+    kept = dataset.everything().paths
+    assert len(kept) == 8 and all(load_image(path).shape == (12, 12, 3) for path in kept)
+
+
+def test_a_bad_file_does_not_fail_feature_extraction(tmp_path):
+    """The fast path embeds every listed file and would stop at the first that fails to decode."""
+    from vision.models.features import get_extractor
+
+    whole = _png_bytes(size=(64, 64))
+    archive = _class_zip(tmp_path / "pets.zip", {"cats": 2, "dogs": 2}, extra={"dogs/cut.png": whole[:-30]})
+    dataset = load_zip(archive, extract_to=tmp_path / "out")
+    features = get_extractor(32).features(dataset.everything().sources())
+    assert features.shape[1] == 4 and len(dataset.skipped) == 1
+
+
+def test_zip_extraction_stops_at_the_callers_quota(tmp_path, monkeypatch):
+    archive = _class_zip(tmp_path / "pets.zip", {"cats": 3, "dogs": 3})
+    size = sum(info.file_size for info in zipfile.ZipFile(archive).infolist())
+    with pytest.raises(UnsafeArchiveError, match=f"over the limit of {size - 1:,}"):
+        load_zip(archive, extract_to=tmp_path / "a", max_total_bytes=size - 1)
+    assert len(load_zip(archive, extract_to=tmp_path / "b", max_total_bytes=size).everything()) == 6
+    # A quota larger than the archive module's own cap does not lift that cap.
+    monkeypatch.setattr("vision.data.datasets.MAX_TOTAL_BYTES", size - 1)
+    with pytest.raises(UnsafeArchiveError, match=f"over the limit of {size - 1:,}"):
+        load_zip(archive, extract_to=tmp_path / "c", max_total_bytes=10 * size)
 
 
 def test_zip_with_one_class_is_refused(tmp_path):
