@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -74,3 +76,33 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, shapes_folder: Path) -
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+class _VisitorMessages(logging.Handler):
+    """Collects what ``vision.ui.errors`` shows visitors (its "visitor sees" debug records)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("visitor sees"):
+            self.messages.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def no_server_path_reaches_a_visitor():
+    """Every error message any test provokes in the app names no folder of the server:
+    not the repository, the temporary folder (sessions, uploads, caches), home or Python."""
+    logger = logging.getLogger("vision.app")
+    handler, level = _VisitorMessages(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    folders = {str(REPO), tempfile.gettempdir(), str(Path.home()), sys.prefix}
+    leaks = [message for message in handler.messages if any(folder in message for folder in folders)]
+    assert not leaks, f"a visitor was shown a server path: {leaks}"
