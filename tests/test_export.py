@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -135,3 +138,85 @@ def test_uint8_tfjs_export_is_per_channel_with_the_sensitive_kernels_in_float16(
             if next(w for w in specs if w["name"] == name)["quantization"]["dtype"] == "float16"]
     assert 0 < sum(kernel_sizes[name] for name in kept) <= FLOAT16_SHARE * sum(kernel_sizes.values())
     assert result.size_bytes < 0.6 * fp16.size_bytes
+
+
+CONVERTER = "tensorflowjs.converters.tf_saved_model_conversion_v2.convert_tf_saved_model"
+
+
+@pytest.fixture
+def tfjs_importable(monkeypatch):
+    """What ``_export_tfjs`` sets before it imports tensorflowjs, for tests that patch it first."""
+    monkeypatch.setenv("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+
+
+def test_two_tfjs_exports_at_once_leave_stdout_alone(tmp_path, monkeypatch, tfjs_importable):
+    """Both reach the converter together (a barrier just before it), and the first to start
+    would finish first: the order in which two overlapping ``redirect_stdout`` blocks leave
+    ``sys.stdout`` on the other's buffer. Both exports must also succeed."""
+    import tensorflowjs.converters.tf_saved_model_conversion_v2 as converter
+
+    import vision.export.formats as formats
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # put back after the test, whatever happens
+    before = sys.stdout
+    save, convert = formats._export_savedmodel, converter.convert_tf_saved_model
+    both_saved, order = threading.Barrier(2, timeout=120), itertools.count()
+    second_in, first_done = threading.Event(), threading.Event()
+
+    def save_then_meet(*args, **kwargs):
+        predicted = save(*args, **kwargs)
+        both_saved.wait()
+        return predicted
+
+    def overlapping(*args, **kwargs):  # runs where the converter's prints are redirected
+        turn = next(order)
+        if turn == 0:
+            second_in.wait(timeout=3)  # at once without a lock; with one, the second waits outside
+        else:
+            second_in.set()
+            first_done.wait(timeout=120)
+        try:
+            return convert(*args, **kwargs)
+        finally:
+            if turn == 0:
+                first_done.set()
+
+    monkeypatch.setattr(formats, "_export_savedmodel", save_then_meet)
+    monkeypatch.setattr(CONVERTER, overlapping)
+    bundles = [load_bundle(SHAPES_MODEL) for _ in range(2)]
+    results, errors = [None, None], []
+
+    def worker(index: int) -> None:
+        try:
+            results[index] = export(bundles[index], "tfjs", tmp_path / f"out{index}")
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sys.stdout is before
+    assert not errors, errors
+    assert all(result.top1_agreement == 1.0 and (result.path / "model.json").is_file() for result in results)
+
+
+def test_tfjs_converter_failures_name_no_server_paths(bundle, tmp_path, monkeypatch, tfjs_importable):
+    def failing(saved_model_dir, output_dir, **kwargs):
+        raise OSError(f"{saved_model_dir}/variables/variables.index: not found (writing {output_dir}/model.json)")
+
+    monkeypatch.setattr(CONVERTER, failing)
+    with pytest.raises(ExportError) as failed:
+        export(bundle, "tfjs", tmp_path / "out")
+    message = str(failed.value)
+    assert "conversion failed (OSError): saved_model/variables/variables.index: not found" in message
+    assert "/tmp" not in message and str(tmp_path) not in message and "writing model.json" in message
+
+    def says_why_and_returns(saved_model_dir, output_dir, **kwargs):
+        print("Can not freeze saved model v1.")  # what the converter does instead of raising
+
+    monkeypatch.setattr(CONVERTER, says_why_and_returns)
+    with pytest.raises(ExportError, match="wrote no model.json: Can not freeze saved model v1."):
+        export(bundle, "tfjs", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -1,7 +1,10 @@
-"""Classifier: sorted top-k, same answers on every runtime and under concurrency."""
+"""Classifier: sorted top-k, same answers on every runtime and under concurrency; TFLite
+conversions at once leave the process's stdout alone."""
 
 from __future__ import annotations
 
+import itertools
+import sys
 import threading
 
 import numpy as np
@@ -11,6 +14,7 @@ from vision.bundle.store import load_bundle
 from vision.data.synthetic import make_shapes
 from vision.errors import InvalidImageError
 from vision.runtime.inference import Classifier
+from vision.runtime.tflite import TFLiteRunner, convert_to_tflite
 from vision.ui.cache import get_classifier
 
 
@@ -83,3 +87,47 @@ def test_bad_input_raises_a_vision_error(classifier):
 
 def test_classifiers_are_cached_per_bundle(tiny_bundle):
     assert get_classifier(tiny_bundle) is get_classifier(tiny_bundle)
+
+
+def test_two_tflite_conversions_at_once_leave_stdout_alone(tiny_bundle, monkeypatch, capsys):
+    """Both converters run at the same time, and the first to start finishes first: the order
+    in which two overlapping ``redirect_stdout`` blocks leave ``sys.stdout`` on a closed devnull."""
+    from tensorflow.lite.python.lite import TFLiteKerasModelConverterV2
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # put back after the test, whatever happens
+    before = sys.stdout
+    convert = TFLiteKerasModelConverterV2.convert
+    order, both_in, first_done = itertools.count(), threading.Barrier(2, timeout=60), threading.Event()
+
+    def overlapping(converter):  # runs where the conversion's quieting is in force
+        turn = next(order)
+        both_in.wait()
+        if turn == 1:
+            first_done.wait(timeout=60)
+        try:
+            return convert(converter)
+        finally:
+            if turn == 0:
+                first_done.set()
+
+    monkeypatch.setattr(TFLiteKerasModelConverterV2, "convert", overlapping)
+    models = [load_bundle(tiny_bundle).model for _ in range(2)]
+    flatbuffers, errors = [None, None], []
+
+    def worker(index: int) -> None:
+        try:
+            flatbuffers[index] = convert_to_tflite(models[index])
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sys.stdout is before and not sys.stdout.closed
+    assert not errors
+    x = np.zeros((32, 32, 3), np.float32)
+    for flatbuffer, model in zip(flatbuffers, models):
+        np.testing.assert_allclose(TFLiteRunner(flatbuffer)(x)[0], np.asarray(model(x[None]))[0], atol=1e-5)
+    assert capsys.readouterr().out == ""  # and the converters stayed quiet

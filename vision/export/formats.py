@@ -12,12 +12,19 @@ layers models (tensorflow/tfjs#8328).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
+import os
+import re
 import shutil
 import tempfile
+import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -45,6 +52,13 @@ WEB_VENDOR = ("@tensorflow/tfjs/dist/tf.min.js", "@tensorflow/tfjs-backend-wasm/
 FP32_TOLERANCE = 1e-4
 #: Quantized exports must agree with Keras on the top-1 label this often.
 MIN_QUANTIZED_AGREEMENT = 0.9
+
+log = logging.getLogger(__name__)
+#: ``sys.stdout`` is one per process: only one block at a time may swap it (``_prints_to_log``),
+#: or two overlapping swaps restore each other's buffer instead of the real stream.
+_STDOUT_SWAP = threading.Lock()
+#: An absolute POSIX path in a message: a "/" that starts a word (not "1/2", not "http://").
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:~/-])/[^\s'\"`,;()\[\]{}<>]+")
 
 
 @dataclass
@@ -187,10 +201,6 @@ def _export_tflite(model: Any, folder: Path, inputs: np.ndarray, quantize: str |
 
 def _export_tfjs(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None, classifier: Any,
                  classes: int) -> np.ndarray:
-    import contextlib
-    import io
-    import os
-
     # tensorflowjs imports tensorflow_decision_forests, which imports IPython to greet
     # "notebooks" whenever stdout is not a terminal (a server's log, a test): opt out.
     os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
@@ -202,16 +212,55 @@ def _export_tfjs(model: Any, folder: Path, inputs: np.ndarray, quantize: str | N
         # the Keras top-1 on only 88 % of real photos once batch norm is folded in.
         dtype_map = {"float16": "*"} if quantize == "float16" else None
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with _prints_to_log("the TensorFlow.js converter") as printed:
                 convert_tf_saved_model(str(Path(tmp) / "saved_model"), str(folder),
                                        quantization_dtype_map=dtype_map)
         except Exception as error:  # the converter raises many kinds; all mean "not exported"
-            raise ExportError(f"TensorFlow.js conversion failed: {error}") from None
+            log.warning("TensorFlow.js conversion failed", exc_info=True)
+            # Shown to the app's visitors: files named inside the export, never the server's paths.
+            reason = _without_paths(str(error), Path(tmp), folder)
+            raise ExportError(f"TensorFlow.js conversion failed ({type(error).__name__}): {reason}") from None
+    if not (folder / "model.json").is_file():
+        # It prints why and returns when it cannot freeze the graph, instead of raising.
+        said = _without_paths(printed.getvalue().strip(), Path(tmp), folder) or "it gave no reason"
+        raise ExportError(f"TensorFlow.js conversion wrote no model.json: {said}")
     if quantize == "uint8":
         quantize_graph_model(folder, uint8_kernels(classifier, inputs))
     # The graph model runs the SavedModel's graph; quantization is checked in the browser
     # (tests/test_web.py) and under Node (tests/test_export.py): only TF.js runs the quantized weights.
     return predicted
+
+
+@contextlib.contextmanager
+def _prints_to_log(source: str) -> Iterator[io.StringIO]:
+    """What ``print`` writes during the block: kept (yielded) and logged, not on stdout.
+
+    For a library that reports with ``print`` and has no switch for it. The swap of
+    ``sys.stdout`` is process-wide, so these blocks run one at a time, and another
+    thread's prints made meanwhile land in this log too.
+    """
+    captured = io.StringIO()
+    with _STDOUT_SWAP:
+        try:
+            with contextlib.redirect_stdout(captured):
+                yield captured
+        finally:
+            if captured.getvalue().strip():
+                log.info("%s printed: %s", source, captured.getvalue().strip())
+
+
+def _without_paths(text: str, *roots: Path) -> str:
+    """``text`` with each absolute path named relative to the first of ``roots`` holding it,
+    else by its last part: converters name the server's files in their messages."""
+
+    def name(match: re.Match[str]) -> str:
+        path = PurePosixPath(match.group())
+        for root in roots:
+            if path.is_relative_to(PurePosixPath(root)):
+                return path.relative_to(PurePosixPath(root)).as_posix()
+        return path.name or "/"
+
+    return _ABSOLUTE_PATH.sub(name, text)
 
 
 def build_web_site(export_dir: str | Path, site: str | Path, web_root: str | Path | None = None,

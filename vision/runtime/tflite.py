@@ -81,7 +81,7 @@ def convert_to_tflite(model: Any, quantize: str | None = None,
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantize is not None:
         raise ValueError(f"unknown TFLite quantization {quantize!r}; use None, 'float16' or 'dynamic'")
-    with _quiet_stdout():
+    with _keras_messages_to_log():
         return converter.convert()
 
 
@@ -140,7 +140,22 @@ class TFLiteRunner:
 
 
 @contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    # The converter prints the traced signature (hundreds of lines) to stdout.
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+def _keras_messages_to_log() -> Iterator[None]:
+    """Keras's messages in this thread go to absl's log (INFO: not shown) instead of stdout.
+
+    The converter exports the model with Keras, which prints the traced signature (hundreds
+    of lines) with ``keras.src.utils.io_utils.print_msg``; nothing else it says reaches
+    stdout (TensorFlow's C++ logs go to stderr). Keras keeps this switch per thread, so
+    conversions running at once in other threads are untouched, and ``sys.stdout`` is never
+    swapped (``contextlib.redirect_stdout`` is process-wide: two overlapping swaps could
+    leave it pointing at a closed devnull).
+    """
+    import keras  # lazy, like tensorflow above: `import vision.runtime` stays TF-free
+
+    was_enabled = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()
+    try:
         yield
+    finally:
+        if was_enabled:
+            keras.config.enable_interactive_logging()
