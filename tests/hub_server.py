@@ -3,7 +3,8 @@ pinned huggingface_hub (2.4, with HF_HUB_DISABLE_XET=1) uses to create, upload a
 
 It keeps real commits (so branches and pinned revisions work), stores LFS objects by
 sha256, checks tokens, and can inject faults: an HTTP status or a dropped connection on
-the next request whose method and path match.
+the next request whose method and path match, or a download that lies about its size
+(``HubState.oversize``: the listing and HEAD announce the real size, the GET body goes on).
 
 Endpoints: POST /api/repos/create; POST /api/models/{repo}/preupload/{rev};
 POST /{repo}.git/info/lfs/objects/batch, then PUT /lfs-upload/{oid};
@@ -91,6 +92,8 @@ class HubState:
         self.faults: list[Fault] = []
         self.log: list[str] = []  # "METHOD path" of every request, for assertions
         self.headers_seen: list[str] = []
+        self.oversize: dict[str, int] = {}  # file path in a repo -> bytes a GET sends past its real end
+        self.sent: dict[str, int] = {}  # file path -> body bytes the last GET of it got out
         self.lock = threading.Lock()
 
     def inject(self, method: str, path_pattern: str, status: int | None = None, times: int = 1) -> None:
@@ -298,7 +301,27 @@ class HubHandler(BaseHTTPRequestHandler):
         headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{blob.git_oid}"', "Accept-Ranges": "bytes"}
         if blob.lfs:
             headers |= {"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(len(blob.data))}
+        if self.command == "GET" and path in self.state.oversize:
+            return self._stream_past_the_end(path, blob.data, self.state.oversize[path], headers)
         self._send(200, blob.data, headers, content_type="application/octet-stream")
+
+    def _stream_past_the_end(self, path: str, data: bytes, extra: int, headers: dict[str, str]) -> None:
+        """Send ``data`` then ``extra`` zero bytes, with no Content-Length (the body ends when the
+        connection closes), counting in ``state.sent`` what got out before the client hung up."""
+        self.send_response(200)
+        for key, value in {**headers, "Content-Type": "application/octet-stream", "Connection": "close"}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.close_connection = True
+        self.state.sent[path] = 0
+        zeros = bytes(64 * 1024)
+        pieces = [data] + [zeros] * (extra // len(zeros)) + [zeros[:extra % len(zeros)]]
+        try:
+            for piece in pieces:
+                self.wfile.write(piece)
+                self.state.sent[path] += len(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def preupload(self, repo_id: str, revision: str) -> None:
         repo = self._writable(repo_id)

@@ -1,10 +1,13 @@
 """Hub sync against a Hub-compatible server on loopback (tests/hub_server.py): round trips,
-Keras-only loading, revisions, private repos, and failures with what they leave behind."""
+Keras-only loading, revisions, private repos, failures with what they leave behind, bounded
+pulls, and messages that show a visitor no server folder and no server-side advice."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +18,7 @@ import yaml
 
 from vision.bundle.store import make_info, save_bundle
 from vision.data.images import Preprocessing
-from vision.errors import InvalidBundleError
+from vision.errors import InvalidBundleError, LimitExceededError
 from vision.hub import HubAuthError, HubConnectionError, HubError, HubNotFoundError, parse_ref, pull, push
 from vision.runtime.inference import Classifier
 
@@ -62,7 +65,8 @@ def test_push_pull_round_trip_with_a_valid_model_card(hub, tmp_path):
     assert "POST /api/validate-yaml" in hub.state.log
     assert any(line.startswith("PUT /lfs-upload/") for line in hub.state.log)  # weights went through LFS
     folder = pull("alice/shapes", cache_dir=tmp_path / "cache")
-    assert (folder / "tfjs" / "model.json").is_file()
+    assert "tfjs/model.json" in hub.state.repos["alice/shapes"].resolve("main").files
+    assert not (folder / "tfjs").exists()  # exports are for other consumers: a pull takes the bundle alone
     np.testing.assert_array_equal(_predictions(folder), _predictions(SHAPES_MODEL))
     card = (folder / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
@@ -241,3 +245,126 @@ def test_model_repo_makes_the_app_start_on_a_hub_model(hub, monkeypatch):
     from vision.ui.config import AppConfig
 
     assert AppConfig.from_env(default_model=folder).default_model == folder
+
+
+# -- bounded pulls --------------------------------------------------------------------------
+
+SHAPES_BYTES = sum(p.stat().st_size for p in SHAPES_MODEL.iterdir() if p.is_file())
+
+
+def _downloads(hub: HubServer) -> list[str]:
+    """The file requests (HEAD and GET) in the server's log."""
+    return [line for line in hub.state.log if "/resolve/" in line]
+
+
+def _upload(hub: HubServer, repo_id: str, files: dict[str, bytes]) -> None:
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(endpoint=hub.url, token=ALICE)
+    api.create_repo(repo_id, exist_ok=True)
+    api.create_commit(repo_id, [CommitOperationAdd(name, data) for name, data in files.items()],
+                      commit_message="files")
+
+
+def _bundle_bytes() -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in SHAPES_MODEL.iterdir() if p.is_file()}
+
+
+def _kept(cache: Path, repo_id: str) -> list[str]:
+    """What a pull of ``repo_id`` left in ``cache``: its repo folder's files (huggingface_hub's
+    empty lock files and its cache's CACHEDIR.TAG are not the repo's)."""
+    folder = cache / f"models--{repo_id.replace('/', '--')}"
+    return sorted(p.relative_to(cache).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_a_pull_fetches_only_the_bundles_files(hub, tmp_path):
+    _upload(hub, "alice/m", {**_bundle_bytes(), "extra.bin": os.urandom(3_000_000),
+                             "tfjs/model.json": b"{}", "notes/big.txt": b"x" * 100_000})
+    folder = pull("alice/m", cache_dir=tmp_path / "cache")  # no cap: only the choice of files keeps extra.bin out
+    requested = " ".join(_downloads(hub))
+    assert "model.weights.h5" in requested and "vision.json" in requested
+    for other in ("extra.bin", "tfjs/", "notes/", ".gitattributes"):
+        assert other not in requested
+    assert sorted(p.name for p in folder.iterdir()) == sorted(_bundle_bytes())
+
+
+def test_a_repo_bigger_than_the_cap_is_refused_before_any_download(hub, tmp_path):
+    push(SHAPES_MODEL, "alice/m", token=ALICE)
+    cache = tmp_path / "cache"
+    with pytest.raises(LimitExceededError, match=r"'alice/m' needs 1\.8 MB .* than the 1\.8 MB this pull may take"):
+        pull("alice/m", cache_dir=cache, max_bytes=SHAPES_BYTES - 1)
+    assert _downloads(hub) == []
+    assert _kept(cache, "alice/m") == []
+    assert (pull("alice/m", cache_dir=cache, max_bytes=SHAPES_BYTES) / "vision.json").is_file()  # exactly fits
+
+
+def test_a_repo_that_is_not_a_bundle_is_refused_before_any_download(hub, tmp_path):
+    _upload(hub, "alice/notes", {"README.md": b"# notes", "config.json": b"{}", "data.bin": b"0" * 1000})
+    with pytest.raises(InvalidBundleError) as refused:
+        pull("alice/notes", cache_dir=tmp_path / "cache")
+    assert str(refused.value) == "'alice/notes' is not a model bundle: it has no vision.json, model.weights.h5"
+    assert _downloads(hub) == []
+
+
+def test_a_server_that_sends_more_than_it_announced_is_stopped_at_the_cap(hub, tmp_path):
+    push(SHAPES_MODEL, "alice/m", token=ALICE)
+    hub.state.oversize["model.weights.h5"] = 200_000_000  # the listing and HEAD say 1.7 MB
+    cache = tmp_path / "cache"
+    with pytest.raises(LimitExceededError, match=r"went past 3\.0 MB, more than the Hub announced"):
+        pull("alice/m", cache_dir=cache, max_bytes=3_000_000)
+    # The client hung up at its first chunk past the cap (huggingface_hub reads 10 MB at a
+    # time; the rest is socket buffers), not at the end of the 200 MB.
+    assert hub.state.sent["model.weights.h5"] < 50_000_000
+    assert _kept(cache, "alice/m") == []
+
+
+def test_a_stopped_pull_leaves_an_earlier_pull_of_the_repo_as_it_was(hub, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    push(SHAPES_MODEL, "alice/m", token=ALICE)
+    cache = tmp_path / "cache"
+    first = pull("alice/m", cache_dir=cache)
+    before = _digest(cache)
+    _upload(hub, "alice/m", {"vision.json": (SHAPES_MODEL / "vision.json").read_bytes() + b" " * 4_000_000})
+    with pytest.raises(LimitExceededError):
+        pull("alice/m", cache_dir=cache, max_bytes=3_000_000)
+    assert _digest(cache) == before  # refs/main names the first commit again, and no new snapshot is left
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert pull("alice/m", cache_dir=cache) == first  # so offline, the earlier pull is still found
+
+
+# -- what a visitor reads -------------------------------------------------------------------
+
+_ABSOLUTE = re.compile(r"(^|[\s'\"(`])(/|[A-Za-z]:\\)\S")
+
+
+def _shows_no_server_folder(message: str, tmp_path: Path) -> None:
+    assert str(tmp_path) not in message and "models--" not in message and "snapshots" not in message
+    assert not _ABSOLUTE.search(message), message
+
+
+def test_messages_name_folders_by_their_name_and_hide_other_absolute_paths(tmp_path):
+    from vision.hub import without_paths
+
+    snapshot = tmp_path / "models--a--b" / "snapshots" / "abc"
+    text = f"'{snapshot / 'vision.json'}' is bad; see /usr/lib/x.so (C:\\Users\\me\\x) or http://hub:9/a/b, 1/2"
+    expected = "'a/b/vision.json' is bad; see <path> (<path>) or http://hub:9/a/b, 1/2"
+    assert without_paths(text, {snapshot: "a/b"}) == expected
+
+
+def test_a_pulled_non_bundle_is_named_by_repo_and_file_never_by_server_folder(hub, tmp_path):
+    info = json.loads((SHAPES_MODEL / "vision.json").read_text())
+    del info["labels"]
+    _upload(hub, "alice/nolabels", {**_bundle_bytes(), "vision.json": json.dumps(info).encode()})
+    _upload(hub, "alice/badweights", {**_bundle_bytes(), "model.weights.h5": b"not hdf5" * 1000})
+    cache = tmp_path / "cache"
+    with pytest.raises(InvalidBundleError) as no_labels:
+        pull("alice/nolabels", cache_dir=cache)
+    assert str(no_labels.value) == ("'alice/nolabels' is not a usable model bundle: "
+                                    "'alice/nolabels/vision.json' lacks labels")
+    with pytest.raises(InvalidBundleError) as bad_weights:
+        pull("alice/badweights", cache_dir=cache)
+    assert str(bad_weights.value).startswith("'alice/badweights' is not a usable model bundle: the Keras model in "
+                                             "'alice/badweights' cannot be loaded")
+    for message in (str(no_labels.value), str(bad_weights.value)):
+        _shows_no_server_folder(message, tmp_path)

@@ -1,34 +1,62 @@
-"""Hugging Face Hub sync: push a bundle (one commit), pull one (cached, validated).
+"""Hugging Face Hub sync: push a bundle (one commit), pull one (bounded, cached, validated).
 
 A pushed repo is the bundle folder as it is, so ``keras.saving.load_model("hf://user/repo")``
 loads it with Keras alone; optional ``tfjs/`` and ``tflite/`` sub-folders carry exports.
+A pull looks the repo up first and downloads only a bundle's own files, within a byte cap.
 Tokens come from the argument, ``HF_TOKEN`` or the huggingface_hub login store, and are
 never printed or logged: error messages are written here, not copied from responses.
+Messages name files by their place in the repo or bundle, never by a folder on this
+machine (the app shows them to visitors); the full text goes to the log.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
-from vision.bundle.store import load_bundle, read_info
+from vision.bundle.store import (
+    CONFUSION_FILE,
+    CURVES_FILE,
+    INFO_FILE,
+    KERAS_FILES,
+    RELIABILITY_FILE,
+    load_bundle,
+    read_info,
+)
 from vision.errors import (  # noqa: F401  (the Hub errors are re-exported for callers of this module)
     HubAuthError,
     HubConnectionError,
     HubError,
     HubNotFoundError,
     InvalidBundleError,
+    LimitExceededError,
     VisionError,
 )
+from vision.trust.ood import OOD_FILE
 
 log = logging.getLogger(__name__)
 SCHEME = "hf://"
 EXPORT_FOLDERS = {"tfjs": "tfjs", "tflite": "tflite"}
+#: What a pull downloads: a bundle's files as ``save_bundle`` and Keras's folder format write
+#: them. Anything else in the repo (exports, other files) stays on the Hub.
+REQUIRED_FILES = (INFO_FILE, *KERAS_FILES)
+OPTIONAL_FILES = ("metadata.json", "README.md", OOD_FILE, CURVES_FILE, CONFUSION_FILE, RELIABILITY_FILE)
+ASSETS_FOLDER = "assets"  # Keras's per-layer assets; none of this package's models write any
+MAX_ASSET_FILES = 100  # each file is two requests: a repo of thousands would keep the server busy
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])(?:/|[A-Za-z]:\\)[^\s'\"`)]+")  # POSIX or Windows
+
+
+class TokenRejectedError(HubAuthError):
+    """The Hub answered 401 to the token sent. The message is neutral: what to do about it
+    depends on who is asking (a CLI user's ``HF_TOKEN``, an app visitor's typed token)."""
 
 
 def parse_ref(text: str) -> tuple[str, str | None]:
@@ -45,11 +73,13 @@ def is_hub_ref(text: str | os.PathLike) -> bool:
     return str(text).startswith(SCHEME)
 
 
-def resolve_model(ref: str | os.PathLike, token: str | None = None, cache_dir: str | Path | None = None) -> Path:
-    """A local bundle folder for ``ref``: a path as it is, or ``hf://user/repo[@rev]`` pulled."""
+def resolve_model(ref: str | os.PathLike, token: str | None = None, cache_dir: str | Path | None = None,
+                  max_bytes: int | None = None) -> Path:
+    """A local bundle folder for ``ref``: a path as it is, or ``hf://user/repo[@rev]`` pulled
+    (at most ``max_bytes`` downloaded, see ``pull``)."""
     if is_hub_ref(ref):
         repo_id, revision = parse_ref(str(ref))
-        return pull(repo_id, revision=revision, token=token, cache_dir=cache_dir)
+        return pull(repo_id, revision=revision, token=token, cache_dir=cache_dir, max_bytes=max_bytes)
     return Path(ref)
 
 
@@ -64,7 +94,7 @@ def push(bundle_path: str | Path, repo_id: str, token: str | None = None, privat
 
     Raises:
         HubAuthError, HubNotFoundError, HubConnectionError, HubError: from the Hub.
-        InvalidBundleError: the bundle is not valid.
+        InvalidBundleError: the bundle is not valid (named by its folder's name, not its path).
     """
     from huggingface_hub import HfApi
 
@@ -75,13 +105,15 @@ def push(bundle_path: str | Path, repo_id: str, token: str | None = None, privat
     unknown = set(exports) - set(EXPORT_FOLDERS)
     if unknown:
         raise HubError(f"unknown export {sorted(unknown)[0]!r}; choose from {', '.join(EXPORT_FOLDERS)}")
-    bundle = load_bundle(bundle_path)
+    bundle_path = Path(bundle_path)
     api = HfApi(endpoint=endpoint or _endpoint(), token=token)
     with tempfile.TemporaryDirectory(prefix="vision-push-") as tmp:
         staging = Path(tmp) / "repo"
-        shutil.copytree(bundle.path, staging)
-        for fmt in exports:
-            export(bundle, fmt, staging / EXPORT_FOLDERS[fmt])
+        with named_paths({bundle_path: bundle_path.resolve().name, staging: repo_id}):
+            bundle = load_bundle(bundle_path)
+            shutil.copytree(bundle.path, staging)
+            for fmt in exports:
+                export(bundle, fmt, staging / EXPORT_FOLDERS[fmt])
         with _hub_errors(repo_id, revision, api.endpoint):
             api.create_repo(repo_id, private=private, exist_ok=True)
             if revision and revision != "main":
@@ -94,33 +126,37 @@ def push(bundle_path: str | Path, repo_id: str, token: str | None = None, privat
     return info.commit_url
 
 
-def pull(repo_id: str, revision: str | None = None, token: str | None = None,
-         cache_dir: str | Path | None = None, endpoint: str | None = None) -> Path:
-    """Download ``repo_id`` at ``revision`` into the Hugging Face cache and validate it.
+def pull(repo_id: str, revision: str | None = None, token: str | bool | None = None,
+         cache_dir: str | Path | None = None, endpoint: str | None = None, max_bytes: int | None = None) -> Path:
+    """Download the bundle in ``repo_id`` at ``revision`` into the Hugging Face cache and validate it.
 
-    A pinned revision (branch, tag or commit) gives exactly that revision. Returns the
-    snapshot folder, a bundle that ``vision.bundle.store.load_bundle`` loads (safe mode: a config
-    that carries code, such as a Lambda layer, is refused).
+    The repo is looked up first: one that is not a bundle, or whose bundle files not yet
+    cached add up to more than ``max_bytes`` (None: no cap), is refused before any download.
+    Only the bundle's files are fetched (``REQUIRED_FILES``, ``OPTIONAL_FILES``, ``assets/``),
+    all from the one commit that ``revision`` names when looked up, and the bytes are counted
+    as they arrive: a server that sends more than it announced is stopped at ``max_bytes``.
+    When the Hub is out of reach (offline mode, no network), a bundle pulled before is served
+    from the cache. Returns the snapshot folder, a bundle that ``vision.bundle.store.load_bundle``
+    loads (safe mode: a config that carries code, such as a Lambda layer, is refused).
+
+    Whatever fails, what this pull added to the cache is removed, so nothing refused or
+    half-downloaded is ever loaded later.
 
     Raises:
-        HubAuthError, HubNotFoundError, HubConnectionError, HubError: from the Hub.
-        InvalidBundleError: the repo is not a valid bundle; its snapshot is removed from
-            the cache so nothing half-downloaded is ever loaded later.
+        HubAuthError (TokenRejectedError for a 401), HubNotFoundError, HubConnectionError,
+            HubError: from the Hub.
+        LimitExceededError: the bundle is bigger than ``max_bytes``, or its download went past it.
+        InvalidBundleError: the repo is not a valid bundle (files named as in the repo).
     """
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi
 
     repo_id, ref_revision = parse_ref(repo_id)
     revision = revision or ref_revision
     url = endpoint or _endpoint()
-    with _hub_errors(repo_id, revision, url):
-        folder = Path(snapshot_download(repo_id, revision=revision, token=token, cache_dir=cache_dir,
-                                        endpoint=url))
-    try:
-        read_info(folder)
-        load_bundle(folder)
-    except VisionError as error:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise InvalidBundleError(f"'{repo_id}' is not a usable model bundle: {error}") from None
+    storage = _storage_folder(repo_id, cache_dir)
+    with _hub_errors(repo_id, revision, url), _undone_on_failure(storage):
+        folder = _fetch(HfApi(endpoint=url, token=token), repo_id, revision, cache_dir, max_bytes)
+        _validate(folder, repo_id)
     return folder
 
 
@@ -128,13 +164,234 @@ def whoami(token: str, endpoint: str | None = None) -> str:
     """The Hub username that ``token`` belongs to (the token is sent, never shown).
 
     Raises:
-        HubAuthError: the Hub rejected the token. HubConnectionError: unreachable.
+        TokenRejectedError: the Hub rejected the token. HubConnectionError: unreachable.
     """
     from huggingface_hub import HfApi
 
     url = endpoint or _endpoint()
     with _hub_errors("whoami", None, url):
         return str(HfApi(endpoint=url).whoami(token=token)["name"])
+
+
+@contextmanager
+def named_paths(names: Mapping[Path, str]) -> Iterator[None]:
+    """Re-raise a ``VisionError`` with each folder in ``names`` written as its name there, and
+    any other absolute path hidden: what a visitor reads never shows where this machine keeps
+    files. The full message is logged."""
+    try:
+        yield
+    except VisionError as error:
+        log.warning("%s", error)
+        raise type(error)(without_paths(str(error), names)) from None
+
+
+def without_paths(text: str, names: Mapping[Path, str]) -> str:
+    """``text`` with each folder of ``names`` (absolute, resolved, or as given when that has a
+    separator: a bare ``.`` or ``shapes`` would match inside other words) replaced by its name,
+    and any other absolute path by ``<path>``."""
+    for folder, name in names.items():
+        forms = {str(Path(folder).absolute()), str(Path(folder).resolve())}
+        forms |= {str(folder)} if os.sep in str(folder) else set()
+        for form in sorted(forms, key=len, reverse=True):  # the longest first: one may contain another
+            text = text.replace(form, name)
+    return _ABSOLUTE_PATH.sub("<path>", text)
+
+
+def _fetch(api: Any, repo_id: str, revision: str | None, cache_dir: str | Path | None,
+           max_bytes: int | None) -> Path:
+    """The snapshot folder of the bundle: looked up, checked, then downloaded within ``max_bytes``."""
+    import httpx2  # huggingface_hub 2.x's HTTP client
+    from huggingface_hub import constants, errors
+
+    try:
+        # resolve_revision records branch -> commit in the cache's refs, so an offline pull finds
+        # it later. The branch is named even when it is the default: a revision-less repo URL is
+        # not served by every Hub mirror (olah answers it 401).
+        commit = api.resolve_revision(repo_id, revision=revision or constants.DEFAULT_REVISION,
+                                      cache_dir=cache_dir)
+        listing = _listing(api, repo_id, commit.resolved)
+    except (httpx2.TransportError, errors.OfflineModeIsEnabled, errors.RevisionResolutionError):
+        # Out of reach: nothing will be downloaded, so nothing needs a bound; raises when not cached.
+        return _cached(repo_id, revision, cache_dir)
+    where = _where(repo_id, revision)
+    files = _bundle_files(where, listing)
+    snapshot = _storage_folder(repo_id, cache_dir) / "snapshots" / commit.resolved
+    new = {name: size for name, size in files.items() if not (snapshot / name).is_file()}
+    budget = _Budget(max_bytes, where)
+    budget.expect(sum(new.values()))
+    _download(api, repo_id, commit, files, cache_dir, budget)
+    budget.check_on_disk(sum((snapshot / name).stat().st_size for name in new))
+    return snapshot
+
+
+def _listing(api: Any, repo_id: str, commit: str) -> dict[str, int]:
+    """Size of every file a bundle could use at ``commit``: the root, and ``assets/`` if any."""
+    from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+    root = list(api.list_repo_tree(repo_id, revision=commit))
+    sizes = {entry.path: entry.size for entry in root if isinstance(entry, RepoFile)}
+    if any(isinstance(entry, RepoFolder) and entry.path == ASSETS_FOLDER for entry in root):
+        assets = api.list_repo_tree(repo_id, path_in_repo=ASSETS_FOLDER, revision=commit, recursive=True)
+        entries = list(islice(assets, MAX_ASSET_FILES + 1))
+        if len(entries) > MAX_ASSET_FILES:
+            raise InvalidBundleError(f"'{repo_id}' has more than {MAX_ASSET_FILES} entries in {ASSETS_FOLDER}/; "
+                                     "a model bundle has far fewer")
+        sizes |= {entry.path: entry.size for entry in entries if isinstance(entry, RepoFile)}
+    return sizes
+
+
+def _bundle_files(where: str, listing: Mapping[str, int]) -> dict[str, int]:
+    """The files of ``listing`` that a bundle is made of, with their sizes.
+
+    Raises:
+        InvalidBundleError: a file every bundle has is missing (named as in the repo).
+    """
+    missing = [name for name in REQUIRED_FILES if name not in listing]
+    if missing:
+        raise InvalidBundleError(f"{where} is not a model bundle: it has no {', '.join(missing)}")
+    return {name: size for name, size in listing.items() if name in REQUIRED_FILES + OPTIONAL_FILES
+            or _is_asset(name)}
+
+
+def _is_asset(name: str) -> bool:
+    parts = name.split("/")
+    return parts[0] == ASSETS_FOLDER and len(parts) > 1 and "\\" not in name and not {"", ".", ".."} & set(parts)
+
+
+def _download(api: Any, repo_id: str, commit: Any, files: Mapping[str, int], cache_dir: str | Path | None,
+              budget: "_Budget") -> None:
+    """Each of ``files`` into the cache at ``commit``, one at a time, through ``budget``'s meter."""
+    from huggingface_hub import hf_hub_download
+
+    for name in files:
+        hf_hub_download(repo_id, name, revision=commit, cache_dir=cache_dir, endpoint=api.endpoint,
+                        token=api.token, tqdm_class=budget.meter)
+
+
+def _cached(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = [*REQUIRED_FILES, *OPTIONAL_FILES, f"{ASSETS_FOLDER}/*"]
+    return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True,
+                                  allow_patterns=patterns))
+
+
+def _validate(folder: Path, repo_id: str) -> None:
+    """Raise ``InvalidBundleError`` (files named as in the repo) unless ``folder`` loads as a bundle;
+    an invalid snapshot is removed even when an earlier pull left it."""
+    try:
+        with named_paths({folder: repo_id}):
+            read_info(folder)
+            load_bundle(folder)
+    except VisionError as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise InvalidBundleError(f"'{repo_id}' is not a usable model bundle: {error}") from None
+
+
+class _Budget:
+    """The bytes one pull may still write, checked against what the Hub announced and again
+    against what arrives.
+
+    huggingface_hub hands every downloaded chunk to its progress bar before writing it, so a
+    chunk refused in ``meter.update`` never reaches the disk: a server that sends more than it
+    announced is stopped with at most ``limit`` bytes written. (A Xet download reports after
+    writing; ``check_on_disk`` catches that case once the file is complete.)
+    """
+
+    def __init__(self, limit: int | None, where: str) -> None:
+        self.limit, self.where, self.used = limit, where, 0
+        self.meter = self._meter_class()
+
+    def expect(self, total: int | None) -> None:
+        """Refuse, before a byte arrives, a download announced bigger than what is left."""
+        if self.limit is not None and total is not None and self.used + total > self.limit:
+            raise LimitExceededError(f"{self.where} needs {_mb(self.used + total)} MB for its model files, "
+                                     f"more than the {_mb(self.limit)} MB this pull may take")
+
+    def take(self, count: int) -> None:
+        """Count ``count`` bytes about to be written; refuse them past the limit."""
+        self.used += count
+        self.check_on_disk(self.used)
+
+    def check_on_disk(self, written: int) -> None:
+        """Refuse a download that wrote more than the limit."""
+        if self.limit is not None and written > self.limit:
+            raise LimitExceededError(f"the download of {self.where} went past {_mb(self.limit)} MB, more than "
+                                     "the Hub announced for its files; it was stopped and nothing was kept")
+
+    def _meter_class(self) -> type:
+        from huggingface_hub.utils import tqdm as hf_tqdm
+
+        budget = self
+
+        class Meter(hf_tqdm):
+            """A progress bar that spends ``budget`` (files download one at a time: no lock)."""
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                # Xet downloads open a second bar per file for network bytes; only the bar of
+                # bytes written to disk counts, or every byte would count twice.
+                self._counts = not str(kwargs.get("name") or "").endswith(".transfer")
+                if self._counts:
+                    budget.expect(kwargs.get("total"))
+                    budget.take(int(kwargs.get("initial") or 0))  # resumed from an earlier partial file
+                super().__init__(*args, **kwargs)
+
+            def update(self, n: float | None = 1) -> bool | None:
+                if self._counts:
+                    budget.take(int(n or 0))
+                return super().update(n)
+
+        return Meter
+
+
+@contextmanager
+def _undone_on_failure(storage: Path) -> Iterator[None]:
+    """On any failure, remove what was added under ``storage`` (one repo's folder in the cache)
+    and put its refs back: a refused or broken pull leaves nothing behind."""
+    before = _cache_state(storage)
+    try:
+        yield
+    except BaseException:
+        _restore(storage, before)
+        raise
+
+
+def _cache_state(storage: Path) -> dict[Path, bytes | None]:
+    """Every path under ``storage``, with the content of the small ``refs`` files."""
+    refs = storage / "refs"
+    return {path: path.read_bytes() if path.is_file() and refs in path.parents else None
+            for path in storage.rglob("*")} if storage.is_dir() else {}
+
+
+def _restore(storage: Path, before: Mapping[Path, bytes | None]) -> None:
+    if not before:
+        shutil.rmtree(storage, ignore_errors=True)
+        return
+    for path in sorted(storage.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # contents before folders
+        if path not in before:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        elif before[path] is not None and path.read_bytes() != before[path]:
+            path.write_bytes(before[path])
+
+
+def _storage_folder(repo_id: str, cache_dir: str | Path | None) -> Path:
+    """The repo's folder in the Hugging Face cache, as huggingface_hub names it."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    root = Path(cache_dir or constants.HF_HUB_CACHE).expanduser().resolve()
+    return root / repo_folder_name(repo_id=repo_id, repo_type="model")
+
+
+def _where(repo_id: str, revision: str | None) -> str:
+    return f"'{repo_id}'" + (f" at revision '{revision}'" if revision else "")
+
+
+def _mb(count: int) -> str:
+    return f"{count / 1e6:.1f}"
 
 
 def _offline() -> bool:
@@ -155,7 +412,7 @@ def _hub_errors(repo_id: str, revision: str | None, endpoint: str) -> Iterator[N
     import httpx2  # huggingface_hub 2.x's HTTP client
     from huggingface_hub import errors
 
-    where = f"'{repo_id}'" + (f" at revision '{revision}'" if revision else "")
+    where = _where(repo_id, revision)
     try:
         yield
     except errors.RevisionNotFoundError:
@@ -165,6 +422,9 @@ def _hub_errors(repo_id: str, revision: str | None, endpoint: str) -> Iterator[N
             f"repository {repo_id!r} was not found, or it is private and the token cannot read it") from None
     except errors.OfflineModeIsEnabled:
         raise HubConnectionError(f"offline mode is on (HF_HUB_OFFLINE) and {where} is not in the cache") from None
+    except errors.IncompleteSnapshotError:  # before its parent LocalEntryNotFoundError
+        raise HubConnectionError(f"the cached copy of {where} is incomplete and the Hub is out of reach; "
+                                 "try again online") from None
     except errors.LocalEntryNotFoundError:  # before its parent EntryNotFoundError
         if _offline():
             raise HubConnectionError(
@@ -176,14 +436,11 @@ def _hub_errors(repo_id: str, revision: str | None, endpoint: str) -> Iterator[N
     except errors.HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status == 401:
-            raise HubAuthError("the Hub rejected the token (401): set HF_TOKEN or run `hf auth login` "
-                               "with a valid token") from None
+            raise TokenRejectedError("the Hub rejected the token (401)") from None
         if status == 403:
             raise HubAuthError(f"the token has no write access to {repo_id!r} (403): use a write token "
                                "for that namespace") from None
         raise HubError(f"the Hub answered {status} for {where}; nothing changed locally, try again") from None
-    except errors.IncompleteSnapshotError:
-        raise HubConnectionError(f"the download of {where} was interrupted; try again") from None
     except httpx2.TimeoutException as error:
         raise HubConnectionError(f"the Hub at {endpoint} timed out ({type(error).__name__})") from None
     except (httpx2.TransportError, ConnectionError) as error:
