@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -368,3 +369,42 @@ def test_a_pulled_non_bundle_is_named_by_repo_and_file_never_by_server_folder(hu
                                              "'alice/badweights' cannot be loaded")
     for message in (str(no_labels.value), str(bad_weights.value)):
         _shows_no_server_folder(message, tmp_path)
+
+
+def _hub_view(tmp_path: Path, public: bool, **limits: int):
+    from vision.ui.config import AppConfig, Limits
+    from vision.ui.context import Context
+    from vision.ui.hub import HubView
+
+    config = AppConfig(default_model=SHAPES_MODEL, models_dir=tmp_path / "models", public=public,
+                       state_dir=tmp_path / "state", limits=Limits(**limits))
+    return HubView(Context.create(config))
+
+
+def _view_pull(view, repo_id: str, token: str) -> str:
+    import gradio as gr
+
+    with pytest.raises(gr.Error) as refused:
+        view.pull(repo_id, token, SimpleNamespace(session_hash="visitor"), None, progress=lambda *a, **k: None)
+    return refused.value.message
+
+
+def test_a_visitor_with_a_bad_token_is_told_to_check_it_never_about_hf_token(hub, tmp_path, monkeypatch):
+    push(SHAPES_MODEL, "alice/m", token=ALICE)
+    public = _view_pull(_hub_view(tmp_path / "public", public=True), "alice/m", "hf_typo_000")
+    assert public == "the Hub rejected the token (401): check the token you entered"
+    monkeypatch.setenv("HF_TOKEN", "hf_stale_server_token")  # the owner's own machine: the hint may name it
+    private = _view_pull(_hub_view(tmp_path / "private", public=False), "alice/m", "")
+    assert private.startswith("the Hub rejected the token (401): set HF_TOKEN")
+    with pytest.raises(HubAuthError) as plain:
+        pull("alice/m", token="hf_typo_000", cache_dir=tmp_path / "c")
+    assert str(plain.value) == "the Hub rejected the token (401)"  # callers add the hint that fits their user
+
+
+def test_a_visitors_pull_is_capped_at_what_is_left_of_the_session_quota(hub, tmp_path):
+    push(SHAPES_MODEL, "alice/m", token=ALICE)
+    message = _view_pull(_hub_view(tmp_path, public=True, session_disk_mb=1), "alice/m", "")
+    assert message.startswith("'alice/m' needs 1.8 MB for its model files, more than the 1.0 MB")
+    assert "this session's 1 MB" in message
+    assert _downloads(hub) == []
+    _shows_no_server_folder(message, tmp_path)
