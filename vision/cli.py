@@ -23,7 +23,7 @@ from vision.data.datasets import Split, load_dataset
 from vision.data.images import load_image
 from vision.data.synthetic import write_shapes
 from vision.defaults import EVERYDAY_MODEL, MODELS_DIR
-from vision.errors import ExportError, VisionError
+from vision.errors import ExportError, TokenRejectedError, VisionError
 from vision.explain.methods import METHODS
 from vision.explain.overlay import overlay
 from vision.export.options import FORMATS, quantization_help
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
         try:
             return args.handler(args) or 0
+        except TokenRejectedError as error:  # the CLI's user is the server's owner: HF_TOKEN is theirs
+            print(f"error: {error}: set HF_TOKEN or run `hf auth login` with a valid token", file=sys.stderr)
+            return 2
         except VisionError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -80,6 +80,11 @@ class HubAuthError(HubError, PermissionError):
     """Missing, invalid or insufficient token."""
 
 
+class TokenRejectedError(HubAuthError):
+    """The Hub answered 401 to the token sent. The message is neutral: what to do about it
+    depends on who is asking (a CLI user's ``HF_TOKEN``, an app visitor's typed token)."""
+
+
 class HubNotFoundError(HubError, FileNotFoundError):
     """The repository, revision or file does not exist (or is private to others)."""
 

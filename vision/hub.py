@@ -38,6 +38,7 @@ from vision.errors import (  # noqa: F401  (the Hub errors are re-exported for c
     HubNotFoundError,
     InvalidBundleError,
     LimitExceededError,
+    TokenRejectedError,
     VisionError,
 )
 from vision.trust.ood import OOD_FILE
@@ -54,9 +55,6 @@ MAX_ASSET_FILES = 100  # each file is two requests: a repo of thousands would ke
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])(?:/|[A-Za-z]:\\)[^\s'\"`)]+")  # POSIX or Windows
 
 
-class TokenRejectedError(HubAuthError):
-    """The Hub answered 401 to the token sent. The message is neutral: what to do about it
-    depends on who is asking (a CLI user's ``HF_TOKEN``, an app visitor's typed token)."""
 
 
 def parse_ref(text: str) -> tuple[str, str | None]:
