@@ -3,10 +3,10 @@ list these, ``vision.export.formats`` makes them."""
 
 from __future__ import annotations
 
-FORMATS = ("tfjs", "tflite", "savedmodel")
+FORMATS = ("tfjs", "tflite", "savedmodel", "onnx")
 #: Per format, the weight quantizations it takes (None: float32, as trained).
 QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"), "tflite": (None, "float16", "dynamic"),
-                 "savedmodel": (None,)}
+                 "savedmodel": (None,), "onnx": (None,)}
 
 
 def quantization_names() -> list[str]:

@@ -1,0 +1,181 @@
+"""A SavedModel laid out for TensorFlow Serving, answering encoded image bytes.
+
+``export_for_serving`` writes ``<folder>/<model name>/<version>/`` (``saved_model.pb`` and
+``variables/``), the layout ``tensorflow_model_server --model_base_path=<folder>/<model name>``
+loads. Its ``serving_default`` signature takes a batch of encoded images (``tf.string``: what a
+REST client sends as ``{"instances": [{"b64": ...}]}``), decodes, resizes and scales them inside
+the graph with ``vision.data.images.preprocess`` itself, and returns the probabilities, the top
+label, and the "unknown" detector's familiarity and verdict. A second signature,
+``preprocessed``, takes the model input as floats. ``signature_defs`` describes both the way TF
+Serving's metadata API does, so the app's REST routes (``vision.ui.serving_rest``) can announce
+exactly what this export answers.
+
+Decoding differs from ``vision.data.images.load_image`` in what TensorFlow's decoders cannot
+do: JPEG, PNG, GIF and BMP only (no WebP or TIFF in TF 2.19), and no EXIF orientation.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vision.bundle.store import Bundle
+from vision.data.images import preprocess
+
+#: The version folder TF Serving loads (it serves the highest number it finds).
+VERSION = 1
+BYTES_SIGNATURE = "serving_default"
+TENSOR_SIGNATURE = "preprocessed"
+#: TF Serving's REST API exchanges tensors whose name ends in "_bytes" as {"b64": ...}.
+BYTES_INPUT = "image_bytes"
+TENSOR_INPUT = "image"
+PREDICT_METHOD = "tensorflow/serving/predict"
+#: Output name -> (dtype, shape after the batch dimension: "classes", "features" or nothing).
+OUTPUTS = {"probabilities": ("DT_FLOAT", "classes"), "label": ("DT_STRING", None),
+           "familiarity": ("DT_FLOAT", None), "unknown": ("DT_BOOL", None), "features": ("DT_FLOAT", "features")}
+
+
+def serving_name(bundle: Bundle) -> str:
+    """The model's name in TF Serving's URLs: the bundle's name as lower-case letters, digits
+    and ``_.-`` (``"Shapes (default)"`` -> ``"shapes-default"``)."""
+    return re.sub(r"[^a-z0-9_.-]+", "-", bundle.name.lower()).strip("-.") or "model"
+
+
+def output_names(bundle: Bundle, features: bool = False) -> list[str]:
+    """The outputs both signatures return, in ``OUTPUTS`` order: familiarity and unknown
+    only for a bundle with a detector, features only where asked for."""
+    detector = bundle.detector is not None
+    return [name for name in OUTPUTS if (name not in ("familiarity", "unknown") or detector)
+            and (name != "features" or features)]
+
+
+def export_for_serving(model: Any, bundle: Bundle, folder: Path, images: list[np.ndarray],
+                       features: bool = False) -> list[list[np.ndarray]]:
+    """Write ``model`` (``vision.models.serving.serving_model`` of ``bundle``) into
+    ``folder/<serving_name>/<VERSION>`` and run it back as TF Serving would.
+
+    Args:
+        images: uint8 RGB images; each is sent PNG-encoded through ``serving_default`` and
+            preprocessed through ``preprocessed``.
+
+    Returns:
+        Per signature (bytes first), the answers as the serving model's own outputs:
+        probabilities, then familiarity (one column) and features where there are some.
+    """
+    import keras  # lazy, like the rest of the export path: the CLI's --help imports no TensorFlow
+    import tensorflow as tf
+
+    spec = bundle.preprocessing
+    names = output_names(bundle, features)
+    labels = tf.constant(bundle.labels)
+    threshold = bundle.detector.threshold if bundle.detector is not None else None
+
+    def answer(inputs: Any) -> dict[str, Any]:
+        outputs = model(inputs, training=False)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        probabilities = outputs.pop(0)
+        named = {"probabilities": probabilities, "label": tf.gather(labels, tf.argmax(probabilities, axis=1))}
+        if threshold is not None:
+            familiarity = outputs.pop(0)[:, 0]
+            named.update(familiarity=familiarity, unknown=familiarity < threshold)
+        if features:
+            named["features"] = outputs.pop(0)
+        return named
+
+    def from_bytes(encoded: Any) -> dict[str, Any]:
+        height, width = spec.size
+        inputs = tf.map_fn(lambda data: preprocess(decoded(data), spec), encoded,
+                           fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
+        return answer(inputs)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    # The first endpoint is TF Serving's default signature.
+    archive.add_endpoint(BYTES_SIGNATURE, from_bytes,
+                         input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+    archive.add_endpoint(TENSOR_SIGNATURE, answer,
+                         input_signature=[tf.TensorSpec([None, *spec.size, 3], tf.float32, name=TENSOR_INPUT)])
+    target = folder / serving_name(bundle) / str(VERSION)
+    archive.write_out(str(target), verbose=False)
+
+    loaded = tf.saved_model.load(str(target))
+    encoded = tf.constant([png_bytes(image) for image in images])
+    floats = tf.constant(np.stack([np.asarray(preprocess(image, spec)) for image in images]))
+    answers = [loaded.signatures[BYTES_SIGNATURE](**{BYTES_INPUT: encoded}),
+               loaded.signatures[TENSOR_SIGNATURE](**{TENSOR_INPUT: floats})]
+    return [_as_model_outputs(found, names) for found in answers]
+
+
+def decoded(data: Any) -> Any:
+    """One encoded image (a scalar ``tf.string``) as RGB uint8 (H, W, 3), in graph ops, the way
+    ``load_image`` turns it into pixels: grey repeated into three channels, transparency flattened
+    onto white, the first frame of a GIF."""
+    import tensorflow as tf
+
+    pixels = tf.cast(tf.io.decode_image(data, expand_animations=False), tf.float32)
+    channels = tf.shape(pixels)[-1]
+    colour = tf.cond(channels >= 3, lambda: pixels[..., :3], lambda: tf.tile(pixels[..., :1], [1, 1, 3]))
+    # Two or four channels: the last one is alpha.
+    alpha = tf.cond(channels % 2 == 0, lambda: pixels[..., -1:] / 255.0, lambda: tf.ones_like(pixels[..., :1]))
+    return tf.cast(tf.round(colour * alpha + 255.0 * (1.0 - alpha)), tf.uint8)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """``image`` (uint8 RGB) PNG-encoded: lossless, so decoding gives back the same pixels."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def serving_metadata(bundle: Bundle, feature_size: int | None = None) -> dict[str, Any]:
+    """What ``metadata.json`` says about the export's TF Serving side."""
+    name = serving_name(bundle)
+    return {"model_name": name, "version": VERSION, "path": f"{name}/{VERSION}",
+            "signatures": signature_defs(bundle, feature_size)}
+
+
+def signature_defs(bundle: Bundle, feature_size: int | None = None) -> dict[str, Any]:
+    """Both signatures as TF Serving's metadata API (``GET /v1/models/<name>/metadata``) shows
+    a SavedModel's ``signature_def`` map: names, dtypes and shapes (-1: any size).
+
+    Args:
+        feature_size: the pooled features' size, for an export with them as an output.
+    """
+    height, width = bundle.preprocessing.size
+    sizes = {"classes": len(bundle.labels), "features": feature_size}
+    # The tensor names are those TF 2.19 writes for ``export_for_serving``'s two endpoints: outputs
+    # numbered in the order of their sorted names (tests/test_serving.py reads them back).
+    calls = {BYTES_SIGNATURE: "StatefulPartitionedCall_1", TENSOR_SIGNATURE: "StatefulPartitionedCall"}
+    inputs = {BYTES_SIGNATURE: {BYTES_INPUT: _tensor_info(f"{BYTES_SIGNATURE}_{BYTES_INPUT}:0", "DT_STRING", [-1])},
+              TENSOR_SIGNATURE: {TENSOR_INPUT: _tensor_info(f"{TENSOR_SIGNATURE}_{TENSOR_INPUT}:0", "DT_FLOAT",
+                                                            [-1, height, width, 3])}}
+    names = sorted(output_names(bundle, feature_size is not None))
+    return {signature: {"inputs": inputs[signature],
+                        "outputs": {name: _tensor_info(f"{calls[signature]}:{index}", OUTPUTS[name][0],
+                                                       [-1] + ([sizes[OUTPUTS[name][1]]] if OUTPUTS[name][1] else []))
+                                    for index, name in enumerate(names)},
+                        "method_name": PREDICT_METHOD, "defaults": {}}
+            for signature in (BYTES_SIGNATURE, TENSOR_SIGNATURE)}
+
+
+def _tensor_info(name: str, dtype: str, shape: list[int]) -> dict[str, Any]:
+    return {"name": name, "dtype": dtype,
+            "tensor_shape": {"dim": [{"size": str(size), "name": ""} for size in shape], "unknown_rank": False}}
+
+
+def _as_model_outputs(found: dict[str, Any], names: list[str]) -> list[np.ndarray]:
+    """A signature's named answers back in the serving model's order, to compare with Keras."""
+    if sorted(found) != sorted(names):
+        raise ValueError(f"the SavedModel answered {sorted(found)}; expected {sorted(names)}")
+    arrays = [np.asarray(found["probabilities"])]
+    if "familiarity" in found:
+        arrays.append(np.asarray(found["familiarity"])[:, None])
+    if "features" in found:
+        arrays.append(np.asarray(found["features"]))
+    return arrays
