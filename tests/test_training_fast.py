@@ -156,3 +156,26 @@ def test_the_app_trains_few_shot_from_samples_by_default(task, tmp_path):
         assert any(item["caption"].startswith("labelled grass, looks like brick") for item in issues), issues
     finally:
         app.close()
+
+
+def test_training_hands_its_memory_back_when_it_ends_or_fails(task, tmp_path, monkeypatch):
+    import threading
+
+    import vision.training.recipe as recipe
+    from vision.data.datasets import load_folder
+    from vision.errors import TrainingCancelledError
+    from vision.training.config import TrainConfig
+    from vision.training.memory import release_memory
+
+    assert release_memory()  # glibc: the heap is trimmed, not only garbage collected
+    released = []
+    monkeypatch.setattr(recipe, "release_memory", lambda: released.append(True))
+    dataset = load_folder(task / "train")
+    config = TrainConfig(model="efficientnet_lite0", input_size=96, epochs=1)
+    recipe.train_bundle(dataset, config, tmp_path / "done")
+    assert released == [True]
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(TrainingCancelledError):
+        recipe.train_bundle(dataset, config, tmp_path / "cancelled", cancel=cancel)
+    assert released == [True, True] and not (tmp_path / "cancelled").exists()

@@ -19,6 +19,7 @@ from vision.training.config import ProgressHook, TrainConfig, TrainResult
 from vision.training.evaluate import Evaluation, evaluation_from_probabilities
 from vision.training.fast import train_on_features
 from vision.training.loop import fit_on_images
+from vision.training.memory import release_memory
 from vision.trust.fit import Trust, fit_trust
 
 
@@ -63,11 +64,25 @@ def train_bundle(dataset: LabelledDataset, config: TrainConfig, out: str | Path,
                  cancel: threading.Event | None = None) -> TrainedBundle:
     """Train ``config.model`` on ``dataset``, calibrate it and fit its "unknown" detector
     (``vision.trust.fit``), evaluate on its validation split, and save a bundle at ``out`` with
-    metrics, dataset summary, model card, the detector and the plots."""
+    metrics, dataset summary, model card, the detector and the plots.
+
+    Whether it succeeds, fails or is cancelled, the memory the run freed is handed back to
+    the system at the end (``vision.training.memory``): a long-running app would otherwise
+    keep every training's peak.
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         # Fail before training, not after an hour of it.
         raise InvalidBundleError(f"a model already exists at '{out}'; choose another name or overwrite")
+    try:
+        return _train_and_save(dataset, config, out, name, overwrite, progress, cancel)
+    finally:
+        release_memory()
+
+
+def _train_and_save(dataset: LabelledDataset, config: TrainConfig, out: Path, name: str | None,
+                    overwrite: bool, progress: ProgressHook | None,
+                    cancel: threading.Event | None) -> TrainedBundle:
     result = train(dataset, config, progress=progress, cancel=cancel)
     # Calibrates result.model in place; the validation answers come from the same pass.
     trust = fit_trust(result.model, dataset, result.preprocessing, result.features)
