@@ -1,5 +1,6 @@
 """The CLI end to end: synth -> train every registered model -> bundles that Keras and
-vision both load with identical predictions; predict, evaluate, models; user errors."""
+vision both load with identical predictions; predict (without TensorFlow once converted),
+evaluate, models; user errors."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 
 from vision.cli import main
+from vision.data.photos import example_photos
 from vision.models.registry import list_models
+from vision.runtime.tflite import ENGINE_VARIABLE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,6 +77,30 @@ def test_predict_evaluate_and_models_commands(tiny_bundle, shapes_folder, tmp_pa
     assert main(["models", "--root", str(tiny_bundle.parent)]) == 0
     listing = capsys.readouterr().out
     assert "mobilenet_v2" in listing and "tiny" in listing
+
+
+# The landed path's interpreter warns that it is deprecated: that is why LiteRT replaced it.
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+def test_predict_on_a_converted_bundle_imports_no_tensorflow(tiny_bundle, monkeypatch, capsys):
+    """``python -m vision predict`` on a bundle converted before: decode and LiteRT only (no
+    TensorFlow, no Keras), and the same answer as the landed path (``tf.lite.Interpreter``)."""
+    photo = str(example_photos()[1])
+    # In this process: converts the bundle if no test has yet (cached for the run below), then
+    # answers on tf.lite.Interpreter, as the CLI did before LiteRT.
+    monkeypatch.setenv(ENGINE_VARIABLE, "tensorflow")
+    assert main(["predict", photo, "--model", str(tiny_bundle), "--json"]) == 0
+    before = capsys.readouterr().out.strip()
+    script = ("import runpy, sys\n"
+              f"sys.argv = ['vision', 'predict', {photo!r}, '--model', {str(tiny_bundle)!r}, '--json']\n"
+              "try:\n    runpy.run_module('vision', run_name='__main__')\nexcept SystemExit as stop:\n"
+              "    print('exit', stop.code, *sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))")
+    env = {name: value for name, value in os.environ.items() if name != ENGINE_VARIABLE}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    *answer, last = run.stdout.strip().splitlines()
+    assert last == "exit 0", f"{last}\n{run.stderr}"
+    assert answer == [before]
+    assert json.loads(before)["familiarity"] is not None  # the detector answered too
 
 
 def test_user_errors_print_one_line_and_exit_2(tmp_path, tiny_bundle):

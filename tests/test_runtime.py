@@ -1,5 +1,6 @@
-"""Classifier: sorted top-k, same answers on every runtime and under concurrency; TFLite
-conversions at once leave the process's stdout alone."""
+"""Classifier: sorted top-k, same answers on every runtime and under concurrency, on LiteRT as
+on tf.lite; large images decoded as the app decodes them; TFLite conversions at once leave
+the process's stdout alone."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import numpy as np
 import pytest
 
 from vision.bundle.store import load_bundle
+from vision.data.images import input_side, load_image
+from vision.data.photos import example_photos, probe_photos
 from vision.data.synthetic import make_shapes
+from vision.defaults import SHAPES_MODEL
 from vision.errors import InvalidImageError
+from vision.models.serving import serving_model
 from vision.runtime.inference import Classifier
 from vision.runtime.tflite import TFLiteRunner, convert_to_tflite
 from vision.ui.cache import get_classifier
@@ -54,6 +59,32 @@ def test_batch_matches_single_and_tf_runtime_matches_tflite(classifier, images, 
     tf_runtime = Classifier.from_path(tiny_bundle, runtime="tf")
     assert tf_runtime.runtime == "tf"
     np.testing.assert_allclose(tf_runtime.probabilities(images[1]), classifier.probabilities(images[1]), atol=1e-5)
+
+
+# The comparison engine warns that it is deprecated: that is why LiteRT replaced it.
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+def test_litert_answers_exactly_as_tf_lite_did_on_the_package_photos():
+    """The shapes model's flatbuffer (preprocessing compiled in) on LiteRT and on TF 2.19's
+    tf.lite.Interpreter: the same bits for every example and probe photo, at every size."""
+    bundle = load_bundle(SHAPES_MODEL)
+    flatbuffer = convert_to_tflite(serving_model(bundle.model, bundle.detector), preprocessing=bundle.preprocessing)
+    litert, tf_lite = TFLiteRunner(flatbuffer, engine="litert"), TFLiteRunner(flatbuffer, engine="tensorflow")
+    assert type(litert.interpreter).__module__ == "ai_edge_litert.interpreter"
+    assert type(tf_lite.interpreter).__module__.startswith("tensorflow.lite")
+    photos = [load_image(path) for path in example_photos()] + probe_photos()
+    assert len(photos) >= 20 and len({photo.shape for photo in photos}) >= 10
+    for photo in photos:
+        (new,), (old,) = litert(photo), tf_lite(photo)
+        np.testing.assert_array_equal(new, old)
+
+
+def test_large_images_are_decoded_as_the_app_decodes_them(classifier, rng):
+    """Over the model's ``input_side`` an image is reduced while decoded (the app's classify
+    and training do the same), so the CLI gives the app's answer and never holds it whole."""
+    big = rng.integers(0, 256, (1600, 1300, 3), np.uint8)
+    reduced = load_image(big, max_side=input_side(classifier.preprocessing.size))
+    assert max(reduced.shape) < max(big.shape)
+    np.testing.assert_array_equal(classifier.probabilities(big), classifier.probabilities(reduced))
 
 
 def test_concurrent_callers_get_the_serial_answers(classifier, images):

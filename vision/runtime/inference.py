@@ -1,11 +1,16 @@
 """Fast, thread-safe prediction for a loaded bundle.
 
 A ``Classifier`` is built once per bundle: it converts the Keras model, with the shared
-``images.preprocess`` compiled in front of it, to TFLite and runs it with XNNPACK, so a
-request is decode -> one ``invoke`` (several times faster than a ``tf.function`` and
+``images.preprocess`` compiled in front of it, to TFLite and runs it on LiteRT with XNNPACK,
+so a request is decode -> one ``invoke`` (several times faster than a ``tf.function`` and
 ~10x faster than ``model.predict`` for batch-1 requests). A TFLite interpreter may be
 used by one thread at a time, so a small pool of them serves concurrent callers.
 Batches go through a compiled Keras call.
+
+With the conversion cached (``tflite.cached_flatbuffer``), building a Classifier and
+classifying one image import neither TensorFlow nor Keras: the CLI's ``predict`` then costs
+well under a second instead of TensorFlow's ~5 s import. Batches, ``prepare``, the ``"tf"``
+runtime and a first conversion import them when first used.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from vision.bundle.store import Bundle, open_bundle
-from vision.data.images import ImageSource, load_image, preprocess
+from vision.data.images import ImageSource, input_side, load_image, preprocess
 from vision.models.serving import serving_model, split_outputs
 from vision.runtime.tflite import TFLiteRunner, cached_flatbuffer, convert_to_tflite
 
@@ -76,40 +81,39 @@ class Classifier:
 
     def __init__(self, bundle: Bundle, runtime: str = "tflite", pool_size: int = 2,
                  threads: int | None = None) -> None:
-        import tensorflow as tf  # lazy: `import vision.runtime` (the CLI's start) stays TF-free
-
         if runtime not in ("tflite", "tf"):
             raise ValueError(f"runtime must be 'tflite' or 'tf'; got {runtime!r}")
         self.bundle = bundle
         self.labels = bundle.labels
         self.preprocessing = bundle.preprocessing
         self.detector = bundle.detector
-        spec = self.preprocessing
-        self._prepare = tf.function(
-            lambda image: preprocess(image[None], spec),
-            input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
-        )
+        # Images larger than this are reduced while decoded, as the app's classify and the
+        # training pipeline decode them (``images.input_side``): the same pixels, bounded memory.
+        self._max_side = input_side(self.preprocessing.size)
+        # The tf.functions are traced on first use, so the TFLite path never imports TensorFlow.
+        self._prepare_fn: Any = None
         self._batch_fn: Any = None
-        self._batch_lock = threading.Lock()
+        self._build_lock = threading.Lock()
         self._pool: queue.LifoQueue[TFLiteRunner] | None = None
         self.runtime = "tf"
         if runtime == "tflite":
             try:
                 # Cached on disk by the bundle's fingerprint: only the first run converts,
-                # and a cache hit never loads the Keras model at all.
+                # and a cache hit never loads the Keras model (nor imports TensorFlow) at all.
                 flatbuffer = cached_flatbuffer(
                     f"classifier|{bundle.fingerprint}",
                     lambda: convert_to_tflite(serving_model(bundle.model, self.detector),
                                               preprocessing=self.preprocessing))
-            except Exception as error:  # converter failures are varied; the tf path still works
-                log.warning("TFLite conversion failed (%s); using the TensorFlow path", error)
-            else:
                 # One runner per concurrent caller, taken from the pool for a call, so callers
                 # never wait on each other's lock. LIFO: a lone caller keeps reusing the same
                 # warm interpreter, whose thread pool is hot; FIFO would wake the idle ones.
-                self._pool = queue.LifoQueue()
+                pool: queue.LifoQueue[TFLiteRunner] = queue.LifoQueue()
                 for _ in range(max(1, pool_size)):
-                    self._pool.put(TFLiteRunner(flatbuffer, threads))
+                    pool.put(TFLiteRunner(flatbuffer, threads))
+            except Exception as error:  # converter and runtime failures are varied; the tf path still works
+                log.warning("no TFLite path (%s); using the TensorFlow path", error)
+            else:
+                self._pool = pool
                 self.runtime = "tflite"
         self._warm_up()
 
@@ -120,9 +124,9 @@ class Classifier:
     def _batch_call(self, x: np.ndarray) -> Any:
         # Traced on first use: tracing a large Keras model costs seconds that a caller
         # served by TFLite (the CLI's predict, the app's classify) never needs to pay.
-        with self._batch_lock:
+        with self._build_lock:
             if self._batch_fn is None:
-                import tensorflow as tf  # lazy: `import vision.runtime` (the CLI's start) stays TF-free
+                import tensorflow as tf  # lazy: the TFLite path never needs it
 
                 height, width = self.preprocessing.size
                 model = serving_model(self.bundle.model, self.detector)
@@ -132,16 +136,35 @@ class Classifier:
                 )
         return self._batch_fn(x)
 
+    def _model_input(self, pixels: np.ndarray) -> np.ndarray:
+        # ``images.preprocess`` in one traced call; the TFLite path has it compiled in instead.
+        with self._build_lock:
+            if self._prepare_fn is None:
+                import tensorflow as tf  # lazy: the TFLite path never needs it
+
+                spec = self.preprocessing
+                self._prepare_fn = tf.function(
+                    lambda image: preprocess(image[None], spec),
+                    input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
+                )
+        return self._prepare_fn(pixels).numpy()
+
+    def _decode(self, image: ImageSource) -> np.ndarray:
+        # RGB uint8 (H, W, 3); larger images reduced to the model's ``input_side``.
+        return load_image(image, max_side=self._max_side)
+
     def prepare(self, image: ImageSource) -> np.ndarray:
-        """Decode ``image`` and return the model input, shape (1, H, W, 3) float32."""
-        return self._prepare(load_image(image)).numpy()
+        """Decode ``image`` and return the model input, shape (1, H, W, 3) float32.
+
+        Imports TensorFlow (``images.preprocess`` is written in its ops) on first use."""
+        return self._model_input(self._decode(image))
 
     def scores(self, image: ImageSource) -> tuple[np.ndarray, float | None]:
         """Class probabilities (in label order) for one image, and its familiarity
         (None for a bundle without a detector), from one run of the model."""
-        pixels = load_image(image)
+        pixels = self._decode(image)
         if self._pool is None:
-            probabilities, familiarity = self._batch_scores(self._prepare(pixels).numpy())
+            probabilities, familiarity = self._batch_scores(self._model_input(pixels))
             return probabilities[0], None if familiarity is None else float(familiarity[0])
         runner = self._pool.get()
         try:

@@ -1,16 +1,23 @@
 """Keras model -> TensorFlow Lite flatbuffer, and the one loop that runs it: used by the fast
-inference path, Grad-CAM's fast path and the TFLite export's check."""
+inference path, Grad-CAM's fast path and the TFLite export's check.
+
+Flatbuffers run on LiteRT (``ai_edge_litert``), TFLite's runtime without TensorFlow: importing
+it takes ~0.07 s where ``import tensorflow`` takes ~4.5 s, and TensorFlow 2.20 deletes
+``tf.lite.Interpreter``. Only converting needs TensorFlow, and a converted model is cached on
+disk, so serving a model converted before never imports TensorFlow or Keras.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import logging
 import os
 import threading
 import uuid
-import warnings
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -35,12 +42,11 @@ def cached_flatbuffer(key: str, build: Callable[[], bytes]) -> bytes:
 
     Converting the everyday-objects model takes ~7 s; reading it back takes milliseconds,
     so the app and the CLI start fast after the first run. The key is hashed with the
-    TensorFlow version (a different converter may give a different flatbuffer). An
-    unwritable cache only costs the conversion.
+    TensorFlow version (a different converter may give a different flatbuffer), read without
+    importing TensorFlow: a hit costs no TensorFlow at all. An unwritable cache only costs
+    the conversion.
     """
-    import tensorflow as tf  # lazy: `import vision.runtime` (the CLI's start) stays TF-free
-
-    name = hashlib.sha256(f"{key}|tensorflow {tf.__version__}".encode()).hexdigest()
+    name = hashlib.sha256(f"{key}|tensorflow {_converter_version()}".encode()).hexdigest()
     path = cache_dir() / "tflite" / f"{name}.tflite"
     try:
         return path.read_bytes()
@@ -85,16 +91,38 @@ def convert_to_tflite(model: Any, quantize: str | None = None,
         return converter.convert()
 
 
-def make_interpreter(flatbuffer: bytes, threads: int | None = None) -> Any:
-    """A ready ``tf.lite.Interpreter`` (XNNPACK delegate, ``threads`` CPU threads)."""
-    import tensorflow as tf  # lazy: `import vision.runtime` (the CLI's start) stays TF-free
+#: Names ``make_interpreter`` takes for ``engine``; ``$VISION_TFLITE_ENGINE`` sets the default.
+ENGINES = ("litert", "tensorflow")
+ENGINE_VARIABLE = "VISION_TFLITE_ENGINE"
 
-    with warnings.catch_warnings():
-        # TF 2.19 warns that tf.lite.Interpreter moves to ai_edge_litert in 2.20; the
-        # stack is pinned to 2.19, where it is the supported interpreter.
-        warnings.simplefilter("ignore", UserWarning)
-        interpreter = tf.lite.Interpreter(model_content=flatbuffer,
-                                          num_threads=threads or os.cpu_count())
+
+def make_interpreter(flatbuffer: bytes, threads: int | None = None, engine: str | None = None) -> Any:
+    """A ready TFLite interpreter (XNNPACK delegate, ``threads`` CPU threads).
+
+    Args:
+        flatbuffer: A TFLite model, e.g. from ``convert_to_tflite``.
+        threads: CPU threads; all cores by default.
+        engine: ``"litert"`` (``ai_edge_litert.interpreter.Interpreter``), or ``"tensorflow"``
+            (``tf.lite.Interpreter``: deprecated, deleted in TensorFlow 2.20; kept to compare
+            against while the pinned TensorFlow 2.19 has it). Default: ``$VISION_TFLITE_ENGINE``,
+            else ``"litert"``.
+
+    Raises:
+        ValueError: an unknown ``engine``.
+        ImportError: the engine's package is not installed.
+    """
+    engine = engine or os.environ.get(ENGINE_VARIABLE) or ENGINES[0]
+    if engine == "litert":
+        # lazy: only what runs a model pays for loading the runtime
+        from ai_edge_litert.interpreter import Interpreter
+    elif engine == "tensorflow":
+        import tensorflow as tf  # lazy: the comparison engine only
+
+        Interpreter = tf.lite.Interpreter
+    else:
+        raise ValueError(f"unknown TFLite engine {engine!r}; use one of {', '.join(ENGINES)} "
+                         f"(argument or ${ENGINE_VARIABLE})")
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=threads or os.cpu_count())
     interpreter.allocate_tensors()
     return interpreter
 
@@ -111,10 +139,11 @@ class TFLiteRunner:
     Args:
         flatbuffer: A TFLite model, e.g. from ``convert_to_tflite``.
         threads: CPU threads for the interpreter; all cores by default.
+        engine: The interpreter's runtime (see ``make_interpreter``).
     """
 
-    def __init__(self, flatbuffer: bytes, threads: int | None = None) -> None:
-        self.interpreter = make_interpreter(flatbuffer, threads)
+    def __init__(self, flatbuffer: bytes, threads: int | None = None, engine: str | None = None) -> None:
+        self.interpreter = make_interpreter(flatbuffer, threads, engine)
         detail = self.interpreter.get_input_details()[0]
         self._input = detail["index"]
         self._shape = tuple(int(n) for n in detail["shape"][1:])
@@ -137,6 +166,19 @@ class TFLiteRunner:
     def batch(self, inputs: Iterable[np.ndarray]) -> list[np.ndarray]:
         """Every output for each of ``inputs``, one invoke per input, stacked on a batch axis."""
         return [np.stack(output) for output in zip(*(self(x) for x in inputs))]
+
+
+@cache
+def _converter_version() -> str:
+    """The installed TensorFlow's version from its package metadata (milliseconds), or
+    ``"none"``; equal to ``tf.__version__``, so flatbuffers cached before are still found."""
+    # The wheel's name varies by platform and build; the module it installs does not.
+    for distribution in ("tensorflow", "tensorflow-cpu", "tf-nightly"):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "none"
 
 
 @contextlib.contextmanager
