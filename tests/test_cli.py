@@ -103,6 +103,20 @@ def test_predict_on_a_converted_bundle_imports_no_tensorflow(tiny_bundle, monkey
     assert json.loads(before)["familiarity"] is not None  # the detector answered too
 
 
+def test_the_default_model_is_found_without_tensorflow():
+    """``predict`` without ``--model`` (the everyday-objects model, built at set-up) finds it
+    without importing TensorFlow: building it, which does, happens only when it is missing."""
+    from vision.zoo.everyday import default_model
+
+    built = default_model()  # set-up has built it; built here (~5 s) where it has not
+    script = ("import sys\nfrom vision.cli import DEFAULT, resolve_model\nprint(resolve_model(DEFAULT))\n"
+              "print(*sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [str(built), ""]
+
+
 def test_user_errors_print_one_line_and_exit_2(tmp_path, tiny_bundle):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     bad_image = tmp_path / "bad.png"

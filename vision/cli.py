@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from vision.bundle.store import list_bundles, load_bundle, open_bundle
+from vision.bundle.store import INFO_FILE, list_bundles, load_bundle, open_bundle
 from vision.data.datasets import Split, load_dataset
 from vision.data.images import load_image
 from vision.data.synthetic import write_shapes
@@ -361,6 +361,10 @@ def resolve_model(ref: str) -> Path:
     ``default`` (the everyday-objects model, built on first use if set-up has not)."""
 
     if ref == DEFAULT:
+        if (EVERYDAY_MODEL / INFO_FILE).is_file():
+            # Built at set-up: found without importing vision.zoo.everyday, which imports
+            # TensorFlow (~5 s) that a predict served from the TFLite cache never needs.
+            return EVERYDAY_MODEL
         from vision.zoo.everyday import default_model  # lazy: imports TensorFlow
 
         return default_model()
