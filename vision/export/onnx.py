@@ -1,8 +1,11 @@
 """ONNX export: the serving model converted by tf2onnx, checked in ONNX Runtime, and carrying
 its own description.
 
-Keras 3's ``model.export(path, format="onnx")`` drives tf2onnx. The outputs are renamed to
-what ``metadata.json`` calls them (``probabilities``, ``familiarity``, ``features``) instead of
+The model is traced once, frozen (weights and captured constants become graph constants) and
+handed to tf2onnx as a graph. Keras 3's ``model.export(path, format="onnx")`` does not freeze
+first, and tf2onnx then turns the k-NN detector's reference features, a constant the graph
+captures, into a second model input that ONNX Runtime demands. The outputs are renamed to what
+``metadata.json`` calls them (``probabilities``, ``familiarity``, ``features``) instead of
 tf2onnx's ``Identity:0``, and everything a runtime needs (labels, preprocessing, the "unknown"
 threshold, how the export was checked) goes into the model's ``metadata_props``, one JSON value
 per key, so an ONNX user needs no other file:
@@ -28,8 +31,7 @@ FAMILIARITY, FEATURES = "familiarity", "features"
 
 
 def export_onnx(model: Any, path: Path, inputs: np.ndarray, detector: bool, features: bool) -> list[np.ndarray]:
-    """Convert ``model`` (already called once, as Keras's exporter requires) to ONNX at ``path``
-    and run ``inputs`` through it in ONNX Runtime.
+    """Convert the Keras ``model`` to ONNX at ``path`` and run ``inputs`` through it in ONNX Runtime.
 
     Args:
         detector, features: whether ``model`` outputs a familiarity and pooled features after
@@ -39,11 +41,16 @@ def export_onnx(model: Any, path: Path, inputs: np.ndarray, detector: bool, feat
         ONNX Runtime's outputs, in the model's order.
     """
     import onnx
+    import tensorflow as tf
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    model.export(str(path), format="onnx", verbose=False)
-    proto = onnx.load(str(path))
-    names = [OUTPUT_LAYER] + [FAMILIARITY] * detector + [FEATURES] * features
-    _rename_outputs(proto, names)
+    spec = tf.TensorSpec(model.inputs[0].shape, tf.float32, name=model.inputs[0].name)
+    traced = tf.function(lambda image: model(image, training=False)).get_concrete_function(spec)
+    frozen = convert_variables_to_constants_v2(traced)
+    proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=[frozen.inputs[0].name],
+                                              output_names=[output.name for output in frozen.outputs])
+    _rename_outputs(proto, [OUTPUT_LAYER] + [FAMILIARITY] * detector + [FEATURES] * features)
     onnx.save(proto, str(path))
     return run_onnx(path, inputs)
 
