@@ -1,5 +1,5 @@
-"""Running a saved model fast: the TFLite conversion (cached on disk) and interpreter, and the
-``Classifier`` every entry point predicts with.
+"""Running a saved model fast: the TFLite conversion (cached on disk), the LiteRT interpreter
+that runs it without TensorFlow, and the ``Classifier`` every entry point predicts with.
 
 Names load on first use (``lazy_loader``), so importing one module here does not import the
 others, and TensorFlow is paid for only by what needs it.

@@ -69,8 +69,9 @@ class Classifier:
 
     Args:
         bundle: A loaded bundle (see ``vision.bundle.store.load_bundle``).
-        runtime: ``"tflite"`` (fast, the default), or ``"tf"`` (compiled Keras, no
-            conversion step). If TFLite conversion fails, ``"tflite"`` falls back to ``"tf"``.
+        runtime: ``"tflite"`` (the converted flatbuffer on LiteRT: fast, the default), or
+            ``"tf"`` (compiled Keras, no conversion step). If the conversion or LiteRT fails,
+            ``"tflite"`` falls back to ``"tf"``.
         pool_size: Interpreters kept for concurrent callers.
         threads: CPU threads per interpreter; all cores by default.
 
