@@ -4,7 +4,7 @@
 
 For the app's default model (the everyday-objects model; ``--model`` picks another bundle)
 and for mobilenet_v2 at 224x224 (random weights), batch 1, the sides taking turns in blocks
-(``timing.alternating_ms``): Classifier.predict; a bare tf.lite.Interpreter (XNNPACK) on the
+(``timing.alternating_ms``): Classifier.predict; a bare LiteRT interpreter (XNNPACK) on the
 very flatbuffer the Classifier runs (its cached conversion: preprocessing and detector
 compiled in), fed the same uint8 image, so their ratio is the wrapper's own overhead; a bare
 interpreter on the model alone (no preprocessing, no detector) fed the already resized and

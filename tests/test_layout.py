@@ -95,7 +95,7 @@ def test_the_cycle_check_sees_imports_inside_functions():
 
 
 @pytest.mark.parametrize("module", ["vision.cli", "vision.data", "vision.data.datasets", "vision.runtime.inference",
-                                    "vision.bundle.store", "vision.hub", "vision.models"])
+                                    "vision.bundle.store", "vision.hub", "vision.models", "vision.zoo.everyday"])
 def test_start_up_paths_do_not_import_tensorflow(module):
     """Importing the CLI or the data stage must not pay seconds for TensorFlow or Keras."""
     code = (f"import sys, {module}; heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules); "

