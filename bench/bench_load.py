@@ -1,0 +1,407 @@
+"""Memory with a ceiling: what large photos, explanations and trainings cost the app's process.
+
+    python bench/bench_load.py [--model PATH] [--only classify gradcam scorecam training]
+                               [--trainings 5] [--classifies 1000]
+
+Each figure is printed beside its target, with PASS or FAIL:
+
+- classify: one 40-megapixel classify adds <= 300 MB to the peak resident memory, for a
+  JPEG and a PNG, through the app's ``ClassifyView.classify`` (what the Classify tab runs)
+  and through the library's ``get_classifier(model).classify(path)`` (the Classifier's own
+  decode, which the CLI's ``predict`` uses);
+- gradcam: Grad-CAM of it, through ``ClassifyView.explain`` (decode, explanation, overlay),
+  adds <= 600 MB;
+- scorecam: two Score-CAMs at once, of a 40 MP JPEG and a 40 MP PNG, add < 2 GB in all;
+- training: resident memory after ``--trainings`` trainings as the app runs them (a
+  ``TrainingJob`` with the Train tab's defaults, new photos each time) and ``--classifies``
+  classifies of everyday photos is within 300 MB of the resident memory after start-up.
+
+Every peak is measured in a fresh Python process of its own, so no measurement inherits
+another's buffers: it warms up what the app keeps warm (the model's classifier and
+explainer, one small request through each), resets the kernel's peak counter (VmHWM, via
+/proc/self/clear_refs) and makes the request; a thread also samples the resident size every
+few milliseconds, for kernels without that reset. The figure is the peak over the resident
+memory just before the request.
+
+The photos are made here: a smooth gradient with sensor-like noise at 7296 x 5472 (39.9 MP,
+a common 40 MP sensor; 7300 x 5480 would be 40,004,000 pixels, over ``MAX_PIXELS``, and
+refused from its header before anything is decoded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+from timing import machine  # noqa: E402
+
+#: Longest wait for one measuring process (a Score-CAM pair on two busy cores takes ~1 min).
+CHILD_TIMEOUT_S = 1800
+#: The photos' size: 39.9 MP, under ``vision.data.images.MAX_PIXELS``.
+PHOTO_SIZE = (7296, 5472)
+MB = 2**20
+
+
+# -- resident memory -------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MB (psutil when installed, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        return _proc_status_mb("VmRSS")
+    return psutil.Process().memory_info().rss / MB
+
+
+def _proc_status_mb(field: str) -> float:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def _reset_peak() -> bool:
+    """Set VmHWM back to the current resident size (Linux 4.0+); False where not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class Usage:
+    """Resident memory around one request, in MB."""
+
+    before: float = 0.0
+    peak: float = 0.0
+    after: float = 0.0
+
+    @property
+    def peak_added(self) -> float:
+        return self.peak - self.before
+
+    @property
+    def kept(self) -> float:
+        return self.after - self.before
+
+
+@contextmanager
+def measured() -> Iterator[Usage]:
+    """Measure the block: resident memory before, its peak during, and after (garbage collected)."""
+    gc.collect()
+    usage = Usage(before=rss_mb())
+    usage.peak = usage.before
+    exact = _reset_peak()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.003):
+            usage.peak = max(usage.peak, rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield usage
+    finally:
+        stop.set()
+        sampler.join()
+        if exact:
+            usage.peak = max(usage.peak, _proc_status_mb("VmHWM"))
+        gc.collect()
+        usage.after = rss_mb()
+
+
+# -- photos ----------------------------------------------------------------------------------
+
+
+def make_photos(folder: Path) -> dict[str, Path]:
+    """A 40 MP JPEG and PNG of the same picture, written to ``folder``."""
+    from PIL import Image
+
+    width, height = PHOTO_SIZE
+    rng = np.random.default_rng(0)
+    # Channel by channel, in float32, so that making the photo costs no more than ~1 GB here.
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    pixels = np.empty((height, width, 3), np.uint8)
+    for channel, (along, down) in enumerate(((200, 40), (60, 150), (120, -90))):
+        noise = rng.normal(0, 12, (height, width)).astype(np.float32)
+        pixels[..., channel] = np.clip(30 + along * x + down * y + noise, 0, 255)
+    photos = {"JPEG": folder / "photo-40mp.jpg", "PNG": folder / "photo-40mp.png"}
+    Image.fromarray(pixels).save(photos["JPEG"], quality=90)
+    # Fast to write; how hard the file was compressed does not change what decoding it holds.
+    Image.fromarray(pixels).save(photos["PNG"], compress_level=1)
+    return photos
+
+
+def small_photo() -> Path:
+    """An ordinary photo, for warming up (the star example when no photo package is installed)."""
+    from vision.data.photos import example_photos
+
+    photos = example_photos()
+    return photos[0] if photos else REPO / "docs" / "examples" / "star.png"
+
+
+# -- what the app runs -----------------------------------------------------------------------
+
+
+class _OneModel:
+    """The part of the app's ``Context`` that ``ClassifyView`` asks for: the active model."""
+
+    def __init__(self, model: str | Path) -> None:
+        self.model = Path(model)
+
+    def active_model(self, request: Any) -> tuple[None, Path]:
+        return None, self.model
+
+
+def classify_view(model: str | Path) -> Any:
+    """The Classify tab's handlers, on ``model``, as the app builds them."""
+    from vision.ui.classify import ClassifyView
+
+    return ClassifyView(_OneModel(model))
+
+
+# -- measurements, each run in a fresh process -------------------------------------------------
+
+
+def measure_classify(model: str | Path, photo: str | Path, via: str) -> dict[str, float]:
+    """One classify of ``photo``: ``via`` "app" (ClassifyView.classify) or "library"
+    (get_classifier(model).classify(path))."""
+    from vision.ui.cache import get_classifier
+
+    view = classify_view(model)
+    if via == "app":
+        def call(image: str | Path) -> Any:
+            return view.classify(str(image), 3, None)
+    else:
+        def call(image: str | Path) -> Any:
+            return get_classifier(model).classify(str(image), top_k=3)
+    call(small_photo())  # warm, as the app is after its first request
+    with measured() as usage:
+        call(photo)
+    return vars(usage) | {"peak_added": usage.peak_added, "kept": usage.kept}
+
+
+def measure_explain(model: str | Path, photos: list[str | Path], method: str) -> dict[str, float]:
+    """``ClassifyView.explain`` of every photo in ``photos`` with ``method``, all at once
+    (one thread each, as concurrent visitors)."""
+    from vision.ui.cache import get_explainer
+
+    view = classify_view(model)
+    get_explainer(model)
+    view.explain(str(small_photo()), method, None, 0.45, None)  # warm: traced, buffers sized
+    errors: list[BaseException] = []
+
+    def explain(photo: str | Path) -> None:
+        try:
+            view.explain(str(photo), method, None, 0.45, None)
+        except BaseException as error:  # reported by the parent, not lost in a thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=explain, args=(photo,)) for photo in photos]
+    with measured() as usage:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return vars(usage) | {"peak_added": usage.peak_added, "kept": usage.kept}
+
+
+def measure_trainings(model: str | Path, trainings: int, classifies: int) -> dict[str, Any]:
+    """Resident memory after start-up, after each training, and after ``classifies`` classifies."""
+    from vision.data.datasets import load_folder
+    from vision.data.photos import example_photos, write_texture_task
+    from vision.training.config import TrainConfig
+    from vision.training.jobs import JobFailed, JobFinished, TrainingJob
+    from vision.ui.cache import get_explainer
+
+    view = classify_view(model)
+    get_explainer(model)  # the app warms its explainer at launch
+    view.classify(str(small_photo()), 3, None)
+    gc.collect()
+    figures: dict[str, Any] = {"start": rss_mb(), "trainings": []}
+    with tempfile.TemporaryDirectory(prefix="bench-load-train-") as tmp:
+        for run in range(trainings):
+            # New photos every time, as another visitor's: nothing comes from the feature cache.
+            task = write_texture_task(Path(tmp) / f"task{run}", train_per_class=10, test_per_class=4,
+                                      patch=96, seed=run)
+            dataset = load_folder(task / "train")
+            # The Train tab's defaults (vision/ui/layout.py, vision/ui/train.py).
+            config = TrainConfig(model="efficientnet_lite0", input_size=224, epochs=20, augment=True,
+                                 weights="imagenet", batch_size=16 if len(dataset.train) < 200 else 32)
+            started = time.perf_counter()
+            job = TrainingJob(dataset, config, Path(tmp) / f"model{run}").start()
+            for update in job.updates():
+                if isinstance(update, JobFailed):
+                    raise update.error
+                if isinstance(update, JobFinished):
+                    break
+            del job, update
+            gc.collect()
+            figures["trainings"].append({"rss": rss_mb(), "seconds": time.perf_counter() - started})
+        photos = [*example_photos(), *sorted((Path(tmp) / "task0" / "test").rglob("*.png"))]
+        for i in range(classifies):
+            view.classify(str(photos[i % len(photos)]), 3, None)
+    gc.collect()
+    figures["end"] = rss_mb()
+    return figures
+
+
+MEASUREMENTS: dict[str, Callable[..., dict[str, Any]]] = {
+    "classify": measure_classify,
+    "explain": measure_explain,
+    "trainings": measure_trainings,
+}
+
+
+def run_child(kind: str, **kwargs: Any) -> dict[str, Any]:
+    """Run ``MEASUREMENTS[kind](**kwargs)`` in a fresh Python process and return its figures."""
+    spec = json.dumps({"kind": kind, "kwargs": {k: _jsonable(v) for k, v in kwargs.items()}})
+    done = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True,
+                          timeout=CHILD_TIMEOUT_S, cwd=REPO)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"measuring {kind} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def child_main(spec: str) -> None:
+    """The measuring process: run one measurement and print its figures as JSON."""
+    request = json.loads(spec)  # paths arrive as strings, which every call below takes
+    print(json.dumps(MEASUREMENTS[request["kind"]](**request["kwargs"])))
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    """One figure beside its target."""
+
+    what: str
+    measured: float
+    target: float
+    note: str = ""
+
+    def line(self) -> str:
+        verdict = "PASS" if self.measured <= self.target else "FAIL"
+        return (f"  {self.what:62s} {self.measured:+8.0f} MB   target <= {self.target:5.0f} MB   {verdict}"
+                + (f"   ({self.note})" if self.note else ""))
+
+
+def classify_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check]:
+    """One 40 MP classify, each format, through the app and through the library."""
+    checks = []
+    for via, name in (("app", "ClassifyView.classify"), ("library", "get_classifier(model).classify(path)")):
+        for kind, photo in photos.items():
+            usage = run_child("classify", model=args.model, photo=photo, via=via)
+            checks.append(Check(f"40 MP {kind} classify, {name}", usage["peak_added"], 300,
+                                f"{usage['kept']:+.0f} MB kept after"))
+    return checks
+
+
+def gradcam_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check]:
+    """Grad-CAM of each 40 MP photo through the Classify tab's explain (decode, CAM, overlay)."""
+    checks = []
+    for kind, photo in photos.items():
+        usage = run_child("explain", model=args.model, photos=[photo], method="gradcam")
+        checks.append(Check(f"40 MP {kind} Grad-CAM, ClassifyView.explain", usage["peak_added"], 600,
+                            f"{usage['kept']:+.0f} MB kept after"))
+    return checks
+
+
+def scorecam_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check]:
+    """Two Score-CAMs at once, of the 40 MP JPEG and the 40 MP PNG."""
+    usage = run_child("explain", model=args.model, photos=list(photos.values()), method="scorecam")
+    return [Check("two concurrent 40 MP Score-CAMs (JPEG + PNG), ClassifyView.explain", usage["peak_added"], 2048,
+                  f"{usage['kept']:+.0f} MB kept after")]
+
+
+def training_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check]:
+    """Resident memory after trainings and classifies, against after start-up."""
+    figures = run_child("trainings", model=args.model, trainings=args.trainings, classifies=args.classifies)
+    start = figures["start"]
+    print(f"  {'resident after start-up (classifier and explainer warm)':62s} {start:8.0f} MB")
+    rows = [(f"after training {run} ({training['seconds']:.0f} s)", training["rss"])
+            for run, training in enumerate(figures["trainings"], 1)]
+    for label, resident in [*rows, (f"after {args.classifies} classifies", figures["end"])]:
+        print(f"  {label:62s} {resident:8.0f} MB   {resident - start:+6.0f} MB over start-up")
+    return [Check(f"RSS after {args.trainings} trainings and {args.classifies} classifies, over start-up",
+                  figures["end"] - start, 300)]
+
+
+#: Report sections in the order they run. Each takes the arguments and the 40 MP photos and
+#: returns its checks; a section that needs the running app or the Hub starts it itself.
+SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Path]], list[Check]]] = {
+    "classify": classify_section,
+    "gradcam": gradcam_section,
+    "scorecam": scorecam_section,
+    "training": training_section,
+    # To come, same signature, added here and so to --only:
+    # "flood": a flood of requests against the running app, and classify latency meanwhile;
+    # "hub": the cap on what a Hub pull may download.
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a bundle folder (default: the app's default, the everyday-objects model)")
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS),
+                        help="the sections to run (default: all)")
+    parser.add_argument("--trainings", type=int, default=5)
+    parser.add_argument("--classifies", type=int, default=1000)
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one measurement, in its own process
+    args = parser.parse_args()
+    if args.child:
+        child_main(args.child)
+        return
+
+    from vision.zoo.everyday import default_model
+
+    args.model = (args.model or default_model()).resolve()
+    print(f"model {args.model.name}, {machine()}")
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        photos = make_photos(Path(tmp))
+        sizes = ", ".join(f"{kind} {path.stat().st_size / 1e6:.0f} MB" for kind, path in photos.items())
+        print(f"photos: {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} ({sizes}); peaks over resident memory just before")
+        for name in args.only:
+            print(f"\n{name}")
+            for check in SECTIONS[name](args, photos):
+                print(check.line())
+                failed += check.measured > check.target
+    print(f"\n{'all targets met' if not failed else f'{failed} target(s) missed'}")
+
+
+if __name__ == "__main__":
+    main()
