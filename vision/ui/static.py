@@ -1,15 +1,17 @@
-"""Files served beside the UI: the client-side page at /web and live exports at /exports."""
+"""Routes beside the UI: the client-side page at /web, live exports at /exports, and TF Serving's
+REST API at /v1/models (``vision.ui.serving_rest``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from vision.export.formats import WEB_FILES, WEB_VENDOR
 from vision.export.webpage import WebPage
+from vision.ui.serving_rest import serving_routes
 from vision.ui.session import SessionRegistry
 
 
@@ -55,8 +57,9 @@ class ExportFiles(StaticFiles):
         return await super().get_response(path, scope)
 
 
-def static_routes(page: WebPage, sessions: SessionRegistry) -> list[Mount]:
-    """/web and /exports, for the FastAPI app Gradio creates (``launch(app_kwargs={"routes": ...})``):
-    routes that exist when the app is made answer from the server's first request. Mounted
-    after ``launch`` instead, they answer 404 until then."""
-    return [Mount("/web", WebFiles(page), name="web"), Mount("/exports", ExportFiles(sessions), name="exports")]
+def static_routes(page: WebPage, sessions: SessionRegistry) -> list[BaseRoute]:
+    """/web, /exports and /v1/models, for the FastAPI app Gradio creates (``launch(app_kwargs=
+    {"routes": ...})``): routes that exist when the app is made answer from the server's first
+    request. Mounted after ``launch`` instead, they answer 404 until then."""
+    return [Mount("/web", WebFiles(page), name="web"), Mount("/exports", ExportFiles(sessions), name="exports"),
+            *serving_routes(sessions.config)]

@@ -1,0 +1,257 @@
+"""TF Serving: the SavedModel export answers encoded images the way the library does, and the app
+speaks TF Serving's REST API, called over plain HTTP as TF Serving's documentation shows it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import struct
+import threading
+import urllib.error
+import urllib.request
+import zlib
+from email.message import Message
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pytest
+import skimage
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.protobuf import saved_model_pb2
+
+from vision.bundle.store import load_bundle
+from vision.data.images import input_side, load_image, preprocess
+from vision.data.synthetic import make_shapes
+from vision.export.formats import export
+from vision.export.savedmodel import serving_name
+from vision.models.serving import serving_model
+from vision.runtime.inference import Classifier
+
+from app_server import launch_app
+
+SKIMAGE = Path(skimage.__file__).parent / "data"
+#: Real files of every kind the graph decodes: JPEG, RGB, grey and RGBA PNG, an animated GIF.
+PHOTOS = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
+          *(SKIMAGE / name for name in ("rocket.jpg", "retina.jpg", "chelsea.png", "camera.png", "logo.png",
+                                        "horse.png", "no_time_for_that_tiny.gif"))]
+#: Below the body cap of the app under test (max_file_size="1mb") and the side it decodes at.
+SMALL = [SKIMAGE / "horse.png", SKIMAGE / "no_time_for_that_tiny.gif", SKIMAGE / "rocket.jpg"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle):
+    """A trained bundle with an "unknown" detector: every output exists."""
+    loaded = load_bundle(tiny_bundle)
+    assert loaded.detector is not None
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def served(bundle, tmp_path_factory):
+    """One SavedModel export, loaded as TF Serving would load it."""
+    result = export(bundle, "savedmodel", tmp_path_factory.mktemp("savedmodel") / "out")
+    version = result.path / serving_name(bundle) / "1"
+    return SimpleNamespace(result=result, version=version, loaded=tf.saved_model.load(str(version)))
+
+
+@pytest.fixture(scope="module")
+def app(tiny_bundle, tmp_path_factory):
+    """The app in public mode with uploads capped at 1 MB, serving the bundle as ``shared/tiny``."""
+    models = tmp_path_factory.mktemp("rest") / "models"
+    models.mkdir()
+    shutil.copytree(tiny_bundle, models / "tiny")
+    launched, url = launch_app(models, public=True, max_file_size="1mb")
+    yield SimpleNamespace(app=launched, url=url.rstrip("/"))
+    # The app's start-up threads run TensorFlow; a process that exits under them aborts
+    # ("terminate called without an active exception"), so a short module waits for them.
+    for thread in threading.enumerate():
+        if thread.name in ("warm-explainer", "prepare-web-page"):
+            thread.join(timeout=600)
+    launched.close()
+
+
+def rest(app, path: str, body: object = None, client: str = "10.0.0.1",
+         data: bytes | None = None, method: str | None = None) -> tuple[int, dict, Message]:
+    """One call as TF Serving's REST documentation makes it: JSON in, JSON out. ``client`` is the
+    address a proxy in front of the app would report (uvicorn trusts it from loopback)."""
+    payload = data if data is not None else None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(app.url + path, data=payload, method=method,
+                                     headers={"Content-Type": "application/json", "X-Forwarded-For": client})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read()), response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), error.headers
+
+
+def b64(path: Path) -> dict:
+    return {"b64": base64.b64encode(path.read_bytes()).decode()}
+
+
+def from_bytes(served, paths: list[Path]) -> dict:
+    answers = served.loaded.signatures["serving_default"](image_bytes=tf.constant([p.read_bytes() for p in paths]))
+    return {name: value.numpy() for name, value in answers.items()}
+
+
+def test_the_savedmodel_is_laid_out_for_tf_serving(bundle, served):
+    assert (served.version / "saved_model.pb").is_file()
+    assert (served.version / "variables" / "variables.index").is_file()
+    serving = served.result.metadata["serving"]
+    assert serving["path"] == f"{serving_name(bundle)}/1" and serving["version"] == 1
+    assert set(served.loaded.signatures) == {"serving_default", "preprocessed"}
+    assert served.result.max_abs_diff <= 1e-5 and served.result.top1_agreement == 1.0
+
+
+def test_the_savedmodel_answers_encoded_files_as_the_library_does(bundle, served):
+    """The same files through the library (Pillow decode, then TFLite) and through the SavedModel
+    (bytes decoded, resized and scaled inside the graph): JPEG, grey, transparent and animated."""
+    side = input_side(bundle.preprocessing.size)
+    files = [path for path in PHOTOS if max(load_image(path).shape[:2]) <= side]
+    assert len(files) == len(PHOTOS) - 1  # retina.jpg is larger: next test
+    library = Classifier(bundle)
+    expected = [library.scores(path) for path in files]
+    got = from_bytes(served, files)
+    probabilities = np.stack([p for p, _ in expected])
+    familiarity = np.array([f for _, f in expected])
+    assert np.abs(got["probabilities"] - probabilities).max() <= 1e-5
+    assert np.abs(got["familiarity"] - familiarity).max() <= 1e-5
+    assert [label.decode() for label in got["label"]] == [bundle.labels[i] for i in probabilities.argmax(1)]
+    assert (got["unknown"] == (familiarity < bundle.detector.threshold)).all()
+
+
+def test_the_savedmodel_preprocesses_the_whole_decoded_image(bundle, served):
+    """Inside the graph: the full decode, then ``preprocess``, for every size. (The library first
+    box-filters images larger than ``input_side``, to save memory: 2.6e-5 apart on retina.jpg.)"""
+    model = serving_model(bundle.model, bundle.detector)
+    x = np.stack([np.asarray(preprocess(load_image(path), bundle.preprocessing)) for path in PHOTOS])
+    keras = np.asarray(model(x, training=False)[0])
+    assert np.abs(from_bytes(served, PHOTOS)["probabilities"] - keras).max() <= 1e-5
+
+
+def test_the_float_signature_takes_model_input(bundle, served):
+    images = make_shapes(per_class=2, size=40, seed=3).images
+    x = np.stack([np.asarray(preprocess(image, bundle.preprocessing)) for image in images])
+    got = served.loaded.signatures["preprocessed"](image=tf.constant(x))
+    keras = serving_model(bundle.model, bundle.detector)(x, training=False)
+    assert np.abs(got["probabilities"].numpy() - np.asarray(keras[0])).max() <= 1e-5
+    assert np.abs(got["familiarity"].numpy() - np.asarray(keras[1])[:, 0]).max() <= 1e-5
+
+
+def test_rest_metadata_is_the_exported_signature_defs(app, bundle, served):
+    """What the app announces is what the SavedModel holds, read from its saved_model.pb."""
+    saved = saved_model_pb2.SavedModel.FromString((served.version / "saved_model.pb").read_bytes())
+    real = {name: json_format.MessageToDict(signature, preserving_proto_field_name=True,
+                                            always_print_fields_with_no_presence=True)
+            for name, signature in saved.meta_graphs[0].signature_def.items() if not name.startswith("__")}
+    status, answer, _ = rest(app, "/v1/models/shared/tiny/metadata", client="10.0.1.1")
+    assert status == 200, answer
+    assert answer["model_spec"] == {"name": "shared/tiny", "signature_name": "", "version": "1"}
+    assert answer["metadata"]["signature_def"]["signature_def"] == real
+    assert answer["metadata"]["vision"]["labels"] == bundle.labels
+
+
+def test_rest_status_and_missing_models(app):
+    available = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
+                                           "status": {"error_code": "OK", "error_message": ""}}]}
+    assert rest(app, "/v1/models/shared/tiny", client="10.0.2.1")[:2] == (200, available)
+    assert rest(app, "/v1/models/default/versions/1", client="10.0.2.1")[:2] == (200, available)
+    for path in ("/v1/models/nothing", "/v1/models/shared/tiny/versions/2", "/v1/models/shared/../tiny"):
+        status, answer, _ = rest(app, path, client="10.0.2.1")
+        assert status == 404 and list(answer) == ["error"] and "Servable not found" in answer["error"], path
+
+
+def test_rest_predict_answers_rows_and_columns_like_the_savedmodel(app, bundle, served):
+    expected = from_bytes(served, SMALL)
+    rows = []
+    for path in SMALL:  # one a request: the app under test takes 1 MB a request
+        status, answer, _ = rest(app, "/v1/models/shared/tiny:predict", {"instances": [b64(path)]},
+                                 client="10.0.3.1")
+        assert status == 200, answer
+        rows += answer["predictions"]
+    assert [sorted(row) for row in rows] == [["familiarity", "label", "probabilities", "unknown"]] * len(SMALL)
+    assert np.abs(np.array([row["probabilities"] for row in rows]) - expected["probabilities"]).max() <= 1e-5
+    assert np.abs(np.array([row["familiarity"] for row in rows]) - expected["familiarity"]).max() <= 1e-5
+    assert [row["label"] for row in rows] == [label.decode() for label in expected["label"]]
+    assert [row["unknown"] for row in rows] == expected["unknown"].tolist()
+
+    status, answer, _ = rest(app, "/v1/models/shared/tiny:predict",
+                             {"inputs": {"image_bytes": [b64(path) for path in SMALL[:2]]}}, client="10.0.3.1")
+    assert status == 200, answer
+    assert answer["outputs"] == {name: [row[name] for row in rows[:2]] for name in rows[0]}
+
+    x = np.stack([np.asarray(preprocess(load_image(path), bundle.preprocessing)) for path in SMALL[:2]])
+    status, answer, _ = rest(app, "/v1/models/shared/tiny:predict",
+                             {"signature_name": "preprocessed", "instances": x.tolist()}, client="10.0.3.1")
+    assert status == 200, answer
+    assert np.abs(np.array([row["probabilities"] for row in answer["predictions"]])
+                  - expected["probabilities"][:2]).max() <= 1e-5
+
+
+def test_rest_errors_are_tf_serving_json(app):
+    predict = "/v1/models/default:predict"
+    cases = [(rest(app, predict, data=b"{not json", client="10.0.4.1"), 400, "JSON"),
+             (rest(app, predict, {"instances": [], "inputs": []}, client="10.0.4.1"), 400, "either"),
+             (rest(app, predict, {"instances": ["a plain string"]}, client="10.0.4.1"), 400, "b64"),
+             (rest(app, predict, {"instances": [{"b64": "aGVsbG8="}]}, client="10.0.4.1"), 400, "not an image"),
+             (rest(app, predict, {"instances": [{"b64": "%%%"}]}, client="10.0.4.1"), 400, "base64"),
+             (rest(app, predict, {"signature_name": "x", "instances": [1]}, client="10.0.4.1"), 400, "not found"),
+             (rest(app, predict, {"signature_name": "preprocessed", "instances": [[1, 2]]}, client="10.0.4.1"),
+              400, "shape"),
+             (rest(app, predict, method="GET", client="10.0.4.1"), 405, "POST")]
+    for (status, answer, _), expected_status, says in cases:
+        assert (status, list(answer)) == (expected_status, ["error"]) and says in answer["error"], answer
+
+
+def test_a_sessions_own_model_is_not_reachable(app, tiny_bundle):
+    """A model trained in a session is that session's: REST callers, who carry none, never reach it."""
+    session = app.app.ctx.sessions.get(SimpleNamespace(session_hash="rest-visitor"))
+    folder = session.root / "models" / "tiny"
+    shutil.copytree(tiny_bundle, folder)
+    session.models["mine/tiny"] = folder
+    assert app.app.ctx.catalog.resolve(session, "mine/tiny") == folder  # a real key, for its session
+    image = {"instances": [b64(SMALL[1])]}
+    for status, answer, _ in (rest(app, "/v1/models/mine/tiny", client="10.0.5.1"),
+                              rest(app, "/v1/models/mine/tiny:predict", image, client="10.0.5.1")):
+        assert status == 404 and answer == {"error": "Servable not found for request: Latest(mine/tiny)"}
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small PNG file whose header declares ``width`` x ``height`` pixels (its data is a few bytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_oversize_bodies_images_and_batches_are_refused(app):
+    predict = "/v1/models/default:predict"
+    noise = np.random.default_rng(0).bytes(2 * 1024 * 1024)  # over the 1 MB an upload may be
+    status, answer, _ = rest(app, predict, {"instances": [{"b64": base64.b64encode(noise).decode()}]},
+                             client="10.0.6.1")
+    assert status == 413 and "request body over" in answer["error"]
+    bomb = {"b64": base64.b64encode(_png_claiming(20_000, 20_000)).decode()}
+    status, answer, _ = rest(app, predict, {"instances": [bomb]}, client="10.0.6.2")
+    assert status == 413 and "too large" in answer["error"], answer
+    status, answer, _ = rest(app, predict, {"instances": [b64(SMALL[1])] * 17}, client="10.0.6.3")
+    assert status == 413 and "17 images in one request" in answer["error"], answer
+
+
+def test_each_client_has_its_own_rate_limit(app):
+    statuses, retry = [], None
+    for _ in range(40):
+        status, answer, headers = rest(app, "/v1/models/default", client="10.0.7.1")
+        statuses.append(status)
+        if status == 429:
+            retry = (answer, headers)
+            break
+    assert statuses[0] == 200 and statuses[-1] == 429, statuses
+    answer, headers = retry
+    assert list(answer) == ["error"] and "too many requests" in answer["error"] and int(headers["Retry-After"]) >= 1
+    assert rest(app, "/v1/models/default", client="10.0.7.2")[0] == 200  # another client is not held back

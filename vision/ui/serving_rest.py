@@ -1,0 +1,290 @@
+"""TensorFlow Serving's REST API for the app's models: a client written for TF Serving works
+against the app unchanged.
+
+    GET  /v1/models/<name>[/versions/1]             the model's status
+    GET  /v1/models/<name>[/versions/1]/metadata    its signatures, as TF Serving shows them
+    POST /v1/models/<name>[/versions/1]:predict     {"instances": [...]} or {"inputs": ...}
+
+``<name>`` is a catalog key (``vision.ui.catalog``): ``default`` or ``shared/<folder>``. A REST
+call carries no Gradio session, so a session's own models (``mine/<name>``) are never reachable
+here. The signatures are those of the SavedModel export (``vision.export.savedmodel``):
+``serving_default`` takes encoded images (``{"b64": ...}``), ``preprocessed`` the model input as
+floats; both answer ``probabilities``, ``label`` and, for a model with an "unknown" detector,
+``familiarity`` and ``unknown``. Images are decoded by ``load_image`` (its formats and pixel
+cap) at the size the app's Classify view uses, then run by the app's cached ``Classifier``.
+
+Every request body is capped at what one upload may be (``AppConfig.max_file_size``, as base64).
+In public mode each client host also has a token bucket (one token per image, one per other
+request) and a request holds at most ``ServingLimits.max_instances`` images. Errors are TF
+Serving's ``{"error": "..."}`` and name no server path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gradio.utils import _parse_file_size  # the parser Gradio applies to the same setting
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from vision.data.images import input_side, load_image
+from vision.errors import ImageTooLargeError, ModelNotFoundError, VisionError
+from vision.export.savedmodel import (
+    BYTES_INPUT,
+    BYTES_SIGNATURE,
+    TENSOR_INPUT,
+    TENSOR_SIGNATURE,
+    VERSION,
+    output_names,
+    signature_defs,
+)
+from vision.ui.cache import get_bundle, get_classifier
+from vision.ui.catalog import MINE, Catalog
+from vision.ui.config import AppConfig
+from vision.ui.errors import for_visitor
+from vision.ui.session import Session
+
+log = logging.getLogger("vision.app")
+#: ``<name>[/versions/<n>][/metadata | :<verb>]``: the shortest name that leaves a valid tail.
+_PATH = re.compile(r"^(?P<name>.+?)(?:/versions/(?P<version>[^/:]+))?(?P<verb>/metadata|:[a-z]+)?$")
+#: A REST caller's "session": no models of its own, so ``Catalog.resolve`` finds only shared ones.
+_NO_SESSION = Session(root=Path("/nonexistent"))
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """What one client host may ask of the REST API in public mode."""
+
+    images_per_s: float = 5.0  # the bucket's refill rate; GETs cost one token too
+    burst: int = 20  # the bucket's size
+    max_instances: int = 16  # images in one request
+
+
+class RestError(Exception):
+    """An answer other than 200: its HTTP status and TF Serving's ``{"error": ...}`` text."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.headers = status, headers or {}
+
+
+class TokenBuckets:
+    """One token bucket per key (a client host): ``rate`` tokens a second, at most ``burst``."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 10_000) -> None:
+        self.rate, self.burst, self.max_keys = rate, burst, max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when counted)
+        self._lock = threading.Lock()
+
+    def take(self, key: str, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens from ``key``'s bucket; 0 when granted, else the seconds until
+        they would be (nothing is taken then)."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, then = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+            if tokens < cost:
+                self._buckets[key] = (tokens, now)
+                return (min(cost, self.burst) - tokens) / self.rate
+            if len(self._buckets) >= self.max_keys and key not in self._buckets:
+                self._forget_full(now)
+            self._buckets[key] = (tokens - cost, now)
+            return 0.0
+
+    def _forget_full(self, now: float) -> None:
+        # A bucket that has refilled is the same as no bucket: keeps the map bounded.
+        for key, (tokens, then) in list(self._buckets.items()):
+            if tokens + (now - then) * self.rate >= self.burst:
+                del self._buckets[key]
+
+
+class ServingAPI:
+    """The REST endpoint's handler (one per app)."""
+
+    def __init__(self, config: AppConfig, limits: ServingLimits | None = None) -> None:
+        self.config, self.limits = config, limits or ServingLimits()
+        self.catalog = Catalog(config)
+        self.buckets = TokenBuckets(self.limits.images_per_s, self.limits.burst)
+        upload = _parse_file_size(config.max_file_size)
+        # One upload's worth of image, as base64 (4 characters per 3 bytes), plus the JSON around it.
+        self.max_body = None if upload is None else math.ceil(upload * 4 / 3) + 64 * 1024
+
+    async def handle(self, request: Request) -> JSONResponse:
+        """Answer one request to ``/v1/models/...``."""
+        try:
+            return JSONResponse(await self._answer(request))
+        except RestError as error:
+            shown = for_visitor(str(error))
+            log.debug("visitor sees: %s", shown)
+            return JSONResponse({"error": shown}, status_code=error.status, headers=error.headers)
+        except Exception as error:  # a bug: logged in full, the caller gets its type only
+            log.exception("REST request %s failed", request.url.path)
+            return JSONResponse({"error": f"Something went wrong ({type(error).__name__}); see the server log."},
+                                status_code=500)
+
+    async def _answer(self, request: Request) -> dict[str, Any]:
+        self._charge(request, 1)
+        match = _PATH.match(request.path_params["rest"])
+        if match is None:
+            raise RestError(404, "Malformed request: expected /v1/models/<name>[/versions/<n>][/metadata|:predict]")
+        name, version, verb = match["name"], match["version"], match["verb"] or ""
+        folder = self._resolve(name, version)
+        expected = "POST" if verb.startswith(":") else "GET"
+        if request.method != expected:
+            raise RestError(405, f"use {expected} for {verb or 'the status'} of a model")
+        if verb == "":
+            return {"model_version_status": [{"version": str(VERSION), "state": "AVAILABLE",
+                                              "status": {"error_code": "OK", "error_message": ""}}]}
+        if verb == "/metadata":
+            return self._metadata(name, folder)
+        if verb != ":predict":
+            raise RestError(400, f"this server answers :predict only, not {verb}")
+        payload = await self._json(request)
+        signature, images = self._instances(payload, folder)
+        self._charge(request, len(images) - 1)
+        return await run_in_threadpool(self._predict, folder, signature, images, "instances" in payload)
+
+    def _charge(self, request: Request, cost: int) -> None:
+        if not self.config.public or cost <= 0:
+            return
+        host = request.client.host if request.client else "unknown"
+        wait = self.buckets.take(host, cost)
+        if wait:
+            raise RestError(429, f"too many requests from this client: {self.limits.images_per_s:g} images a "
+                            f"second at most; retry in {wait:.1f} s", {"Retry-After": str(math.ceil(wait))})
+
+    def _resolve(self, name: str, version: str | None) -> Path:
+        not_found = RestError(404, f"Servable not found for request: "
+                                   f"{f'Specific({name[:80]}, {version[:20]})' if version else f'Latest({name[:80]})'}")
+        if name.startswith(MINE) or version not in (None, str(VERSION)):
+            raise not_found
+        try:
+            return self.catalog.resolve(_NO_SESSION, name)
+        except ModelNotFoundError:
+            raise not_found from None
+
+    def _metadata(self, name: str, folder: Path) -> dict[str, Any]:
+        bundle = get_bundle(folder)
+        detector = bundle.info.get("ood")
+        return {"model_spec": {"name": name, "signature_name": "", "version": str(VERSION)},
+                "metadata": {"signature_def": {"signature_def": signature_defs(bundle)},
+                             # Not in TF Serving's answer (clients ignore what they do not know):
+                             # what the outputs mean, so a client needs no other file.
+                             "vision": {"name": bundle.name, "labels": bundle.labels,
+                                        "preprocessing": bundle.preprocessing.to_dict(),
+                                        "unknown": ({k: detector[k] for k in ("method", "threshold")}
+                                                    if detector else None)}}}
+
+    async def _json(self, request: Request) -> Any:
+        declared = request.headers.get("content-length", "")
+        if self.max_body is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise self._too_large()
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if self.max_body is not None and len(body) > self.max_body:
+                raise self._too_large()
+        try:
+            return json.loads(body)  # Python's json takes NaN and Infinity, as TF Serving does
+        except (ValueError, UnicodeDecodeError) as error:
+            raise RestError(400, f"JSON Parse error: {error}") from None
+
+    def _too_large(self) -> RestError:
+        return RestError(413, f"request body over {self.max_body:,} bytes: the limit for one image "
+                              f"({self.config.max_file_size}, base64-encoded)")
+
+    def _instances(self, payload: Any, folder: Path) -> tuple[str, list[Any]]:
+        """The signature asked for, and its input for each instance (bytes or a float array)."""
+        if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
+            raise RestError(400, "the body must be a JSON object with either \"instances\" or \"inputs\"")
+        signature = payload.get("signature_name") or BYTES_SIGNATURE
+        if signature not in (BYTES_SIGNATURE, TENSOR_SIGNATURE):
+            raise RestError(400, f"Serving signature name: \"{str(signature)[:80]}\" not found in signature def; "
+                                 f"choose {BYTES_SIGNATURE} or {TENSOR_SIGNATURE}")
+        input_name = BYTES_INPUT if signature == BYTES_SIGNATURE else TENSOR_INPUT
+        if "instances" in payload:
+            rows = payload["instances"]
+            if not isinstance(rows, list):
+                raise RestError(400, "\"instances\" must be a list, one item per image")
+            # One named input: an item is its value, or an object naming it.
+            values = [row[input_name] if isinstance(row, dict) and input_name in row else row for row in rows]
+        else:
+            column = payload["inputs"]
+            values = column[input_name] if isinstance(column, dict) and input_name in column else column
+            if not isinstance(values, list):
+                raise RestError(400, "\"inputs\" must be a list, one item per image")
+        if not values:
+            raise RestError(400, "no images in the request")
+        if self.config.public and len(values) > self.limits.max_instances:
+            raise RestError(413, f"{len(values)} images in one request; this server takes {self.limits.max_instances}")
+        if signature == BYTES_SIGNATURE:
+            return signature, [_image_bytes(value, index) for index, value in enumerate(values)]
+        size = (*get_bundle(folder).preprocessing.size, 3)
+        return signature, [_model_input(value, index, size) for index, value in enumerate(values)]
+
+    def _predict(self, folder: Path, signature: str, images: list[Any], rows: bool) -> dict[str, Any]:
+        classifier = get_classifier(folder)
+        if signature == BYTES_SIGNATURE:
+            side = input_side(classifier.preprocessing.size)
+            answers = []
+            for index, data in enumerate(images):
+                try:
+                    pixels = load_image(data, max_side=side)  # decoded as the Classify view does
+                except VisionError as error:
+                    status = 413 if isinstance(error, ImageTooLargeError) else 400
+                    raise RestError(status, f"instance {index}: {error}") from None
+                answers.append(classifier.scores(pixels))
+            probabilities = np.stack([p for p, _ in answers])
+            familiarity = None if answers[0][1] is None else np.array([f for _, f in answers], np.float32)
+        else:
+            # The compiled Keras path, which takes model input as it is (TFLite's has preprocessing built in).
+            probabilities, familiarity = classifier._batch_scores(np.stack(images))
+        outputs: dict[str, Any] = {"probabilities": probabilities.tolist(),
+                                   "label": [classifier.labels[i] for i in probabilities.argmax(axis=1)]}
+        if familiarity is not None:
+            outputs.update(familiarity=familiarity.tolist(),
+                           unknown=(familiarity < classifier.detector.threshold).tolist())
+        outputs = {name: outputs[name] for name in output_names(classifier.bundle) if name in outputs}
+        if rows:
+            return {"predictions": [dict(zip(outputs, values)) for values in zip(*outputs.values())]}
+        return {"outputs": outputs}
+
+
+def _image_bytes(value: Any, index: int) -> bytes:
+    if not (isinstance(value, dict) and isinstance(value.get("b64"), str)):
+        raise RestError(400, f"instance {index}: send each image as {{\"b64\": \"<base64 of the file>\"}} "
+                             f"(or model input with \"signature_name\": \"{TENSOR_SIGNATURE}\")")
+    text = value["b64"].translate(str.maketrans("-_", "+/"))  # the web-safe alphabet too
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise RestError(400, f"instance {index}: \"b64\" is not valid base64") from None
+
+
+def _model_input(value: Any, index: int, size: tuple[int, int, int]) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.shape != size:
+        raise RestError(400, f"instance {index}: expected the model input, numbers of shape {list(size)}")
+    return array
+
+
+def serving_routes(config: AppConfig, limits: ServingLimits | None = None) -> list[Route]:
+    """The routes of TF Serving's REST API, for the FastAPI app Gradio creates (see ``static_routes``)."""
+    api = ServingAPI(config, limits)
+    return [Route("/v1/models/{rest:path}", api.handle, methods=["GET", "POST"], name="tf-serving")]
