@@ -21,6 +21,7 @@ import pytest
 import skimage
 import tensorflow as tf
 from google.protobuf import json_format
+from PIL import Image
 from tensorflow.core.protobuf import saved_model_pb2
 
 from vision.bundle.store import load_bundle
@@ -106,12 +107,25 @@ def test_the_savedmodel_is_laid_out_for_tf_serving(bundle, served):
     assert served.result.max_abs_diff <= 1e-5 and served.result.top1_agreement == 1.0
 
 
-def test_the_savedmodel_answers_encoded_files_as_the_library_does(bundle, served):
+def _translucent(folder: Path) -> list[Path]:
+    """chelsea.png fading out (colour and grey), its colours kept under the transparency: the
+    package's RGBA files are white where transparent, so flattening them onto white changes nothing."""
+    pixels = load_image(SKIMAGE / "chelsea.png")
+    alpha = np.linspace(0, 255, pixels.shape[1]).astype(np.uint8)[None, :].repeat(pixels.shape[0], axis=0)
+    made = []
+    for mode, channels in (("RGBA", pixels), ("LA", pixels[..., :1])):
+        path = folder / f"chelsea-{mode}.png"
+        Image.fromarray(np.dstack([channels, alpha])).save(path)  # (H, W, 4): RGBA, (H, W, 2): LA
+        made.append(path)
+    return made
+
+
+def test_the_savedmodel_answers_encoded_files_as_the_library_does(bundle, served, tmp_path):
     """The same files through the library (Pillow decode, then TFLite) and through the SavedModel
     (bytes decoded, resized and scaled inside the graph): JPEG, grey, transparent and animated."""
     side = input_side(bundle.preprocessing.size)
-    files = [path for path in PHOTOS if max(load_image(path).shape[:2]) <= side]
-    assert len(files) == len(PHOTOS) - 1  # retina.jpg is larger: next test
+    files = [path for path in PHOTOS if max(load_image(path).shape[:2]) <= side] + _translucent(tmp_path)
+    assert len(files) == len(PHOTOS) + 1  # retina.jpg is larger: next test
     library = Classifier(bundle)
     expected = [library.scores(path) for path in files]
     got = from_bytes(served, files)
