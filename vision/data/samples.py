@@ -9,7 +9,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from vision.data.images import ImageSource, load_image
@@ -55,21 +54,13 @@ class SampleCollection:
         name = self._check_name(name)
         if self.classes().get(name, 0) + len(images) > MAX_SAMPLES_PER_CLASS:
             raise DatasetError(f"class '{name}' would exceed {MAX_SAMPLES_PER_CLASS} samples")
-        # All or nothing: every image is checked before anything is written. One full-size
-        # decode at a time; what is kept is downscaled to ``max_side`` when that is set.
-        pixels = [self._shrink(load_image(image)) for image in images]
+        # All or nothing: every image is checked before anything is written. Decoded already
+        # downscaled to ``max_side`` when that is set: a 40 MP upload is never held at full size.
+        pixels = [load_image(image, max_side=self.max_side) for image in images]
         folder = self.root / self.add_class(name)
         for array in pixels:
             Image.fromarray(array).save(folder / f"{uuid.uuid4().hex[:12]}.png")
         return len(pixels)
-
-    def _shrink(self, pixels: np.ndarray) -> np.ndarray:
-        height, width = pixels.shape[:2]
-        if self.max_side is None or max(height, width) <= self.max_side:
-            return pixels
-        scale = self.max_side / max(height, width)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
 
     def remove_class(self, name: str) -> None:
         if not _CLASS_NAME.match(name or ""):  # never a path: "..", "a/b" are refused

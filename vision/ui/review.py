@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vision.data.images import load_image
+from vision.data.images import DISPLAY_SIDE, load_image
 from vision.explain.overlay import overlay
 from vision.ui.cache import get_explainer
 
@@ -61,7 +61,7 @@ class Mistakes:
         explainer = get_explainer(self.model)
         tiles = []
         for i in chosen[:limit]:
-            pixels = load_image(self.sources[i])
+            pixels = load_image(self.sources[i], max_side=DISPLAY_SIDE)
             heatmap = explainer.explain(pixels, target=int(self.y_pred[i])).heatmap
             caption = (f"true {self.class_names[self.y_true[i]]} → predicted "
                        f"{self.class_names[self.y_pred[i]]} ({self.confidence[i]:.2f}); right: why")
@@ -93,12 +93,12 @@ def issue_gallery(audit: Any, limit: int = 24) -> list[tuple[np.ndarray, str]]:
     tiles = []
     for issue in audit.label_issues[:limit]:
         caption = f"labelled {issue.given}, looks like {issue.suggested} (label quality {issue.score:.2f})"
-        tiles.append((captioned(side_by_side(load_image(issue.source)), caption), caption))
+        tiles.append((captioned(side_by_side(load_image(issue.source, max_side=DISPLAY_SIDE)), caption), caption))
     for group in audit.duplicates[: max(0, limit - len(tiles))]:
         caption = (f"{'same image in train and validation' if group.leak else 'near-duplicates'}: "
                    f"{len(group.sources)} images")
-        tiles.append((captioned(side_by_side(*(load_image(source) for source in group.sources[:3])), caption),
-                      caption))
+        shown = (load_image(source, max_side=DISPLAY_SIDE) for source in group.sources[:3])
+        tiles.append((captioned(side_by_side(*shown), caption), caption))
     return tiles
 
 
