@@ -24,6 +24,9 @@ from vision.ui.layout import build_blocks
 from vision.ui.static import static_routes
 from vision.zoo.everyday import ensure_everyday_bundle
 
+#: How long ``close`` waits for the explainer's warm-up (the everyday model's takes seconds).
+WARM_UP_TIMEOUT_S = 120.0
+
 
 class VisionApp:
     """A built app: its Blocks, its sessions, and a ``close`` that removes every file it made."""
@@ -38,6 +41,7 @@ class VisionApp:
         # visitor does not wait for it (its TFLite conversion is cached on disk after the first run).
         get_classifier(config.default_model)
         self.demo = build_blocks(self.ctx)
+        self._warming: threading.Thread | None = None
 
     def launch(self, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kwargs: Any) -> str:
         """Start serving without blocking; returns the local URL."""
@@ -55,8 +59,9 @@ class VisionApp:
                          prevent_thread_lock=True, run_history=False, app_kwargs=app_kwargs, **kwargs)
         # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
         # build it once the server is up, so classification answers first and start-up stays short.
-        threading.Thread(target=_warm_explainer, args=(self.config.default_model,), name="warm-explainer",
-                         daemon=True).start()
+        self._warming = threading.Thread(target=_warm_explainer, args=(self.config.default_model,),
+                                         name="warm-explainer", daemon=True)
+        self._warming.start()
         return self.demo.local_url
 
     def close(self) -> None:
@@ -65,6 +70,10 @@ class VisionApp:
             self.demo.close()
         finally:
             self.ctx.sessions.close_all()
+            # A process that exits while TensorFlow is still building the explainer in that
+            # thread aborts ("FATAL: exception not rethrown"): let it finish first.
+            if self._warming is not None:
+                self._warming.join(WARM_UP_TIMEOUT_S)
 
 
 def _warm_explainer(model: Any) -> None:
