@@ -28,6 +28,7 @@ from vision.bundle.store import load_bundle
 from vision.data.images import input_side, load_image, preprocess
 from vision.data.synthetic import make_shapes
 from vision.export.formats import export
+from vision.export.graph_decode import decode
 from vision.export.savedmodel import serving_name
 from vision.models.serving import serving_model
 from vision.runtime.inference import Classifier
@@ -122,10 +123,10 @@ def _translucent(folder: Path) -> list[Path]:
 
 def test_the_savedmodel_answers_encoded_files_as_the_library_does(bundle, served, tmp_path):
     """The same files through the library (Pillow decode, then TFLite) and through the SavedModel
-    (bytes decoded, resized and scaled inside the graph): JPEG, grey, transparent and animated."""
-    side = input_side(bundle.preprocessing.size)
-    files = [path for path in PHOTOS if max(load_image(path).shape[:2]) <= side] + _translucent(tmp_path)
-    assert len(files) == len(PHOTOS) + 1  # retina.jpg is larger: next test
+    (bytes decoded, reduced, resized and scaled inside the graph): JPEG, grey, transparent,
+    animated, and retina.jpg, larger than the side both decode at."""
+    files = PHOTOS + _translucent(tmp_path)
+    assert max(load_image(SKIMAGE / "retina.jpg").shape) > input_side(bundle.preprocessing.size)
     library = Classifier(bundle)
     expected = [library.scores(path) for path in files]
     got = from_bytes(served, files)
@@ -137,13 +138,15 @@ def test_the_savedmodel_answers_encoded_files_as_the_library_does(bundle, served
     assert (got["unknown"] == (familiarity < bundle.detector.threshold)).all()
 
 
-def test_the_savedmodel_preprocesses_the_whole_decoded_image(bundle, served):
-    """Inside the graph: the full decode, then ``preprocess``, for every size. (The library first
-    box-filters images larger than ``input_side``, to save memory: 2.6e-5 apart on retina.jpg.)"""
-    model = serving_model(bundle.model, bundle.detector)
-    x = np.stack([np.asarray(preprocess(load_image(path), bundle.preprocessing)) for path in PHOTOS])
-    keras = np.asarray(model(x, training=False)[0])
-    assert np.abs(from_bytes(served, PHOTOS)["probabilities"] - keras).max() <= 1e-5
+@pytest.mark.parametrize("name, side", [("retina.jpg", 300), ("retina.jpg", 1024), ("chelsea-RGBA.png", 200),
+                                        ("chelsea-LA.png", 200), ("camera.png", 100)])
+def test_the_graph_decodes_the_pixels_load_image_gives(tmp_path, name, side):
+    """Pixel for pixel, down to Pillow's reductions: a JPEG decoded at 1/4 scale (retina at 300 px)
+    then box-filtered, a box filter alone, and on premultiplied alpha."""
+    made = {path.name: path for path in _translucent(tmp_path)}
+    path = made.get(name, SKIMAGE / name)
+    expected = load_image(path, max_side=side)
+    np.testing.assert_array_equal(decode(tf.constant(path.read_bytes()), side).numpy(), expected)
 
 
 def test_the_float_signature_takes_model_input(bundle, served):

@@ -3,15 +3,14 @@
 ``export_for_serving`` writes ``<folder>/<model name>/<version>/`` (``saved_model.pb`` and
 ``variables/``), the layout ``tensorflow_model_server --model_base_path=<folder>/<model name>``
 loads. Its ``serving_default`` signature takes a batch of encoded images (``tf.string``: what a
-REST client sends as ``{"instances": [{"b64": ...}]}``), decodes, resizes and scales them inside
-the graph with ``vision.data.images.preprocess`` itself, and returns the probabilities, the top
-label, and the "unknown" detector's familiarity and verdict. A second signature,
+REST client sends as ``{"instances": [{"b64": ...}]}``), decodes them inside the graph to the
+pixels ``load_image`` gives the library (``vision.export.graph_decode``: large images reduced to
+``input_side`` as Pillow reduces them), resizes and scales them with
+``vision.data.images.preprocess`` itself, and returns the probabilities, the top label, and the
+"unknown" detector's familiarity and verdict. A second signature,
 ``preprocessed``, takes the model input as floats. ``signature_defs`` describes both the way TF
 Serving's metadata API does, so the app's REST routes (``vision.ui.serving_rest``) can announce
 exactly what this export answers.
-
-Decoding differs from ``vision.data.images.load_image`` in what TensorFlow's decoders cannot
-do: JPEG, PNG, GIF and BMP only (no WebP or TIFF in TF 2.19), and no EXIF orientation.
 """
 
 from __future__ import annotations
@@ -24,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from vision.bundle.store import Bundle
-from vision.data.images import preprocess
+from vision.data.images import input_side, preprocess
+from vision.export.graph_decode import decode
 
 #: The version folder TF Serving loads (it serves the highest number it finds).
 VERSION = 1
@@ -88,7 +88,8 @@ def export_for_serving(model: Any, bundle: Bundle, folder: Path, images: list[np
 
     def from_bytes(encoded: Any) -> dict[str, Any]:
         height, width = spec.size
-        inputs = tf.map_fn(lambda data: preprocess(decoded(data), spec), encoded,
+        side = input_side(spec.size)  # the library's Classifier decodes at this size too
+        inputs = tf.map_fn(lambda data: preprocess(decode(data, side), spec), encoded,
                            fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
         return answer(inputs)
 
@@ -108,24 +109,6 @@ def export_for_serving(model: Any, bundle: Bundle, folder: Path, images: list[np
     answers = [loaded.signatures[BYTES_SIGNATURE](**{BYTES_INPUT: encoded}),
                loaded.signatures[TENSOR_SIGNATURE](**{TENSOR_INPUT: floats})]
     return [_as_model_outputs(found, names) for found in answers]
-
-
-def decoded(data: Any) -> Any:
-    """One encoded image (a scalar ``tf.string``) as RGB uint8 (H, W, 3), in graph ops, the way
-    ``load_image`` turns it into pixels: grey repeated into three channels, transparency flattened
-    onto white, the first frame of a GIF."""
-    import tensorflow as tf
-
-    # JPEG with libjpeg's accurate integer DCT, as Pillow decodes it (TF's default, the fast DCT,
-    # moved pixels by up to 11 levels on the package photos).
-    pixels = tf.cast(tf.cond(tf.io.is_jpeg(data),
-                             lambda: tf.io.decode_jpeg(data, dct_method="INTEGER_ACCURATE"),
-                             lambda: tf.io.decode_image(data, expand_animations=False)), tf.float32)
-    channels = tf.shape(pixels)[-1]
-    colour = tf.cond(channels >= 3, lambda: pixels[..., :3], lambda: tf.tile(pixels[..., :1], [1, 1, 3]))
-    # Two or four channels: the last one is alpha.
-    alpha = tf.cond(channels % 2 == 0, lambda: pixels[..., -1:] / 255.0, lambda: tf.ones_like(pixels[..., :1]))
-    return tf.cast(tf.round(colour * alpha + 255.0 * (1.0 - alpha)), tf.uint8)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
