@@ -90,8 +90,8 @@ def test_tflite_export_runs_on_its_own(bundle, tmp_path):
 
 
 def test_bad_requests_fail_clearly_and_write_nothing(bundle, tmp_path):
-    with pytest.raises(ExportError, match="unknown export format 'onnx'"):
-        export(bundle, "onnx", tmp_path / "x")
+    with pytest.raises(ExportError, match="unknown export format 'coreml'"):
+        export(bundle, "coreml", tmp_path / "x")
     with pytest.raises(ExportError, match="cannot be quantized as 'int4'; choose: float16, uint8"):
         export(bundle, "tfjs", tmp_path / "x", quantize="int4")
     (tmp_path / "taken").mkdir()

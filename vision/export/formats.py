@@ -36,8 +36,10 @@ from vision.data.photos import photographed_at, probe_photos
 from vision.data.synthetic import make_shapes
 from vision.defaults import REPO
 from vision.errors import ExportError, VisionError  # noqa: F401  (ExportError re-exported)
+from vision.export.int8 import DEFAULT_METHOD, FULL_INTEGER, export_full_integer
 from vision.export.onnx import ONNX_FILE, export_onnx, write_metadata_props
 from vision.export.options import FORMATS, QUANTIZATIONS
+from vision.export.parity import parity_record, write_parity
 from vision.export.savedmodel import export_for_serving, serving_metadata
 from vision.export.webweights import quantize_graph_model, uint8_kernels
 from vision.models.heads import LOGITS_LAYER, OUTPUT_LAYER
@@ -73,10 +75,13 @@ class ExportResult:
     top1_agreement: float
     checked_images: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Agreement, size and latency on this server, as in ``parity.json`` (``vision.export.parity``).
+    parity: dict[str, Any] = field(default_factory=dict)
 
 
 def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = None,
-           images: list[np.ndarray] | None = None, overwrite: bool = False, features: bool = False) -> ExportResult:
+           images: list[np.ndarray] | None = None, overwrite: bool = False, features: bool = False,
+           int8_method: str | None = None) -> ExportResult:
     """Export ``bundle`` as ``fmt`` into the folder ``out`` (written atomically).
 
     Args:
@@ -84,6 +89,8 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
             images at the model's input size when None (``probe_images``).
         features: Add the pooled features as an output (the web page trains new heads on
             them in the browser).
+        int8_method: For TFLite's full-integer quantizations: ``"ptq"`` or ``"qat"``
+            (``vision.export.int8``); its ``DEFAULT_METHOD`` when None.
 
     Raises:
         ExportError: unknown format or quantization, an existing ``out``, a failed
@@ -105,6 +112,7 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
     expected = _joined(model(inputs, training=False), classes)
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
+    full_integer = None
     try:
         if fmt == "savedmodel":
             # TF Serving's layout. Both signatures (encoded images, float tensors) are held to
@@ -114,12 +122,19 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
         elif fmt == "onnx":
             predicted = _joined(export_onnx(model, staging / ONNX_FILE, inputs, bundle.detector is not None,
                                             features), classes)
+        elif fmt == "tflite" and quantize in FULL_INTEGER:
+            outputs, full_integer = export_full_integer(bundle, staging, inputs, quantize, features,
+                                                        int8_method or DEFAULT_METHOD)
+            predicted = _joined(outputs, classes)
         elif fmt == "tflite":
             predicted = _export_tflite(model, staging, inputs, quantize, classes)
         else:
             predicted = _export_tfjs(model, staging, inputs, quantize, bundle.model, classes)
         result = _verify(fmt, quantize, expected, predicted, classes)
         metadata = export_metadata(bundle, fmt, quantize, result)
+        if full_integer:  # the input and output tensors' dtype, scale and zero point
+            metadata["input"]["dtype"] = full_integer["input"]["dtype"]
+            metadata["full_integer"] = full_integer
         if features:
             size = int(bundle.model.get_layer(LOGITS_LAYER).input.shape[-1])
             metadata["features"] = {"output": "features", "size": size}
@@ -128,15 +143,16 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
         elif fmt == "onnx":  # inside the model too: an ONNX user needs no other file
             write_metadata_props(staging / ONNX_FILE, metadata)
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        parity = parity_record(fmt, quantize, staging, result, metadata, inputs[0])
+        write_parity(staging, parity)
         if out.exists():
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != "metadata.json")
-    return ExportResult(out, fmt, quantize, size, result["max_abs_diff"], result["top1_agreement"],
-                        len(images), metadata)
+    return ExportResult(out, fmt, quantize, parity["size_bytes"], result["max_abs_diff"], result["top1_agreement"],
+                        len(images), metadata, parity)
 
 
 def probe_images(bundle: Bundle, count: int = 16, seed: int = 0) -> list[np.ndarray]:
@@ -182,6 +198,8 @@ def _joined(outputs: Any, classes: int) -> np.ndarray:
 def _verify(fmt: str, quantize: str | None, expected: np.ndarray, predicted: np.ndarray,
             classes: int) -> dict[str, Any]:
     diff = float(np.abs(expected - predicted).max())
+    # The probabilities alone: a quantized familiarity (a logit) moves by more, in other units.
+    dp = float(np.abs(expected[:, :classes] - predicted[:, :classes]).max())
     agreement = float(np.mean(expected[:, :classes].argmax(1) == predicted[:, :classes].argmax(1)))
     if quantize is None and diff > FP32_TOLERANCE:
         raise ExportError(f"the {fmt} export differs from Keras by {diff:.2e} (limit {FP32_TOLERANCE:g})")
@@ -196,7 +214,7 @@ def _verify(fmt: str, quantize: str | None, expected: np.ndarray, predicted: np.
     else:
         checked_with = {"savedmodel": "the exported saved model's two signatures, images sent PNG-encoded",
                         "onnx": "the exported onnx model in ONNX Runtime"}.get(fmt, "the saved model the graph runs")
-    return {"max_abs_diff": diff, "top1_agreement": agreement, "images": int(len(expected)),
+    return {"max_abs_diff": diff, "max_abs_dp": dp, "top1_agreement": agreement, "images": int(len(expected)),
             "checked_with": checked_with}
 
 

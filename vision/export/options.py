@@ -4,8 +4,11 @@ list these, ``vision.export.formats`` makes them."""
 from __future__ import annotations
 
 FORMATS = ("tfjs", "tflite", "savedmodel", "onnx")
-#: Per format, the weight quantizations it takes (None: float32, as trained).
-QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"), "tflite": (None, "float16", "dynamic"),
+#: Per format, the quantizations it takes (None: float32, as trained). TFLite's "int8*" are full
+#: integer (weights and activations, ``vision.export.int8``): "int8" keeps float32 input and
+#: output, "int8-io" has int8 input and output tensors, "int8-uint8-io" uint8 ones.
+QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"),
+                 "tflite": (None, "float16", "dynamic", "int8", "int8-io", "int8-uint8-io"),
                  "savedmodel": (None,), "onnx": (None,)}
 
 

@@ -1,0 +1,261 @@
+"""Full-integer TFLite: int8 weights *and* activations, for CPUs' int8 kernels, NPUs and edge
+accelerators (Coral's Edge TPU, microcontrollers) that run no float.
+
+Quantizations (``vision.export.options.QUANTIZATIONS["tflite"]``)::
+
+    int8           int8 inside; float32 input and output: a drop-in for the float flatbuffer
+                   (the converter adds the quantize / dequantize ops at the ends)
+    int8-io        int8 input and output tensors (TFLite Micro, most NPUs)
+    int8-uint8-io  uint8 input and output tensors (the Edge TPU, Teachable Machine's model.tflite)
+
+Activation ranges are calibrated on a representative dataset (``calibration_images``): the
+bundle's own training images where ``vision.json`` records where they are, else photos that
+ship with the installed packages (the everyday-objects model's case: its training set is
+ImageNet). Those are never the images the export is checked on (``formats.probe_images``) nor
+those the benchmarks score: the check stays held out.
+
+Preprocessing is not compiled in: the flatbuffer takes the model's fixed-size input, as the
+float one does. Resizing and a float scale are what an int8 accelerator cannot do, and the
+calibration spans every pixel value from 0 to 255, so for the ``-io`` variants the quantized
+input *is* the resized pixel (``q = pixel`` for uint8, ``q = pixel - 128`` for int8 on the
+models here); ``metadata.json`` states the scale, zero point and that pixel mapping.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vision.bundle.store import Bundle
+from vision.data.datasets import load_dataset
+from vision.data.images import load_image, preprocess
+from vision.data.photos import photographed_at, with_crops
+from vision.defaults import REPO
+from vision.errors import ExportError, VisionError
+from vision.export.weight_rounding import bias_corrected
+from vision.models.heads import OUTPUT_LAYER
+
+log = logging.getLogger(__name__)
+# The converter warns on every int8-input conversion that no input statistics were given: the
+# representative dataset gives them. One process-wide filter, set once (catch_warnings around
+# each conversion would race between threads).
+warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected", category=UserWarning)
+
+#: Quantization name -> the dtype of the flatbuffer's input and output tensors.
+FULL_INTEGER = {"int8": "float32", "int8-io": "int8", "int8-uint8-io": "uint8"}
+#: How many calibration images: TFLite's guidance is ~100-500; ranges settle well before 100
+#: on the models here, and the everyday model calibrates in ~3 s per 100.
+CALIBRATION_IMAGES = 96
+#: "ptq" calibrates the trained weights; "qat" first fine-tunes them with simulated int8
+#: (``vision.training.qat``) on the calibration images. See README "Full-integer TFLite".
+DEFAULT_METHOD = "ptq"
+METHODS = ("ptq", "qat")
+#: Real colour photos inside installed packages that neither the export check
+#: (``PROBE_PHOTOS``) nor the benchmarks (``example_photos``) use: the calibration set of a
+#: bundle whose training images are not on this machine. Grey micrographs and the moon were
+#: tried too; colour photos are what the models here see.
+CALIBRATION_PHOTOS = ("skimage:motorcycle_right.png", "sklearn:china.jpg", "sklearn:flower.jpg")
+
+def io_dtype(quantize: str) -> str:
+    """The input/output dtype of a full-integer quantization name (``FULL_INTEGER``)."""
+    return FULL_INTEGER[quantize]
+
+
+def calibration_images(bundle: Bundle, count: int = CALIBRATION_IMAGES, seed: int = 0) -> tuple[list[np.ndarray], str]:
+    """Representative uint8 RGB images at the model's size, and where they came from.
+
+    The bundle's training split when ``vision.json`` records a source that is here (a folder,
+    or ``synth:N``), ``count`` of them spread evenly over the classes; otherwise package
+    photos (``CALIBRATION_PHOTOS``) and random crops of them. The first image gets one black
+    and one white pixel, so the input's range is exactly 0..255 and the quantized input is
+    the pixel itself (one pixel moves no activation range measurably).
+    """
+    size = bundle.preprocessing.size
+    source = str((bundle.info.get("dataset") or {}).get("source") or "")
+    images, described = _training_images(source, count, seed), f"{count} training images ({source})"
+    if images is None:
+        photos = package_photos(CALIBRATION_PHOTOS)
+        crops = max(0, -(-count // max(len(photos), 1)) - 1)
+        images = with_crops(photos, crops, seed)[:count]
+        described = f"{len(images)} package photos and crops of them (the training images are not here)"
+    images = [photographed_at(image, size) if image.shape[:2] != tuple(size) else image for image in images]
+    first = images[0].copy()
+    first[0, 0], first[-1, -1] = 0, 255
+    return [first, *images[1:]], described
+
+
+def package_photos(names: tuple[str, ...]) -> list[Path]:
+    """``"skimage:<file>"`` / ``"sklearn:<file>"`` names as paths to the photos those
+    packages ship; the ones missing here are left out."""
+    roots = {}
+    try:
+        import skimage
+
+        roots["skimage"] = Path(skimage.__file__).parent / "data"
+    except ImportError:
+        pass
+    try:
+        import sklearn
+
+        roots["sklearn"] = Path(sklearn.__file__).parent / "datasets" / "images"
+    except ImportError:
+        pass
+    paths = [roots[package] / file for package, file in (name.split(":", 1) for name in names) if package in roots]
+    return [path for path in paths if path.is_file()]
+
+
+def _training_images(source: str, count: int, seed: int) -> list[np.ndarray] | None:
+    """Up to ``count`` training images of a recorded dataset source, classes taking turns;
+    None when it is not here (a deleted folder, a zip, a Keras dataset needing a download)."""
+    folder = next((p for p in (Path(source), REPO / source) if source and p.is_dir()), None)
+    if not source.startswith("synth") and folder is None:
+        return None
+    try:
+        split = load_dataset(folder or source, seed=seed).train
+    except (VisionError, OSError) as error:
+        log.info("calibrating on package photos: the training images at %s cannot be read (%s)", source, error)
+        return None
+    # Round robin over the classes, so a small count still sees every class.
+    seen: dict[int, int] = {}
+    turn = [seen.__setitem__(label, seen.get(label, -1) + 1) or seen[label] for label in split.labels.tolist()]
+    order = np.argsort(turn, kind="stable")
+    sources = split.sources()
+    return [load_image(sources[i]) for i in order[:count]]
+
+
+def convert(model: Any, calibration: np.ndarray, io: str = "float32") -> bytes:
+    """A full-integer TFLite flatbuffer of ``model`` (batch size 1).
+
+    Args:
+        model: A Keras model with a fixed (H, W, C) float input.
+        calibration: Representative model inputs (preprocessed), (N, H, W, C) float32.
+        io: The input and output tensors' dtype: ``"float32"``, ``"int8"`` or ``"uint8"``.
+
+    Raises:
+        ExportError: an op has no int8 kernel in TFLite (the converter names it).
+    """
+    import tensorflow as tf  # lazy, as in vision.runtime.tflite
+
+    from vision.runtime.tflite import _keras_messages_to_log
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x[None]] for x in calibration.astype(np.float32))
+    # Int8 builtins only: an op without an int8 kernel fails the conversion instead of
+    # silently staying float.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if io != "float32":
+        converter.inference_input_type = converter.inference_output_type = tf.as_dtype(io)
+    try:
+        with _keras_messages_to_log():
+            return converter.convert()
+    except Exception as error:  # the converter raises several kinds (ConverterError, ValueError, ...)
+        raise ExportError(f"full-integer TFLite conversion failed ({type(error).__name__}): "
+                          f"{str(error).splitlines()[0] if str(error) else 'no reason given'}") from None
+
+
+def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Model input ``x`` (float, preprocessed) as the interpreter input ``detail`` takes it."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return x.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    limits = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), limits.min, limits.max).astype(dtype)
+
+
+def dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """An interpreter output as float32 (``(q - zero_point) * scale`` for an integer tensor)."""
+    if np.dtype(detail["dtype"]) == np.float32:
+        return y
+    scale, zero_point = detail["quantization"]
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def run(runner: Any, inputs: np.ndarray) -> list[np.ndarray]:
+    """Float model inputs through a ``vision.runtime.tflite.TFLiteRunner`` of a full-integer
+    flatbuffer, whatever its I/O dtype: quantized on the way in, dequantized on the way out."""
+    interpreter = runner.interpreter
+    inputs = quantize_input(inputs, interpreter.get_input_details()[0])
+    return [dequantize(y, detail) for y, detail in zip(runner.batch(inputs), interpreter.get_output_details())]
+
+
+def io_metadata(interpreter: Any, preprocessing: Any, classes: int) -> dict[str, Any]:
+    """What a runtime needs to feed and read the flatbuffer: the input's and each output's
+    dtype, scale and zero point (outputs in the interpreter's order, named as in
+    ``metadata.json``), and how a resized pixel becomes the quantized input."""
+
+    def described(detail: dict[str, Any]) -> dict[str, Any]:
+        width = int(detail["shape"][-1])
+        entry: dict[str, Any] = {"dtype": np.dtype(detail["dtype"]).name,
+                                 "output": OUTPUT_LAYER if width == classes else "familiarity" if width == 1
+                                 else "features"}
+        if entry["dtype"] != "float32":
+            scale, zero_point = detail["quantization"]
+            entry.update(scale=float(scale), zero_point=int(zero_point), real_value="(q - zero_point) * scale")
+        return entry
+
+    source = described(interpreter.get_input_details()[0])
+    source.pop("output")
+    if source["dtype"] != "float32":
+        # pixel * p_scale + p_offset = (q - zero_point) * scale  =>  q = pixel * ratio + shift
+        ratio = preprocessing.scale / source["scale"]
+        shift = preprocessing.offset / source["scale"] + source["zero_point"]
+        exact = abs(ratio - 1) < 1e-4 and abs(shift - round(shift)) < 1e-3
+        offset = round(shift)
+        if not exact:
+            source["from_pixels"] = f"q = round(pixel * {ratio:.6g} + {shift:.6g})"
+        else:
+            source["from_pixels"] = f"q = pixel {'+' if offset > 0 else '-'} {abs(offset)}" if offset else "q = pixel"
+        source["pixels_exact"] = exact
+    return {"input": source, "outputs": [described(d) for d in interpreter.get_output_details()]}
+
+
+def int8_ready(model: Any, calibration: np.ndarray, method: str = DEFAULT_METHOD) -> Any:
+    """A float copy of the classifier ``model`` prepared for a full-integer conversion: bias
+    corrected for the int8 weight grid (``"ptq"``), then fine-tuned quantization-aware
+    (``"qat"``, ``vision.training.qat``). ``model`` itself is left as it is."""
+    if method not in METHODS:
+        raise ExportError(f"unknown int8 method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method == "qat":
+        from vision.training.qat import fine_tune  # lazy: only QAT pays for the training loop
+
+        return fine_tune(model, calibration).model
+    return bias_corrected(model, calibration)
+
+
+def export_full_integer(bundle: Bundle, folder: Path, inputs: np.ndarray, quantize: str, features: bool = False,
+                        method: str = DEFAULT_METHOD) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Write ``folder/model.tflite``, the full-integer serving model of ``bundle``, and run
+    ``inputs`` (preprocessed check images) through it.
+
+    Args:
+        quantize: A ``FULL_INTEGER`` name.
+        features: Add the pooled features as an output (``serving_model``).
+        method: ``"ptq"`` or ``"qat"`` (``int8_ready``).
+
+    Returns:
+        The outputs (dequantized, in the interpreter's order) and what ``metadata.json`` adds
+        under ``full_integer``: the I/O tensors' dtypes, scales and zero points, the
+        calibration set and the method.
+    """
+    from vision.models.serving import serving_model
+    from vision.runtime.tflite import TFLiteRunner
+
+    started = time.perf_counter()
+    images, source = calibration_images(bundle)
+    calibration = np.asarray(preprocess(np.stack(images), bundle.preprocessing))
+    classifier = int8_ready(bundle.model, calibration, method)
+    model = serving_model(classifier, bundle.detector, features=features)
+    flatbuffer = convert(model, calibration, io_dtype(quantize))
+    (folder / "model.tflite").write_bytes(flatbuffer)
+    runner = TFLiteRunner(flatbuffer)
+    info = {"method": method, "calibration": source, "preprocessing_compiled_in": False,
+            **io_metadata(runner.interpreter, bundle.preprocessing, len(bundle.labels)),
+            "seconds": round(time.perf_counter() - started, 1)}
+    return run(runner, inputs), info

@@ -1,0 +1,219 @@
+"""Quantization-aware fine-tuning for Keras 3, without tensorflow-model-optimization.
+
+tfmot needs Keras 2 and switches the whole process to it when imported; Keras 3 has no QAT
+API. This module simulates what a full-integer TFLite model computes, on the model's own
+layers, and fine-tunes the float weights briefly so the int8 conversion that follows
+(``vision.export.int8``) keeps the float model's answers:
+
+- activations are rounded to 8 bits (``tf.quantization.fake_quant_with_min_max_args``) at
+  every tensor TFLite stores in int8: after each fused conv + batch norm + ReLU, after
+  additions, pooling, the logits and the softmax, with the ranges TFLite's calibration will
+  find (min and max over the same images);
+- each kernel is rounded to TFLite's grid: symmetric int8, one scale per output channel.
+  Batch norm is frozen, so folding it into the kernel (which the converter does) scales each
+  output channel by a constant and the grid is the same; the rounding is applied with the
+  straight-through estimator (the gradient at the rounded weights updates the float ones).
+
+The loss is distillation from the float model itself (its probabilities are the targets of
+the simulated int8 model's logits),
+so no labels are needed and the result stays as close as possible to the model being
+quantized: top-1 agreement with it is what the export checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vision.export.weight_rounding import bias_corrected, consumers, int8_kernel, kernel_axes
+from vision.models.heads import LOGITS_LAYER
+
+#: Layers TFLite fuses into the op before them: their input is never stored in int8.
+_FUSED = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation)
+#: Layers that vanish at inference: their output is their input's tensor.
+_IDENTITY = (keras.layers.Dropout, keras.layers.InputLayer)
+#: TFLite's int8 softmax always outputs scale 1/256, zero point -128: the range [0, 255/256].
+_SOFTMAX_RANGE = (0.0, 255 / 256)
+
+
+@dataclass
+class QATResult:
+    """A fine-tuned float copy of the model, ready for ``vision.export.int8``."""
+
+    model: Any
+    #: KL divergence from the float model's probabilities, mean per epoch; the first is
+    #: measured with simulated int8 before any step.
+    losses: list[float]
+    steps: int
+    seconds: float
+
+
+class FakeQuant(keras.layers.Layer):
+    """Rounds a tensor to the 8-bit grid spanning ``[minimum, maximum]`` (zero exact, as in TFLite).
+
+    Exists only inside ``quantization_aware_model``; never saved into a bundle.
+    """
+
+    def __init__(self, minimum: float, maximum: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # TFLite widens every range to hold 0 (so zero padding is exact); so does fake_quant,
+        # but only when asked with a range that holds it.
+        self.minimum, self.maximum = min(float(minimum), 0.0), max(float(maximum), 0.0)
+
+    def call(self, x: Any) -> Any:
+        return tf.quantization.fake_quant_with_min_max_args(x, min=self.minimum, max=self.maximum, num_bits=8)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "minimum": self.minimum, "maximum": self.maximum}
+
+
+def quantized_tensors(model: Any) -> list[str]:
+    """Names of the layers whose output TFLite keeps as an int8 tensor in a full-integer
+    conversion of ``model`` (a flat functional model): every layer but those fused into the
+    one before them (batch norm, activations), those gone at inference (dropout), and those
+    whose only consumer fuses them."""
+    after_each = consumers(model)
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, _IDENTITY):
+            continue
+        after = after_each[layer.name]
+        fused_away = len(after) == 1 and isinstance(after[0], _FUSED) and not _is_softmax(after[0])
+        if not fused_away:
+            names.append(layer.name)
+    return names
+
+
+def activation_ranges(model: Any, images: np.ndarray, batch_size: int = 8) -> dict[str, tuple[float, float]]:
+    """(min, max) of each ``quantized_tensors`` output over ``images`` (model input): what
+    TFLite's calibration records for it. A softmax gets TFLite's fixed range."""
+    names = quantized_tensors(model)
+    probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
+    low = {name: np.inf for name in names}
+    high = {name: -np.inf for name in names}
+    for start in range(0, len(images), batch_size):
+        outputs = probe(images[start:start + batch_size], training=False)
+        for name, output in zip(names, outputs):
+            output = np.asarray(output)
+            low[name], high[name] = min(low[name], float(output.min())), max(high[name], float(output.max()))
+    return {name: _SOFTMAX_RANGE if _is_softmax(model.get_layer(name)) else (low[name], high[name])
+            for name in names}
+
+
+def quantization_aware_model(model: Any, ranges: dict[str, tuple[float, float]]) -> Any:
+    """``model`` with a ``FakeQuant`` after each layer named in ``ranges``. The layers are
+    ``model``'s own (shared, not copied): training this trains ``model``."""
+
+    def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
+        output = layer(*args, **kwargs)
+        if layer.name in ranges:
+            output = FakeQuant(*ranges[layer.name], name=f"{layer.name}_fake_quant")(output)
+        return output
+
+    return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
+
+
+def fine_tune(model: Any, images: np.ndarray, epochs: int = 2, batch_size: int = 8,
+              learning_rate: float = 1e-5, seed: int = 0,
+              progress: Callable[[int, float], None] | None = None) -> QATResult:
+    """Quantization-aware fine-tuning of a copy of ``model`` on ``images`` (model input,
+    e.g. the calibration images after preprocessing), distilled from ``model`` itself.
+
+    Args:
+        model: A flat functional Keras classifier ending in a softmax.
+        images: Preprocessed images, (N, H, W, 3) float32; mirrored copies are added.
+        epochs: Passes over the images (and their mirrors).
+        learning_rate: Adam's; small, because the weights only need to move within a
+            quantization step or so.
+        progress: Called after each epoch with (epoch, mean loss).
+
+    Returns:
+        A ``QATResult`` whose ``model`` is a float model of ``model``'s architecture (no
+        fake-quant layers): convert it with ``vision.export.int8``.
+    """
+    import time
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    # Bias-corrected first (what post-training quantization does here): a better start.
+    student = bias_corrected(model, images, batch_size)
+    # Distilled on the logits: TFLite's int8 softmax rounds the small probabilities of a
+    # 1000-class output to 0, which a loss on probabilities turns into huge, useless gradients.
+    logits = keras.Model(student.input, student.get_layer(LOGITS_LAYER).output)
+    simulated = quantization_aware_model(logits, activation_ranges(logits, images, batch_size))
+
+    # Everything trains, batch norm's scale and offset too (the pretrained backbone as well:
+    # distillation keeps it where it was). Batch norm runs on its moving statistics
+    # (training=False) and they never update, so folding it stays a per-channel constant and
+    # rounding the raw kernel per channel is rounding the folded one.
+    quantized = [(layer.kernel, axes) for layer in student.layers if (axes := kernel_axes(layer))]
+    for layer in student.layers:
+        layer.trainable = True
+    variables = student.trainable_variables
+    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer.build(variables)
+
+    inputs = np.concatenate([images, images[:, :, ::-1]]).astype(np.float32)
+    targets = np.concatenate([np.asarray(model.predict(part, batch_size=batch_size, verbose=0))
+                              for part in (images, images[:, :, ::-1])])
+    cross_entropy = keras.losses.CategoricalCrossentropy(from_logits=True)
+    # Minus the targets' own entropy: the loss is the KL divergence, 0 for a perfect copy.
+    floor = float(np.mean(-np.sum(targets * np.log(np.clip(targets, 1e-12, 1)), axis=1)))
+
+    def distillation(target: Any, logits: Any) -> Any:
+        return cross_entropy(target, logits) - floor
+
+    @tf.function(reduce_retracing=True)
+    def loss_of(x: Any, target: Any) -> Any:
+        return distillation(target, simulated(x, training=False))
+
+    @tf.function(reduce_retracing=True)
+    def step(x: Any, target: Any) -> Any:
+        floats = [tf.identity(kernel.value) for kernel, _ in quantized]
+        for kernel, axes in quantized:
+            kernel.assign(int8_kernel(kernel.value, axes))
+        with tf.GradientTape() as tape:
+            loss = distillation(target, simulated(x, training=False))
+        gradients = tape.gradient(loss, variables)
+        # Straight-through: the gradient taken at the rounded weights moves the float ones.
+        for (kernel, _), value in zip(quantized, floats):
+            kernel.assign(value)
+        optimizer.apply(gradients, variables)
+        return loss
+
+    def with_rounded_kernels(x: Any, target: Any) -> float:
+        floats = [np.asarray(kernel.value) for kernel, _ in quantized]
+        for kernel, axes in quantized:
+            kernel.assign(int8_kernel(kernel.value, axes))
+        try:
+            return float(loss_of(x, target))
+        finally:
+            for (kernel, _), value in zip(quantized, floats):
+                kernel.assign(value)
+
+    rng = np.random.default_rng(seed)
+    losses = [np.mean([with_rounded_kernels(inputs[i:i + batch_size], targets[i:i + batch_size])
+                       for i in range(0, len(inputs), batch_size)])]
+    steps = 0
+    for epoch in range(epochs):
+        order = rng.permutation(len(inputs))
+        epoch_losses = []
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            epoch_losses.append(float(step(inputs[batch], targets[batch])))
+            steps += 1
+        losses.append(float(np.mean(epoch_losses)))
+        if progress:
+            progress(epoch, losses[-1])
+    for layer, original in zip(student.layers, model.layers):
+        layer.trainable = original.trainable
+    return QATResult(student, [float(v) for v in losses], steps, time.perf_counter() - started)
+
+
+def _is_softmax(layer: Any) -> bool:
+    return isinstance(layer, keras.layers.Activation) and getattr(layer.activation, "__name__", "") == "softmax"
