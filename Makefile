@@ -25,6 +25,8 @@ bench: $(VENV)/.test-deps web/node_modules/.installed web/model/model.json
 	$(BIN)/python bench/bench_explain.py
 	$(BIN)/python bench/bench_app.py
 	$(BIN)/python bench/bench_guard.py
+	$(BIN)/python bench/bench_load.py
+	$(BIN)/python bench/deploy_cli.py
 	$(BIN)/python bench/bench_web.py
 	$(BIN)/python bench/bench_real.py
 	$(BIN)/python bench/bench_trust.py

@@ -1,7 +1,7 @@
 """Memory with a ceiling: what large photos, explanations and trainings cost the app's process.
 
-    python bench/bench_load.py [--model PATH] [--only classify gradcam scorecam training]
-                               [--trainings 5] [--classifies 1000]
+    python bench/bench_load.py [--model PATH] [--only classify gradcam scorecam training flood hub]
+                               [--trainings 5] [--classifies 1000] [--latency-repeats 20]
 
 Each figure is printed beside its target, with PASS or FAIL:
 
@@ -14,7 +14,12 @@ Each figure is printed beside its target, with PASS or FAIL:
 - scorecam: two Score-CAMs at once, of a 40 MP JPEG and a 40 MP PNG, add < 2 GB in all;
 - training: resident memory after ``--trainings`` trainings as the app runs them (a
   ``TrainingJob`` with the Train tab's defaults, new photos each time) and ``--classifies``
-  classifies of everyday photos is within 300 MB of the resident memory after start-up.
+  classifies of everyday photos is within 300 MB of the resident memory after start-up;
+- flood: one session joins the training event 65 times against the app in public mode
+  (once accepted, 64 refused) while another visitor classifies: its median round trip
+  during the training, against idle;
+- hub: a pull over the cap is refused before a file is sent, and a loopback Hub that sends
+  200 MB more than it announced is cut off near the 3 MB cap, leaving nothing in the cache.
 
 Every peak is measured in a fresh Python process of its own, so no measurement inherits
 another's buffers: it warms up what the app keeps warm (the model's classifier and
@@ -47,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The hub section's loopback test Hub speaks the classic LFS upload, not Xet (read at import).
+os.environ["HF_HUB_DISABLE_XET"] = "1"
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -311,11 +318,13 @@ class Check:
     measured: float
     target: float
     note: str = ""
+    unit: str = "MB"
 
     def line(self) -> str:
         verdict = "PASS" if self.measured <= self.target else "FAIL"
-        return (f"  {self.what:62s} {self.measured:+8.0f} MB   target <= {self.target:5.0f} MB   {verdict}"
-                + (f"   ({self.note})" if self.note else ""))
+        sign = "+" if self.unit == "MB" else ""  # memory is a growth; times and bytes are not
+        return (f"  {self.what:62s} {self.measured:{sign}8.0f} {self.unit:2s}   target <= {self.target:5.0f} "
+                f"{self.unit:2s}   {verdict}" + (f"   ({self.note})" if self.note else ""))
 
 
 def classify_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check]:
@@ -359,6 +368,130 @@ def training_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[
                   figures["end"] - start, 300)]
 
 
+def _join(url: str, session_hash: str, fn_index: int, data: list) -> int:
+    """POST one queue join as the page's client does; the HTTP status."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": session_hash,
+                       "event_data": None, "trigger_id": None}).encode()
+    request = urllib.request.Request(url + "gradio_api/queue/join", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def _classify_ms(client: Any, photo: Path, repeats: int) -> list[float]:
+    from gradio_client import handle_file
+
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        client.predict(handle_file(str(photo)), 3, api_name="/classify")
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def flood_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check]:
+    """One session joins the training event 65 times (the attack that filled the queue for
+    everyone) while another visitor classifies: its latency idle, and during the training."""
+    import statistics
+
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from app_server import launch_app
+
+    photo = small_photo()
+    with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
+        app, url = launch_app(Path(tmp) / "models", default_model=args.model, public=True)
+        try:
+            flooder, visitor = Client(url, verbose=False), Client(url, verbose=False)
+            for label, shade in (("light", 200), ("dark", 40)):
+                samples = []
+                for i in range(6):
+                    path = Path(tmp) / f"{label}{i}.png"
+                    pixels = np.random.default_rng(i).integers(-30, 30, (64, 64, 3)) + shade
+                    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+                    samples.append(handle_file(str(path)))
+                flooder.predict(label, None, samples, api_name="/add_samples")
+            _classify_ms(visitor, photo, 3)  # warm
+            idle = _classify_ms(visitor, photo, args.latency_repeats)
+            train = next(i for i, fn in app.demo.fns.items() if fn.api_name == "train")
+            # simple_cnn at 64 px for 60 epochs: a training that lasts while the visitor is timed
+            statuses = [_join(url, flooder.session_hash, train, [None, "simple_cnn", 64, 60, True, False, f"f{i}"])
+                        for i in range(65)]
+            deadline = time.monotonic() + 60
+            while not app.ctx.training_slot.locked():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the flood's one training never started")
+                time.sleep(0.05)
+            flooded = _classify_ms(visitor, photo, args.latency_repeats)
+            throughout = app.ctx.training_slot.locked()
+            flooder.predict(api_name="/cancel_training")
+        finally:
+            app.close()
+    idle_ms, flooded_ms = statistics.median(idle), statistics.median(flooded)
+    print(f"  joins of one session: {statuses.count(200)} accepted, {len(statuses) - statuses.count(200)} refused "
+          f"(HTTP {sorted(set(statuses) - {200})})")
+    print(f"  another visitor's classify (gradio_client round trip): idle median {idle_ms:.0f} ms, "
+          f"with the training running median {flooded_ms:.0f} ms, worst {max(flooded):.0f} ms"
+          + ("" if throughout else " (the training ended before the last request)"))
+    # "Within its normal latency": the flood itself costs nothing; the one training it is
+    # allowed shares the CPUs, which at most doubles the work of a small classify.
+    return [Check("joins accepted from one session flooding the training event", statuses.count(200), 1,
+                  "the other 64 refused at once", unit=""),
+            Check("another visitor's classify during the flood, median", flooded_ms, 2 * idle_ms + 50,
+                  f"idle median {idle_ms:.0f} ms; target 2x idle + 50 ms", unit="ms")]
+
+
+def hub_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check]:
+    """A Hub pull against the loopback test Hub: a repo over the cap is refused before a
+    byte is sent, and a server that sends 200 MB more than it announced is cut off."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from vision.defaults import SHAPES_MODEL
+    from vision.errors import LimitExceededError
+
+    from hub_server import HubServer
+
+    token, cap = "hf_bench_owner_000", 3_000_000
+    bundle_bytes = sum(p.stat().st_size for p in SHAPES_MODEL.rglob("*") if p.is_file())
+    with HubServer({token: ("bench", "write")}) as hub, tempfile.TemporaryDirectory(prefix="bench-pull-") as tmp:
+        os.environ["HF_ENDPOINT"] = hub.url
+        from vision.hub import pull, push
+
+        push(SHAPES_MODEL, "bench/model", token=token)
+        hub.state.sent.clear()
+        started = time.perf_counter()
+        try:
+            pull("bench/model", cache_dir=Path(tmp) / "a", max_bytes=bundle_bytes // 2)
+            refused = "ACCEPTED (a bug)"
+        except LimitExceededError as error:
+            refused = str(error)
+        refuse_ms = (time.perf_counter() - started) * 1000
+        sent_before_refusal = sum(hub.state.sent.values())
+        hub.state.oversize["model.weights.h5"] = 200_000_000
+        hub.state.sent.clear()
+        try:
+            pull("bench/model", cache_dir=Path(tmp) / "b", max_bytes=cap)
+            stopped = "ACCEPTED (a bug)"
+        except LimitExceededError as error:
+            stopped = str(error)
+        sent_by_liar = sum(hub.state.sent.values())
+        left = sum(p.stat().st_size for p in (Path(tmp) / "b").rglob("*") if p.is_file())
+    print(f"  over the cap ({bundle_bytes // 2 / 1e6:.1f} MB): refused in {refuse_ms:.0f} ms: {refused}")
+    print(f"  200 MB more than announced, cap {cap / 1e6:.0f} MB: {stopped}")
+    return [Check("bytes of files sent before a pull over the cap is refused", sent_before_refusal / MB, 0,
+                  unit="MB"),
+            Check("MB sent by a server lying about sizes before the pull stops (cap 3 MB)", sent_by_liar / MB, 50,
+                  "huggingface_hub reads 10 MB at a time; the rest is socket buffers", unit="MB"),
+            Check("bytes left in the cache after the stopped pull", left, 4096, "lock files only", unit="B")]
+
+
+
 #: Report sections in the order they run. Each takes the arguments and the 40 MP photos and
 #: returns its checks; a section that needs the running app or the Hub starts it itself.
 SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Path]], list[Check]]] = {
@@ -366,9 +499,8 @@ SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Path]], list[Check]]
     "gradcam": gradcam_section,
     "scorecam": scorecam_section,
     "training": training_section,
-    # To come, same signature, added here and so to --only:
-    # "flood": a flood of requests against the running app, and classify latency meanwhile;
-    # "hub": the cap on what a Hub pull may download.
+    "flood": flood_section,
+    "hub": hub_section,
 }
 
 
@@ -380,6 +512,7 @@ def main() -> None:
                         help="the sections to run (default: all)")
     parser.add_argument("--trainings", type=int, default=5)
     parser.add_argument("--classifies", type=int, default=1000)
+    parser.add_argument("--latency-repeats", type=int, default=20, help="classifies timed idle and during the flood")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one measurement, in its own process
     args = parser.parse_args()
     if args.child:
