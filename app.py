@@ -17,6 +17,11 @@ import signal
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("SPACE_ID"):
+    # On a Space every request comes through Hugging Face's proxy, and uvicorn trusts the
+    # client address it forwards only from 127.0.0.1: without this every visitor would share
+    # one per-client rate limit. Only the proxy can reach a Space's container.
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "*")
 
 from vision.errors import VisionError  # noqa: E402
 from vision.ui import build  # noqa: E402

@@ -160,7 +160,8 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--alpha", type=float, default=0.45, help="heatmap opacity, 0..1")
     explain.add_argument("--out", type=Path, required=True, help="PNG to write")
 
-    export = command("export", _export, "export a bundle for TF.js (the browser), TFLite or TF Serving")
+    export = command("export", _export,
+                     "export a bundle for TF.js (the browser), TFLite, TF Serving (SavedModel) or ONNX")
     export.add_argument("bundle", help=MODEL_HELP)
     export.add_argument("--format", choices=FORMATS, default=FORMATS[0])
     export.add_argument("--quantize", help=quantization_help())

@@ -203,6 +203,11 @@ class Classifier:
         """``predict`` for many images, run in batches through the compiled Keras model."""
         return [result.predictions for result in self.classify_batch(images, top_k, batch_size)]
 
+    def scores_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and familiarity (None without a detector) for a batch of model
+        input, shape (N, H, W, 3) float32, already preprocessed."""
+        return self._batch_scores(x)
+
     def _batch_scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         probabilities, familiarity, _ = split_outputs(self._batch_call(x), len(self.labels))
         return probabilities, None if familiarity is None else familiarity[:, 0]

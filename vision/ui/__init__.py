@@ -72,8 +72,9 @@ class VisionApp:
             self.ctx.sessions.close_all()
             # A process that exits while TensorFlow is still building the explainer in that
             # thread aborts ("FATAL: exception not rethrown"): let it finish first.
-            if self._warming is not None:
+            if self._warming is not None:  # launched: the page's preparation may run too, TensorFlow as well
                 self._warming.join(WARM_UP_TIMEOUT_S)
+                self.web_page.wait(WARM_UP_TIMEOUT_S)
 
 
 def _warm_explainer(model: Any) -> None:

@@ -251,7 +251,7 @@ class ServingAPI:
             familiarity = None if answers[0][1] is None else np.array([f for _, f in answers], np.float32)
         else:
             # The compiled Keras path, which takes model input as it is (TFLite's has preprocessing built in).
-            probabilities, familiarity = classifier._batch_scores(np.stack(images))
+            probabilities, familiarity = classifier.scores_batch(np.stack(images))
         outputs: dict[str, Any] = {"probabilities": probabilities.tolist(),
                                    "label": [classifier.labels[i] for i in probabilities.argmax(axis=1)]}
         if familiarity is not None:
