@@ -187,19 +187,24 @@ def build_blocks(ctx: Context) -> gr.Blocks:
         with gr.Tab("Export", id="export"):
             gr.Markdown("Export the active model: **TF.js** runs in any visitor's browser "
                         "([the page](/web/) ships with the default model), **TFLite** on phones and "
-                        "edge devices, **SavedModel** in TF Serving. Every export is checked against Keras.")
+                        "edge devices (**int8**: full integer, for NPUs and the Edge TPU; `-io`: integer input "
+                        "and output), **ONNX** in ONNX Runtime, **SavedModel** in TF Serving. Every export is "
+                        "checked against Keras on held-out images, and timed on this server.")
             with gr.Row():
                 export_format = gr.Radio(list(FORMATS), value=FORMATS[0], label="Format")
                 export_quantize = gr.Dropdown(["none", *quantization_names()], value="none",
-                                              label="Weights (uint8: TF.js, dynamic int8: TFLite)")
+                                              label="Quantization (uint8: TF.js; dynamic, int8*: TFLite)")
                 export_button = gr.Button("Export", variant="primary")
             export_file = gr.File(label="Download (.zip)", interactive=False)
             export_status = gr.Markdown(elem_id="export-status")
+            export_table = gr.Dataframe(headers=ExportView.TABLE_HEADERS, interactive=False, elem_id="export-table",
+                                        label="This session's exports against Keras (each folder's parity.json)")
 
         # -- wiring that crosses tabs -------------------------------------------------
         card_outputs = [card, card_curves, card_confusion, card_reliability]
         export_button.click(export.export, [export_format, export_quantize], [export_file, export_status],
-                            api_name="export", **EXPORT)
+                            api_name="export", **EXPORT).then(export.table, None, export_table,
+                                                              api_name="export_table", **QUICK)
         push_button.click(hub.push, [push_repo, push_private, push_tfjs, push_token], hub_status,
                           api_name="push", **HUB)
         pull_button.click(hub.pull, [pull_repo, pull_token], [hub_status, choice], api_name="pull", **HUB) \
