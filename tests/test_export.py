@@ -42,6 +42,13 @@ def test_every_format_verifies_and_writes_metadata(bundle, tmp_path, fmt, quanti
     assert result.checked_images == len(probe_images(bundle)) > 16 and result.top1_agreement == 1.0
     if quantize is None:
         assert result.max_abs_diff <= 1e-4
+    # The check's figures, the size and this server's speed through the format's own runtime.
+    parity = json.loads((tmp_path / "out" / "parity.json").read_text())
+    assert parity == result.parity and parity["top1_agreement"] == result.top1_agreement
+    assert parity["size_bytes"] == result.size_bytes and parity["images"] == result.checked_images
+    assert parity["max_abs_dp"] <= result.max_abs_diff and 0 < parity["latency_ms"] < 1000
+    runtime = {"tflite": "LiteRT", "tfjs": "TF.js under Node, wasm", "savedmodel": "TensorFlow"}[fmt]
+    assert parity["latency_runtime"].startswith(runtime)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folders left
 
 
