@@ -79,7 +79,9 @@ def calibration_images(bundle: Bundle, count: int = CALIBRATION_IMAGES, seed: in
     """
     size = bundle.preprocessing.size
     source = str((bundle.info.get("dataset") or {}).get("source") or "")
-    images, described = _training_images(source, count, seed), f"{count} training images ({source})"
+    images = _training_images(source, count, seed)
+    # Named without the folder: metadata.json and the app's message go to visitors.
+    described = f"{len(images)} training images" if images is not None else ""
     if images is None:
         photos = package_photos(CALIBRATION_PHOTOS)
         crops = max(0, -(-count // max(len(photos), 1)) - 1)
@@ -218,17 +220,19 @@ def io_metadata(interpreter: Any, preprocessing: Any, classes: int) -> dict[str,
     return {"input": source, "outputs": [described(d) for d in interpreter.get_output_details()]}
 
 
-def int8_ready(model: Any, calibration: np.ndarray, method: str = DEFAULT_METHOD) -> Any:
+def int8_ready(model: Any, calibration: np.ndarray, method: str = DEFAULT_METHOD) -> tuple[Any, dict[str, Any]]:
     """A float copy of the classifier ``model`` prepared for a full-integer conversion: bias
     corrected for the int8 weight grid (``"ptq"``), then fine-tuned quantization-aware
-    (``"qat"``, ``vision.training.qat``). ``model`` itself is left as it is."""
+    (``"qat"``, ``vision.training.qat``), and for QAT what it did (steps, the distillation
+    loss before and after each epoch). ``model`` itself is left as it is."""
     if method not in METHODS:
         raise ExportError(f"unknown int8 method {method!r}; choose one of: {', '.join(METHODS)}")
     if method == "qat":
         from vision.training.qat import fine_tune  # lazy: only QAT pays for the training loop
 
-        return fine_tune(model, calibration).model
-    return bias_corrected(model, calibration)
+        tuned = fine_tune(model, calibration)
+        return tuned.model, {"steps": tuned.steps, "losses": [float(f"{v:.3g}") for v in tuned.losses]}
+    return bias_corrected(model, calibration), {}
 
 
 def export_full_integer(bundle: Bundle, folder: Path, inputs: np.ndarray, quantize: str, features: bool = False,
@@ -252,12 +256,13 @@ def export_full_integer(bundle: Bundle, folder: Path, inputs: np.ndarray, quanti
     started = time.perf_counter()
     images, source = calibration_images(bundle)
     calibration = np.asarray(preprocess(np.stack(images), bundle.preprocessing))
-    classifier = int8_ready(bundle.model, calibration, method)
+    classifier, tuning = int8_ready(bundle.model, calibration, method)
     model = serving_model(classifier, bundle.detector, features=features)
     flatbuffer = convert(model, calibration, io_dtype(quantize))
     (folder / "model.tflite").write_bytes(flatbuffer)
     runner = TFLiteRunner(flatbuffer)
-    info = {"method": method, "calibration": source, "preprocessing_compiled_in": False,
+    info = {"method": method, **({"qat": tuning} if tuning else {}), "calibration": source,
+            "preprocessing_compiled_in": False,
             **io_metadata(runner.interpreter, bundle.preprocessing, len(bundle.labels)),
             "seconds": round(time.perf_counter() - started, 1)}
     return run(runner, inputs), info
