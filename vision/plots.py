@@ -28,9 +28,12 @@ def plot_history(history: dict[str, list[float]]) -> Image.Image:
     figure = _figure(figsize=(8, 3.2), dpi=100, layout="constrained")
     for axis, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
         for key, style in ((metric, "-o"), (f"val_{metric}", "-s")):
-            if history.get(key):
-                epochs = np.arange(1, len(history[key]) + 1)
-                axis.plot(epochs, history[key], style, markersize=3,
+            # A copy first: during training the training's thread appends to these lists
+            # while the app plots them, and x and y must be the same length.
+            values = list(history.get(key) or [])
+            if values:
+                epochs = np.arange(1, len(values) + 1)
+                axis.plot(epochs, values, style, markersize=3,
                           label="validation" if key.startswith("val_") else "train")
         axis.set_title(metric)
         axis.set_xlabel("epoch")
