@@ -73,6 +73,16 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, shapes_folder: Path) -
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_detector_bundle(tiny_bundle: Path):
+    """``tiny_bundle`` loaded; it has an "unknown" detector, so every output exists."""
+    from vision.bundle.store import load_bundle
+
+    loaded = load_bundle(tiny_bundle)
+    assert loaded.detector is not None
+    return loaded
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

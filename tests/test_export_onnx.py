@@ -9,7 +9,6 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from vision.bundle.store import load_bundle
 from vision.data.images import preprocess
 from vision.data.synthetic import make_shapes
 from vision.export.formats import ExportError, export
@@ -19,11 +18,8 @@ from vision.models.serving import serving_model
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_bundle):
-    """A trained bundle with an "unknown" detector, so the familiarity output exists."""
-    loaded = load_bundle(tiny_bundle)
-    assert loaded.detector is not None
-    return loaded
+def bundle(tiny_detector_bundle):
+    return tiny_detector_bundle
 
 
 @pytest.fixture(scope="module")

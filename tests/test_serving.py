@@ -24,7 +24,6 @@ from google.protobuf import json_format
 from PIL import Image
 from tensorflow.core.protobuf import saved_model_pb2
 
-from vision.bundle.store import load_bundle
 from vision.data.images import input_side, load_image, preprocess
 from vision.data.synthetic import make_shapes
 from vision.export.formats import export
@@ -45,11 +44,8 @@ SMALL = [SKIMAGE / "horse.png", SKIMAGE / "no_time_for_that_tiny.gif", SKIMAGE /
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_bundle):
-    """A trained bundle with an "unknown" detector: every output exists."""
-    loaded = load_bundle(tiny_bundle)
-    assert loaded.detector is not None
-    return loaded
+def bundle(tiny_detector_bundle):
+    return tiny_detector_bundle
 
 
 @pytest.fixture(scope="module")
