@@ -31,6 +31,7 @@ from conftest import REPO, SHAPES_MODEL
 from web_harness import (
     add_class,
     classify_files,
+    download_model,
     drop_files,
     odd_photos,
     open_page,
@@ -245,18 +246,7 @@ def _download_a_head(page, served: Path, images: list[Path]) -> Path:
         drop_files(page, add_class(page, name), half)
     page.wait_for_function(f"(window.visionStats.examples || 0) >= {len(images)}", timeout=60_000)
     train_in_page(page)
-    downloads = []
-    # Three downloads in a row: too quick to wait for each in turn.
-    page.on("download", lambda download: downloads.append(download))
-    page.click("#download")
-    for _ in range(100):
-        if len(downloads) == 3:
-            break
-        page.wait_for_timeout(100)
-    (served / "mine").mkdir()
-    for download in downloads:
-        download.save_as(served / "mine" / download.suggested_filename)
-    return served / "mine"
+    return download_model(page, served / "mine")
 
 
 def test_the_page_loads_models_and_heads_only_from_its_own_site(tmp_path):

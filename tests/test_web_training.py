@@ -24,6 +24,7 @@ from web_harness import (
     HEAD_TOLERANCE,
     add_class,
     classify_files,
+    download_model,
     drop_files,
     keras_head,
     open_page,
@@ -71,16 +72,7 @@ def test_train_in_the_browser_from_dropped_files_download_and_reload(task, tmp_p
         keras_answers = reference.predict(x[::3], verbose=0)
 
         # Download the model, then open the page on the downloaded files (?head=).
-        downloads = []
-        page.on("download", lambda download: downloads.append(download))
-        page.click("#download")
-        for _ in range(100):
-            if len(downloads) == 3:
-                break
-            page.wait_for_timeout(100)
-        (served / "mine").mkdir()
-        for download in downloads:
-            download.save_as(served / "mine" / download.suggested_filename)
+        mine = download_model(page, served / "mine")
         reloaded = open_page(browser, f"{url}web/index.html?head=../mine")
         page.wait_for_timeout(200)
         labels = reloaded.evaluate("window.visionStats.headLabels")
@@ -88,7 +80,7 @@ def test_train_in_the_browser_from_dropped_files_download_and_reload(task, tmp_p
         browser.close()
     assert (truth == probabilities.argmax(1)).mean() >= 0.9, probabilities.argmax(1)
     assert np.abs(page_answers - keras_answers).max() <= HEAD_TOLERANCE
-    assert sorted(d.suggested_filename for d in downloads) == ["head.json", "head.weights.bin", "metadata.json"]
+    assert sorted(path.name for path in mine.iterdir()) == ["head.json", "head.weights.bin", "metadata.json"]
     assert labels == list(TEXTURES) and np.abs(again - probabilities).max() <= 1e-6
 
 

@@ -104,6 +104,22 @@ def train_in_page(page) -> float:
     return page.evaluate("window.visionStats.trainSeconds")
 
 
+def download_model(page, folder: Path) -> Path:
+    """Click the page's Download and save its three files (head, weights, metadata) in ``folder``."""
+    downloads = []
+    # Three downloads in a row: too quick to wait for each in turn.
+    page.on("download", lambda download: downloads.append(download))
+    page.click("#download")
+    for _ in range(100):
+        if len(downloads) == 3:
+            break
+        page.wait_for_timeout(100)
+    folder.mkdir()
+    for download in downloads:
+        download.save_as(folder / download.suggested_filename)
+    return folder
+
+
 def odd_photos(folder: Path) -> list[Path]:
     """Real photos as people send them: a JPEG, a PNG, an EXIF-rotated JPEG, a PNG with an
     alpha gradient, and a greyscale PNG."""
