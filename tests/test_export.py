@@ -113,7 +113,7 @@ def test_cli_export_with_web_site(tmp_path, capsys):
     assert main(["export", str(SHAPES_MODEL), "--format", "tfjs", "--quantize", "uint8",
                  "--out", str(tmp_path / "js"), "--web-site", str(tmp_path / "site")]) == 0
     out = capsys.readouterr().out
-    assert "top-1 agreement 100%" in out and "static site" in out
+    assert "top-1 agreement 100.0%" in out and "static site" in out
     assert (tmp_path / "site" / "model" / "model.json").is_file()
     assert (tmp_path / "site" / "node_modules" / "@tensorflow" / "tfjs-backend-wasm" / "dist"
             / "tfjs-backend-wasm-simd.wasm").is_file()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from vision.bundle.store import Bundle, load_bundle
+from vision.cli import main
 from vision.data.datasets import load_folder
 from vision.data.images import load_image, preprocess
 from vision.data.photos import photographed_at
@@ -217,12 +218,19 @@ def test_qat_fine_tunes_a_copy_keeps_the_best_weights_and_converts(bundle, new_s
     assert np.mean(answers.argmax(1) == np.asarray(model(floats)).argmax(1)) == 1.0
 
 
-def test_qat_export_says_so_and_bad_methods_fail(bundle, tmp_path):
-    result = export(bundle, "tflite", tmp_path / "qat", quantize="int8-uint8-io", int8_method="qat")
-    assert result.metadata["full_integer"]["method"] == "qat" and result.parity["method"] == "qat"
-    tuning = result.metadata["full_integer"]["qat"]  # it fine-tuned: 96 photos and mirrors, 3 epochs
+def test_qat_export_says_so_and_bad_methods_fail(bundle, tmp_path, capsys):
+    assert main(["export", str(SHAPES_MODEL), "--format", "tflite", "--quantize", "int8-uint8-io",
+                 "--int8-method", "qat", "--out", str(tmp_path / "qat")]) == 0
+    metadata = json.loads((tmp_path / "qat" / "metadata.json").read_text())
+    parity = json.loads((tmp_path / "qat" / "parity.json").read_text())
+    assert metadata["full_integer"]["method"] == "qat" and parity["method"] == "qat"
+    tuning = metadata["full_integer"]["qat"]  # it fine-tuned: 96 photos and mirrors, 3 epochs
     assert tuning["steps"] == 3 * 24 and len(tuning["losses"]) == 4
-    assert result.top1_agreement >= 0.95
+    assert parity["top1_agreement"] >= 0.95
+    # The CLI reports probabilities (not the uint8 output's steps) and how to feed the input.
+    out = capsys.readouterr().out
+    assert f"max |p - keras| {parity['max_abs_dp']:.2e}" in out and parity["max_abs_dp"] < 0.5
+    assert "int8 input uint8: q = pixel (qat, calibrated on" in out and "ms per image (LiteRT" in out
     with pytest.raises(ExportError, match="unknown int8 method 'aqt'; choose one of: ptq, qat"):
         export(bundle, "tflite", tmp_path / "bad", quantize="int8", int8_method="aqt")
     with pytest.raises(ExportError, match="tfjs export cannot be quantized as 'int8'"):

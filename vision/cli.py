@@ -26,7 +26,7 @@ from vision.defaults import EVERYDAY_MODEL, MODELS_DIR
 from vision.errors import ExportError, TokenRejectedError, VisionError
 from vision.explain.methods import METHODS
 from vision.explain.overlay import overlay
-from vision.export.options import FORMATS, quantization_help
+from vision.export.options import FORMATS, INT8_METHODS, quantization_help
 from vision.hub import pull, push
 from vision.hub import resolve_model as resolve_hub_model
 from vision.plots import plot_confusion
@@ -169,6 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--web-site", type=Path, help="tfjs: also write a self-contained static site here")
     export.add_argument("--features", action="store_true",
                         help="also output the pooled features (the web page trains new classes on them)")
+    export.add_argument("--int8-method", choices=INT8_METHODS, default=None,
+                        help="full-integer TFLite: post-training calibration (ptq, the default) or "
+                             "quantization-aware fine-tuning on the calibration images (qat, slower)")
     export.add_argument("--overwrite", action="store_true")
 
     push = command("push", _push, "upload a bundle to the Hugging Face Hub (token: HF_TOKEN or `hf auth login`)")
@@ -335,10 +338,21 @@ def _export(args: argparse.Namespace) -> None:
     if args.web_site and args.format != "tfjs":
         raise ExportError("--web-site needs --format tfjs")
     result = export(load_bundle(resolve_model(args.bundle)), args.format, args.out, quantize=args.quantize,
-                    features=args.features, overwrite=args.overwrite)
+                    features=args.features, overwrite=args.overwrite, int8_method=args.int8_method)
+    # The parity record's |dp| is on probabilities; max_abs_diff is on the raw outputs, which
+    # for an int8 flatbuffer with integer I/O are quantized steps, not probabilities.
+    parity = result.parity
     print(f"wrote {result.format} export to {result.path} ({result.size_bytes / 1e6:.2f} MB, "
           f"quantization {result.quantization or 'none'}); checked on {result.checked_images} images: "
-          f"max |p - keras| {result.max_abs_diff:.2e}, top-1 agreement {result.top1_agreement:.0%}")
+          f"max |p - keras| {parity.get('max_abs_dp', result.max_abs_diff):.2e}, "
+          f"top-1 agreement {result.top1_agreement:.1%}")
+    if parity.get("latency_ms") is not None:
+        print(f"latency {parity['latency_ms']:.2f} ms per image ({parity['latency_runtime']}, this machine)")
+    full_integer = result.metadata.get("full_integer")
+    if full_integer:
+        source = full_integer["input"]
+        print(f"int8 input {source['dtype']}: {source.get('from_pixels', 'float, preprocessed as for Keras')} "
+              f"({full_integer.get('method', 'ptq')}, calibrated on {full_integer.get('calibration', '?')})")
     if args.web_site:
         site = build_web_site(result.path, args.web_site, overwrite=args.overwrite)
         print(f"wrote static site to {site} (serve it with any static file server)")

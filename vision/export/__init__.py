@@ -10,12 +10,15 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "options": ["FORMATS", "QUANTIZATIONS"],
+        "options": ["FORMATS", "QUANTIZATIONS", "INT8_METHODS"],
         "formats": ["ExportResult", "export", "build_web_site"],
         "webweights": ["encode_per_channel", "decode_per_channel", "quantize_graph_model"],
         "webpage": ["WebPage"],
         "onnx": ["export_onnx", "read_metadata_props"],
         "savedmodel": ["export_for_serving", "signature_defs"],
         "graph_decode": ["decode"],
+        "int8": ["export_full_integer", "calibration_images"],
+        "int8_convert": ["convert"],
+        "parity": ["parity_record", "table_row"],
     },
 )

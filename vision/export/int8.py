@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +36,12 @@ from vision.data.images import load_image, preprocess
 from vision.data.photos import photographed_at, with_crops
 from vision.defaults import REPO
 from vision.errors import ExportError, VisionError
+from vision.export.int8_convert import convert
+from vision.export.options import INT8_METHODS
 from vision.export.weight_rounding import bias_corrected
 from vision.models.heads import OUTPUT_LAYER
 
 log = logging.getLogger(__name__)
-# The converter warns on every int8-input conversion that no input statistics were given: the
-# representative dataset gives them. One process-wide filter, set once (catch_warnings around
-# each conversion would race between threads).
-warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected", category=UserWarning)
 
 #: Quantization name -> the dtype of the flatbuffer's input and output tensors.
 FULL_INTEGER = {"int8": "float32", "int8-io": "int8", "int8-uint8-io": "uint8"}
@@ -56,7 +53,7 @@ CALIBRATION_IMAGES = 96
 #: with Keras as well as QAT or better on every model of ``bench/deploy_int8.py`` in a fifth
 #: of the time.
 DEFAULT_METHOD = "ptq"
-METHODS = ("ptq", "qat")
+METHODS = INT8_METHODS
 #: Real colour photos inside installed packages that neither the export check
 #: (``PROBE_PHOTOS``) nor the benchmarks (``example_photos``) use: the calibration set of a
 #: bundle whose training images are not on this machine. Grey micrographs and the moon were
@@ -130,37 +127,6 @@ def _training_images(source: str, count: int, seed: int) -> list[np.ndarray] | N
     order = np.argsort(turn, kind="stable")
     sources = split.sources()
     return [load_image(sources[i]) for i in order[:count]]
-
-
-def convert(model: Any, calibration: np.ndarray, io: str = "float32") -> bytes:
-    """A full-integer TFLite flatbuffer of ``model`` (batch size 1).
-
-    Args:
-        model: A Keras model with a fixed (H, W, C) float input.
-        calibration: Representative model inputs (preprocessed), (N, H, W, C) float32.
-        io: The input and output tensors' dtype: ``"float32"``, ``"int8"`` or ``"uint8"``.
-
-    Raises:
-        ExportError: an op has no int8 kernel in TFLite (the converter names it).
-    """
-    import tensorflow as tf  # lazy, as in vision.runtime.tflite
-
-    from vision.runtime.tflite import _keras_messages_to_log
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([x[None]] for x in calibration.astype(np.float32))
-    # Int8 builtins only: an op without an int8 kernel fails the conversion instead of
-    # silently staying float.
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if io != "float32":
-        converter.inference_input_type = converter.inference_output_type = tf.as_dtype(io)
-    try:
-        with _keras_messages_to_log():
-            return converter.convert()
-    except Exception as error:  # the converter raises several kinds (ConverterError, ValueError, ...)
-        raise ExportError(f"full-integer TFLite conversion failed ({type(error).__name__}): "
-                          f"{str(error).splitlines()[0] if str(error) else 'no reason given'}") from None
 
 
 def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

@@ -10,6 +10,9 @@ FORMATS = ("tfjs", "tflite", "savedmodel", "onnx")
 QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"),
                  "tflite": (None, "float16", "dynamic", "int8", "int8-io", "int8-uint8-io"),
                  "savedmodel": (None,), "onnx": (None,)}
+#: How a full-integer TFLite export gets its int8 weights (``vision.export.int8``): "ptq",
+#: calibration and bias correction, or "qat", then quantization-aware fine-tuning.
+INT8_METHODS = ("ptq", "qat")
 
 
 def quantization_names() -> list[str]:

@@ -87,7 +87,7 @@ def convert_to_tflite(model: Any, quantize: str | None = None,
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantize is not None:
         raise ValueError(f"unknown TFLite quantization {quantize!r}; use None, 'float16' or 'dynamic'")
-    with _keras_messages_to_log():
+    with keras_messages_to_log():
         return converter.convert()
 
 
@@ -182,7 +182,7 @@ def _converter_version() -> str:
 
 
 @contextlib.contextmanager
-def _keras_messages_to_log() -> Iterator[None]:
+def keras_messages_to_log() -> Iterator[None]:
     """Keras's messages in this thread go to absl's log (INFO: not shown) instead of stdout.
 
     The converter exports the model with Keras, which prints the traced signature (hundreds

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vision.export.int8 import convert
+from vision.export.int8_convert import convert
 from vision.export.weight_rounding import bias_corrected, consumers, int8_kernel, kernel_axes
 from vision.models.heads import LOGITS_LAYER
 
