@@ -258,7 +258,7 @@ def measure_trainings(model: str | Path, trainings: int, classifies: int) -> dic
             config = TrainConfig(model="efficientnet_lite0", input_size=224, epochs=20, augment=True,
                                  weights="imagenet", batch_size=16 if len(dataset.train) < 200 else 32)
             started = time.perf_counter()
-            job = TrainingJob(dataset, config, Path(tmp) / f"model{run}").start()
+            job = TrainingJob.training(dataset, config, Path(tmp) / f"model{run}").start()
             for update in job.updates():
                 if isinstance(update, JobFailed):
                     raise update.error

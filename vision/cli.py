@@ -31,7 +31,7 @@ from vision.hub import pull, push
 from vision.hub import resolve_model as resolve_hub_model
 from vision.plots import plot_confusion
 from vision.runtime.inference import Classifier
-from vision.training.config import TrainConfig, TrainProgress
+from vision.training.config import DistillConfig, TrainConfig, TrainProgress
 from vision.training.evaluate import evaluate_classifier
 from vision.zoo.everyday import build_everyday_bundle, default_model
 
@@ -129,6 +129,23 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--limit", type=int, help="Keras datasets: use only the first N training images")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--overwrite", action="store_true")
+
+    optimize = command("optimize", _optimize, "make a smaller, faster variant of a bundle: distil it into a small "
+                       "student, prune it, quantize it to int8 (in that order), and compare them all in one table")
+    optimize.add_argument("model", help=MODEL_HELP)
+    optimize.add_argument("--distill", metavar="ARCH", help="student architecture (see `models`), e.g. simple_cnn")
+    optimize.add_argument("--size", type=int, default=96, help="the student's input side in pixels (default 96)")
+    optimize.add_argument("--prune", type=float, metavar="SPARSITY",
+                          help="share of weights to zero, e.g. 0.75 (magnitude pruning during a short fine-tune)")
+    optimize.add_argument("--int8", action="store_true", help="also export the last variant as full-integer TFLite")
+    optimize.add_argument("--data", help="the model's training images (default: where its vision.json says)")
+    optimize.add_argument("--unlabelled", type=Path,
+                          help="folder of unlabelled images the model labels for the student")
+    optimize.add_argument("--epochs", type=int, default=DistillConfig.epochs, help="distillation epochs")
+    optimize.add_argument("--views", type=int, default=DistillConfig.views,
+                          help="augmented views per training image the teacher labels")
+    optimize.add_argument("--out", type=Path, required=True, help="folder for the variants and compression.json")
+    optimize.add_argument("--overwrite", action="store_true")
 
     evaluate = command("evaluate", _evaluate, "evaluate a bundle on a dataset's validation split, or on all of it")
     evaluate.add_argument("data")
@@ -240,6 +257,49 @@ def _train(args: argparse.Namespace) -> None:
     evaluation = trained.evaluation
     print(f"saved {trained.path}  val accuracy {evaluation.accuracy:.4f}  "
           f"macro F1 {evaluation.macro_f1:.4f}  ({trained.result.seconds:.0f} s)")
+
+
+def _optimize(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from vision.training.compress import COLUMNS, CompressionPlan, compress  # lazy: imports TensorFlow
+
+    bundle = load_bundle(resolve_model(args.model))
+    source = args.data or (bundle.info.get("dataset") or {}).get("source")
+    if not source:
+        raise VisionError(f"{bundle.name} records no training images; pass them with --data")
+    try:
+        dataset = load_dataset(source)
+    except VisionError as error:
+        raise VisionError(f"cannot read {bundle.name}'s training images ({error}); pass them with --data") from None
+    unlabelled = sorted(str(p) for p in args.unlabelled.rglob("*") if p.is_file()) if args.unlabelled else []
+    plan = CompressionPlan(
+        distill=DistillConfig(student=args.distill, input_size=args.size, epochs=args.epochs, views=args.views)
+        if args.distill else None, sparsity=args.prune, int8=args.int8)
+    bar = tqdm(total=1.0, dynamic_ncols=True, bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}]")
+
+    def show(progress: TrainProgress) -> None:
+        done = progress.batch / max(progress.batches, 1)
+        if progress.stage == "train":
+            done = progress.fraction
+        elif progress.stage == "prune":
+            done = (progress.epoch + 1) / max(progress.epochs, 1)
+        bar.set_description_str({"teacher": "teacher labels views", "features": "teacher labels views",
+                                 "train": "distilling", "prune": "pruning", "int8": "int8",
+                                 "measure": "measuring"}.get(progress.stage, progress.stage))
+        bar.update(done - bar.n)
+
+    try:
+        rows = compress(bundle, dataset, plan, args.out, unlabelled=unlabelled, progress=show, overwrite=args.overwrite)
+    finally:
+        bar.close()
+    widths = [max(len(str(c)), 10) for c in COLUMNS]
+    widths[0] = max(len(row.name) for row in rows) + 2
+    print("  ".join(f"{c:>{w}}" for c, w in zip(COLUMNS, widths)))
+    for row in rows:
+        print("  ".join(f"{'-' if v is None else v:>{w}}" for v, w in zip(row.row(), widths)))
+    print(f"accuracy and agreement on {len(dataset.val)} validation images; "
+          f"variants and compression.json in {args.out}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:

@@ -70,6 +70,35 @@ class TrainResult:
     #: Pooled features of the training images (one view) and of the validation images,
     #: when training computed them and the model still maps images to them.
     features: tuple[np.ndarray, np.ndarray] | None = None
+    #: What else the bundle's ``vision.json`` records about how the model was made
+    #: (``distillation``, ``pruning``).
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DistillConfig:
+    """What decides a distillation; saved into the student's bundle."""
+
+    student: str = "simple_cnn"
+    input_size: int | None = 96  # the student's; its architecture's default when None
+    temperature: float = 4.0
+    #: Weight of the soft (teacher) term; the rest goes to the labels. High: with a few labelled
+    #: photos the teacher's answers on hundreds of views carry most of what there is to learn.
+    soft_weight: float = 0.9
+    views: int = 24  # per training image, the image itself included
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def train_config(self) -> TrainConfig:
+        """The equivalent ``TrainConfig`` (the bundle's ``training`` record, the plots' labels)."""
+        return TrainConfig(model=self.student, input_size=self.input_size, epochs=self.epochs,
+                           batch_size=self.batch_size, learning_rate=self.learning_rate, seed=self.seed,
+                           weights=None, augment=True)
 
 
 ProgressHook = Callable[[TrainProgress], None]

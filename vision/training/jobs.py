@@ -18,16 +18,17 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vision.data.datasets import LabelledDataset
 from vision.errors import TrainingCancelledError
-from vision.training.config import TrainConfig, TrainProgress
+from vision.training.config import ProgressHook, TrainConfig, TrainProgress
 from vision.training.recipe import TrainedBundle, train_bundle
 
 
 @dataclass
 class JobFinished:
-    trained: TrainedBundle
+    trained: Any  # what the job's work returned: a TrainedBundle for a training
 
 
 @dataclass
@@ -39,23 +40,32 @@ Update = TrainProgress | JobFinished | JobFailed
 
 
 class TrainingJob:
-    """Train and save one bundle without blocking the caller.
+    """Train and save one bundle (``TrainingJob.training``), or compress one, without blocking
+    the caller.
 
     ``slot`` (a lock shared by every job of an app) makes trainings run one at a time: a job
     waits for it before it starts and gives it back only when its thread ends.
     ``on_success`` runs in the job's thread once the bundle is saved.
     """
 
-    def __init__(self, dataset: LabelledDataset, config: TrainConfig, out: str | Path,
-                 name: str | None = None, overwrite: bool = False, slot: threading.Lock | None = None,
-                 on_success: Callable[[TrainedBundle], None] | None = None) -> None:
+    def __init__(self, work: Callable[[ProgressHook, threading.Event], Any], slot: threading.Lock | None = None,
+                 on_success: Callable[[Any], None] | None = None) -> None:
+        """``work(progress, cancel)`` does the job (training, compressing) and returns its result."""
         self.cancel_event = threading.Event()
         self._updates: queue.Queue[Update] = queue.Queue()
         self._slot = slot
         self._on_success = on_success
-        self._thread = threading.Thread(
-            target=self._run, args=(dataset, config, Path(out), name, overwrite),
-            name="training-job", daemon=True)
+        self._work = work
+        self._thread = threading.Thread(target=self._run, name="training-job", daemon=True)
+
+    @classmethod
+    def training(cls, dataset: LabelledDataset, config: TrainConfig, out: str | Path, name: str | None = None,
+                 overwrite: bool = False, slot: threading.Lock | None = None,
+                 on_success: Callable[[TrainedBundle], None] | None = None) -> "TrainingJob":
+        """A job that trains ``config`` on ``dataset`` and saves the bundle at ``out`` (``train_bundle``)."""
+        return cls(lambda progress, cancel: train_bundle(dataset, config, Path(out), name=name, overwrite=overwrite,
+                                                         progress=progress, cancel=cancel),
+                   slot=slot, on_success=on_success)
 
     def start(self) -> "TrainingJob":
         self._thread.start()
@@ -88,17 +98,15 @@ class TrainingJob:
             if isinstance(update, (JobFinished, JobFailed)):
                 return
 
-    def _run(self, dataset: LabelledDataset, config: TrainConfig, out: Path, name: str | None,
-             overwrite: bool) -> None:
+    def _run(self) -> None:
         with self._slot if self._slot is not None else nullcontext():
             try:
                 if self.cancel_event.is_set():  # cancelled while it waited for the slot
                     raise TrainingCancelledError("training was cancelled before it started; nothing was saved")
-                trained = train_bundle(dataset, config, out, name=name, overwrite=overwrite,
-                                       progress=self._updates.put, cancel=self.cancel_event)
+                result = self._work(self._updates.put, self.cancel_event)
                 if self._on_success is not None:
-                    self._on_success(trained)
+                    self._on_success(result)
             except BaseException as error:  # handed to the observer, which decides what to show
                 self._updates.put(JobFailed(error))
             else:
-                self._updates.put(JobFinished(trained))
+                self._updates.put(JobFinished(result))

@@ -84,6 +84,16 @@ def _train_and_save(dataset: LabelledDataset, config: TrainConfig, out: Path, na
                     overwrite: bool, progress: ProgressHook | None,
                     cancel: threading.Event | None) -> TrainedBundle:
     result = train(dataset, config, progress=progress, cancel=cancel)
+    return save_trained(result, dataset, out, name, overwrite)
+
+
+def save_trained(result: TrainResult, dataset: LabelledDataset, out: str | Path, name: str | None = None,
+                 overwrite: bool = False) -> TrainedBundle:
+    """Calibrate ``result.model`` (in place), fit its "unknown" detector, evaluate it on
+    ``dataset.val`` and save it as a bundle at ``out``: what every trained model goes through,
+    whether trained here, distilled or pruned. ``result.info`` adds to ``vision.json``."""
+    out = Path(out)
+    config = result.config
     # Calibrates result.model in place; the validation answers come from the same pass.
     trust = fit_trust(result.model, dataset, result.preprocessing, result.features)
     evaluation = evaluation_from_probabilities(dataset.class_names, trust.val_labels, trust.val_probabilities)
@@ -102,6 +112,7 @@ def _train_and_save(dataset: LabelledDataset, config: TrainConfig, out: Path, na
         dataset={**result.summary, "source": dataset.source, "skipped_files": len(dataset.skipped)},
         ood=trust.detector.to_info(),
     )
+    info.update(result.info)
     files = {CURVES_FILE: _png(plot_history(result.history)), CONFUSION_FILE: _png(plot_confusion(evaluation)),
              **trust.detector.files()}
     if trust.calibration is not None:

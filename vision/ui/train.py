@@ -118,7 +118,7 @@ class TrainView:
                     session.models[key] = out
 
             waiting = self.ctx.training_slot.locked()
-            job = session.job = TrainingJob(dataset, config, out, name=name, slot=self.ctx.training_slot,
+            job = session.job = TrainingJob.training(dataset, config, out, name=name, slot=self.ctx.training_slot,
                                             on_success=keep).start()
             skipped = ""
             if dataset.skipped:
