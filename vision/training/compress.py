@@ -27,6 +27,7 @@ from vision.data.datasets import LabelledDataset, Split
 from vision.data.images import ImageSource, input_side, load_image, preprocess
 from vision.errors import VisionError
 from vision.export.parity import median_ms
+from vision.models.serving import split_outputs
 from vision.runtime.tflite import TFLiteRunner, convert_to_tflite
 from vision.training.config import DistillConfig, ProgressHook, TrainConfig, TrainProgress, TrainResult
 from vision.training.distill import distill
@@ -35,9 +36,9 @@ from vision.training.teacher import teacher_views
 
 TABLE_FILE = "compression.json"
 COLUMNS = ("variant", "size (MB)", "gzip (MB)", "ms / image", "accuracy", "agreement with original")
-#: Views per training image the pruning fine-tune learns from: the first views of the ones
-#: distillation labelled (a 224 px model's float inputs are 0.6 MB each).
-PRUNE_VIEWS = 8
+#: Views per training image the pruning fine-tune learns from (the first of those distillation
+#: labelled), and at most this many in all: a 224 px model's float inputs are 0.6 MB each.
+PRUNE_VIEWS, MAX_PRUNE_VIEWS = 8, 2000
 
 
 @dataclass
@@ -83,17 +84,20 @@ def _checked_inputs(check: Split) -> list[np.ndarray]:
     return [load_image(source, max_side=input_side((512, 512))) for source in check.sources()]
 
 
-def _measure(name: str, path: Path, kind: str, flatbuffer: bytes, preprocessing: Any, pixels: list[np.ndarray],
+def _measure(name: str, path: Path, kind: str, flatbuffer: bytes, bundle: Bundle, pixels: list[np.ndarray],
              labels: np.ndarray | None, reference: np.ndarray | None,
              details: dict[str, Any] | None = None) -> tuple[Variant, np.ndarray]:
     from vision.export.int8 import dequantize, quantize_input
 
     runner = TFLiteRunner(flatbuffer)
     interpreter = runner.interpreter
-    input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    inputs = [np.asarray(preprocess(p, preprocessing), np.float32) for p in pixels]
-    scores = np.stack([dequantize(runner(quantize_input(x, input_detail))[0], output_detail) for x in inputs])
-    top1 = np.argmax(scores, axis=-1)
+    input_detail, output_details = interpreter.get_input_details()[0], interpreter.get_output_details()
+    inputs = [np.asarray(preprocess(p, bundle.preprocessing), np.float32) for p in pixels]
+    outputs = [[dequantize(y, detail) for y, detail in zip(runner(quantize_input(x, input_detail)), output_details)]
+               for x in inputs]
+    # An export with the detector also outputs the familiarity, in an order TFLite chooses.
+    top1 = np.array([np.argmax(split_outputs([y[None] for y in output], len(bundle.labels))[0])
+                     for output in outputs])
     sample = quantize_input(inputs[0], input_detail)
     variant = Variant(
         name, str(path), kind, len(flatbuffer), gzip_bytes(flatbuffer), median_ms(lambda: runner(sample)),
@@ -116,8 +120,7 @@ def _bundle_variant(name: str, bundle: Bundle, pixels: list[np.ndarray], labels:
     details = {"keras_gzip_bytes": _keras_gzip(bundle.model), "architecture": bundle.info.get("architecture"),
                "input_size": list(bundle.preprocessing.size), "parameters": int(bundle.model.count_params()),
                **details}
-    return _measure(name, bundle.path, "bundle", flatbuffer, bundle.preprocessing, pixels, labels, reference,
-                    details)
+    return _measure(name, bundle.path, "bundle", flatbuffer, bundle, pixels, labels, reference, details)
 
 
 def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, out: str | Path,
@@ -132,7 +135,7 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
         dataset: The original's training images (its classes, in its order); ``dataset.train``
             is learnt from, ``dataset.val`` checked on unless ``check`` is given.
         unlabelled: More images for distillation, labelled by the original alone.
-        name: Prefix of the variants' names; the original's name by default.
+        name: Prefix of the variants' folders; the original's folder name by default.
 
     Raises:
         VisionError: an empty plan, a sparsity outside [0, 1), or variants already in ``out``.
@@ -146,7 +149,7 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
     if plan.sparsity is not None and not 0.0 < plan.sparsity < 1.0:
         raise VisionError(f"the sparsity is the share of weights set to zero, between 0 and 1; got {plan.sparsity}")
     out = Path(out)
-    name = name or original.name
+    name = name or original.path.name  # the folder's name: display names may hold spaces
     targets = {step: out / f"{name}-{step}" for step in plan.steps()}
     taken = [str(path.name) for path in targets.values() if path.exists()]
     if taken and not overwrite:
@@ -165,7 +168,8 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
     current = original
     views = None
     if plan.distill or plan.sparsity:
-        config = plan.distill or DistillConfig()
+        per_image = max(1, min(PRUNE_VIEWS, MAX_PRUNE_VIEWS // max(len(dataset.train), 1)))
+        config = plan.distill or DistillConfig(views=per_image)
         # The same sources and labels as ``distill`` passes: its call is then a cache hit.
         views = teacher_views(original, [*dataset.train.sources(), *(unlabelled or [])],
                               [*dataset.train.labels, *[-1] * len(unlabelled or [])], config.views, config.seed,
@@ -180,7 +184,7 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
                                     {"seconds": round(result.seconds, 1)})[0])
     if plan.sparsity:
         assert views is not None
-        keep = np.arange(len(views)) % config.views < PRUNE_VIEWS
+        keep = np.arange(len(views)) % config.views < per_image
         inputs = np.asarray(preprocess(views.images[keep], current.preprocessing), np.float32)
         soft = _softmax(views.logits[keep])
         pruned = prune(current.model, inputs, soft, plan.sparsity, epochs=plan.prune_epochs,
@@ -199,8 +203,8 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
         exported = export(current, "tflite", targets["int8"], quantize="int8", overwrite=overwrite)
         made.append("int8")
         flatbuffer = (exported.path / "model.tflite").read_bytes()
-        rows.append(_measure("+".join(made), exported.path, "tflite", flatbuffer, current.preprocessing, pixels,
-                             labels, reference, {"from": current.name})[0])
+        rows.append(_measure("+".join(made), exported.path, "tflite", flatbuffer, current, pixels, labels, reference,
+                             {"from": current.name})[0])
     write_table(out, rows)
     return rows
 
