@@ -31,9 +31,19 @@ class TrainConfig:
     weights: str | None = "imagenet"  # transfer models only; None trains from scratch
     fine_tune_layers: int = 0  # transfer models: unfreeze the top N base layers
     mixed_precision: str = "auto"  # "auto" (on with a GPU), "on", "off"
+    loss: str = "crossentropy"  # or "focal" (focal cross-entropy, ``focal_gamma``)
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
+    mixing: str = "none"  # "mixup" or "cutmix" (images; the fast path mixes cached features)
+    jit_compile: bool = False  # XLA-compile the training step (Keras ``jit_compile``)
+    distributed: bool = False  # data-parallel across the machines named in ``TF_CONFIG``
+    #: Where TensorBoard logs go; None writes none. Not a property of the model: not saved.
+    tensorboard: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        recorded = asdict(self)
+        recorded.pop("tensorboard")  # a path on the machine that trained: not the model's
+        return recorded
 
 
 @dataclass
