@@ -13,6 +13,7 @@ from vision.ui.export import ExportView
 from vision.ui.hub import HubView
 from vision.ui.live import LiveView
 from vision.ui.models import HEADERS, ModelsView
+from vision.ui.optimize import EPOCHS, MAX_SPARSITY, STUDENT_SIZES, VIEWS, OptimizeView, students
 from vision.ui.train import TrainView
 
 
@@ -55,7 +56,7 @@ HUB = dict(concurrency_id="hub", concurrency_limit=2)
 def build_blocks(ctx: Context) -> gr.Blocks:
     config = ctx.config
     classify, live, train = ClassifyView(ctx), LiveView(ctx), TrainView(ctx)
-    models, hub, export = ModelsView(ctx), HubView(ctx), ExportView(ctx)
+    models, hub, export, optimize = ModelsView(ctx), HubView(ctx), ExportView(ctx), OptimizeView(ctx)
     architectures = [(f"{spec.name} — {spec.description}", spec.name) for spec in list_models()]
     labels = ctx.catalog.info(config.default_model).get("labels", [])
 
@@ -200,6 +201,38 @@ def build_blocks(ctx: Context) -> gr.Blocks:
             export_table = gr.Dataframe(headers=ExportView.TABLE_HEADERS, interactive=False, elem_id="export-table",
                                         label="This session's exports against Keras (each folder's parity.json)")
 
+        with gr.Tab("Optimize", id="optimize"):
+            gr.Markdown("Make a smaller variant of the active model: **distil** it into a small student trained "
+                        "on its answers, **prune** the student (or the model) to a share of zero weights, and "
+                        "**int8**-quantize the result; each step starts from the one before. Every variant is "
+                        "measured as it ships (TFLite on this server) on the same held-out images. The models "
+                        "appear in the Models tab (use, export or push them), the int8 one in the Export tab.")
+            with gr.Row():
+                optimize_zip = gr.File(label="The model's training images: .zip of class folders (else your "
+                                       "classes from the Train tab)", file_types=[".zip"], type="filepath")
+                optimize_unlabelled = gr.File(label="More images, unlabelled, for distillation (optional)",
+                                              file_count="multiple", file_types=["image"], type="filepath")
+            with gr.Row():
+                optimize_distil = gr.Checkbox(True, label="Distil into")
+                optimize_student = gr.Dropdown(students(), value="simple_cnn", label="Student")
+                optimize_size = gr.Slider(*STUDENT_SIZES, value=96, step=16, label="Student image size (px)")
+                optimize_epochs = gr.Slider(*EPOCHS, value=30, step=1, label="Distillation epochs")
+                optimize_views = gr.Slider(*VIEWS, value=24, step=1, label="Augmented views per image")
+            with gr.Row():
+                optimize_sparsity = gr.Slider(0.0, MAX_SPARSITY, value=0.0, step=0.05,
+                                              label="Prune to (share of zero weights; 0 = off)")
+                optimize_int8 = gr.Checkbox(True, label="int8 (full-integer TFLite)")
+                optimize_name = gr.Textbox(label="Name the variants", placeholder="my-model-small")
+            with gr.Row():
+                optimize_button = gr.Button("Optimize", variant="primary")
+                optimize_stop = gr.Button("Cancel", variant="stop")
+            optimize_status = gr.Markdown(elem_id="optimize-status")
+            optimize_table = gr.Dataframe(headers=OptimizeView.TABLE_HEADERS, interactive=False,
+                                          elem_id="optimize-table", label="The variants against the original")
+            with gr.Row():
+                optimize_plot = gr.Image(label="Trade-off", interactive=False)
+                optimize_file = gr.File(label="int8 model (.zip)", interactive=False)
+
         # -- wiring that crosses tabs -------------------------------------------------
         card_outputs = [card, card_curves, card_confusion, card_reliability]
         export_button.click(export.export, [export_format, export_quantize], [export_file, export_status],
@@ -217,6 +250,14 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                     **TRAIN) \
             .then(models.table, None, table, api_name=False, **QUICK)
         stop.click(train.cancel, None, status, api_name="cancel_training", queue=False)
+        optimize_button.click(optimize.optimize,
+                              [optimize_zip, optimize_unlabelled, optimize_distil, optimize_student, optimize_size,
+                               optimize_epochs, optimize_views, optimize_sparsity, optimize_int8, optimize_name],
+                              [optimize_status, optimize_table, optimize_plot, optimize_file, choice],
+                              api_name="optimize", **TRAIN) \
+            .then(models.table, None, table, api_name=False, **QUICK) \
+            .then(export.table, None, export_table, api_name=False, **QUICK)
+        optimize_stop.click(optimize.cancel, None, optimize_status, api_name="cancel_optimize", queue=False)
         pair.input(train.show_mistakes, pair, mistakes, api_name="show_mistakes", **QUICK)
         use.click(models.use, choice, chosen, api_name="use_model", **QUICK) \
             .then(models.show, choice, card_outputs, api_name=False, **QUICK) \
