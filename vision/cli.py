@@ -129,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--limit", type=int, help="Keras datasets: use only the first N training images")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--overwrite", action="store_true")
+    train.add_argument("--tensorboard", metavar="DIR",
+                       help="write TensorBoard logs (curves, learning rate, confusion matrix, Grad-CAM) "
+                            "into DIR/<name>-<time>; view them with `tensorboard --logdir DIR`")
 
     optimize = command("optimize", _optimize, "make a smaller, faster variant of a bundle: distil it into a small "
                        "student, prune it, quantize it to int8 (in that order), and compare them all in one table")
@@ -232,7 +235,7 @@ def _train(args: argparse.Namespace) -> None:
         learning_rate=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
         patience=args.patience, augment=not args.no_augment, class_weights=args.class_weights,
         seed=args.seed, weights=None if args.weights.lower() == "none" else args.weights,
-        fine_tune_layers=args.fine_tune, mixed_precision=args.mixed_precision,
+        fine_tune_layers=args.fine_tune, mixed_precision=args.mixed_precision, tensorboard=args.tensorboard,
     )
     print(f"training {config.model} on {len(dataset.train)} images "
           f"({len(dataset.val)} for validation), classes: {', '.join(dataset.class_names)}")

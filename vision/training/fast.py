@@ -23,6 +23,7 @@ from vision.models.heads import LOGITS_LAYER, classification_head
 from vision.models.registry import get_spec
 from vision.training.callbacks import fit_outcome, training_callbacks
 from vision.training.config import ProgressHook, TrainConfig, TrainProgress, TrainResult
+from vision.training.tensorboard import tensorboard_callbacks
 
 #: Mirrored copies help few-shot training (a webcam class seen from both sides) and cost an
 #: extra pass per image, so they are used up to this many training images.
@@ -69,7 +70,7 @@ def train_on_features(dataset: LabelledDataset, config: TrainConfig, progress: P
                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     stopper, hook = training_callbacks(config, steps, progress, cancel)
     head.fit(x, y, validation_data=(val_features, dataset.val.labels), epochs=config.epochs,
-             batch_size=batch_size, shuffle=True, callbacks=[stopper, hook],
+             batch_size=batch_size, shuffle=True, callbacks=[stopper, hook, *tensorboard_callbacks(config)],
              class_weight=summary.class_weights if config.class_weights else None, verbose=0)
     history, best_epoch = fit_outcome(head, stopper, hook)
 

@@ -18,6 +18,7 @@ from vision.data.datasets import LabelledDataset, make_pipeline, summarize
 from vision.models.registry import get_spec
 from vision.training.callbacks import fit_outcome, training_callbacks
 from vision.training.config import ProgressHook, TrainConfig, TrainResult
+from vision.training.tensorboard import tensorboard_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
         keras.config.set_dtype_policy(previous_policy)
 
     stopper, hook = training_callbacks(config, steps, progress, cancel)
-    callbacks: list[Any] = [stopper, hook]
+    callbacks: list[Any] = [stopper, hook, *tensorboard_callbacks(config)]
     if config.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=max(1, config.patience // 2)))

@@ -20,6 +20,7 @@ from vision.training.evaluate import Evaluation, evaluation_from_probabilities
 from vision.training.fast import train_on_features
 from vision.training.loop import fit_on_images
 from vision.training.memory import release_memory
+from vision.training.tensorboard import log_evaluation, new_run, stage
 from vision.trust.fit import Trust, fit_trust
 
 
@@ -41,7 +42,7 @@ def train(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook 
         if not config.fine_tune_layers:
             return head_only
         # Pretrained layers move in small steps: a tenth of the head's learning rate.
-        gentle = dataclasses.replace(config, learning_rate=config.learning_rate / 10)
+        gentle = stage(dataclasses.replace(config, learning_rate=config.learning_rate / 10), "fine_tune")
         fine_tuned = fit_on_images(dataset, gentle, progress, cancel, start_from=head_only.model)
         fine_tuned.config = config
         fine_tuned.seconds += head_only.seconds
@@ -74,6 +75,7 @@ def train_bundle(dataset: LabelledDataset, config: TrainConfig, out: str | Path,
     if out.exists() and not overwrite:
         # Fail before training, not after an hour of it.
         raise InvalidBundleError(f"a model already exists at '{out}'; choose another name or overwrite")
+    config = new_run(config, name or out.name)  # TensorBoard: a run folder of its own
     try:
         return _train_and_save(dataset, config, out, name, overwrite, progress, cancel)
     finally:
@@ -119,6 +121,7 @@ def save_trained(result: TrainResult, dataset: LabelledDataset, out: str | Path,
         info["calibration"] = trust.calibration.to_dict()
         files[RELIABILITY_FILE] = _png(plot_reliability(info["calibration"]))
     save_bundle(result.model, info, out, overwrite=overwrite, extra_files=files)
+    log_evaluation(result, dataset, files)  # TensorBoard, when the run logs
     return TrainedBundle(out, result, evaluation, trust)
 
 
