@@ -31,7 +31,7 @@ from vision.hub import pull, push
 from vision.hub import resolve_model as resolve_hub_model
 from vision.plots import plot_confusion
 from vision.runtime.inference import Classifier
-from vision.training.config import DistillConfig, TrainConfig, TrainProgress
+from vision.training.config import LOSSES, MIXING, DistillConfig, TrainConfig, TrainProgress
 from vision.training.evaluate import evaluate_classifier
 from vision.zoo.everyday import build_everyday_bundle, default_model
 
@@ -125,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--fine-tune", type=int, default=0,
                        help="transfer models: then also train the top N base layers (slower, end to end)")
     train.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto")
+    train.add_argument("--loss", choices=LOSSES, default=TrainConfig.loss,
+                       help="focal: focal cross-entropy, for imbalanced or hard data (--focal-gamma)")
+    train.add_argument("--focal-gamma", type=float, default=TrainConfig.focal_gamma)
+    train.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing)
+    train.add_argument("--mixing", choices=MIXING, default=TrainConfig.mixing,
+                       help="mix pairs of training images and their labels (the fast path: mixup only)")
+    train.add_argument("--jit-compile", action="store_true", help="XLA-compile the training step")
     train.add_argument("--val-fraction", type=float, default=0.2)
     train.add_argument("--limit", type=int, help="Keras datasets: use only the first N training images")
     train.add_argument("--seed", type=int, default=0)
@@ -235,7 +242,9 @@ def _train(args: argparse.Namespace) -> None:
         learning_rate=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
         patience=args.patience, augment=not args.no_augment, class_weights=args.class_weights,
         seed=args.seed, weights=None if args.weights.lower() == "none" else args.weights,
-        fine_tune_layers=args.fine_tune, mixed_precision=args.mixed_precision, tensorboard=args.tensorboard,
+        fine_tune_layers=args.fine_tune, mixed_precision=args.mixed_precision, loss=args.loss,
+        focal_gamma=args.focal_gamma, label_smoothing=args.label_smoothing, mixing=args.mixing,
+        jit_compile=args.jit_compile, tensorboard=args.tensorboard,
     )
     print(f"training {config.model} on {len(dataset.train)} images "
           f"({len(dataset.val)} for validation), classes: {', '.join(dataset.class_names)}")

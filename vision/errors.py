@@ -99,3 +99,7 @@ class AccessDeniedError(VisionError, PermissionError):
 
 class LimitExceededError(VisionError, ValueError):
     """A per-call or per-session limit (files, samples, models, disk) would be exceeded."""
+
+
+class TrainingConfigError(VisionError, ValueError):
+    """A training option that does not exist, or that the chosen training path cannot do."""

@@ -12,6 +12,10 @@ import numpy as np
 
 from vision.data.images import Preprocessing
 
+#: The losses and mixings a training can use (``vision.training.objectives``).
+LOSSES = ("crossentropy", "focal")
+MIXING = ("none", "mixup", "cutmix")
+
 
 @dataclass
 class TrainConfig:
@@ -96,7 +100,7 @@ class DistillConfig:
     #: photos the teacher's answers on hundreds of views carry most of what there is to learn.
     soft_weight: float = 0.9
     views: int = 24  # per training image, the image itself included
-    epochs: int = 30
+    epochs: int = 40  # the texture bench: 30 left the student at 0.92, its pruning fine-tune lifted it to 0.98
     batch_size: int = 32
     learning_rate: float = 3e-3
     seed: int = 0

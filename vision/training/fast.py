@@ -23,6 +23,9 @@ from vision.models.heads import LOGITS_LAYER, classification_head
 from vision.models.registry import get_spec
 from vision.training.callbacks import fit_outcome, training_callbacks
 from vision.training.config import ProgressHook, TrainConfig, TrainProgress, TrainResult
+from vision.training.objectives import check as check_objectives
+from vision.training.objectives import class_weight_of, feature_batches, make_loss
+from vision.training.objectives import metrics as objective_metrics
 from vision.training.tensorboard import tensorboard_callbacks
 
 #: Mirrored copies help few-shot training (a webcam class seen from both sides) and cost an
@@ -42,6 +45,7 @@ def train_on_features(dataset: LabelledDataset, config: TrainConfig, progress: P
         CheckpointError: the backbone's weights package is missing or altered.
     """
     spec = get_spec(config.model)
+    check_objectives(config, features=True)
     size = config.input_size or spec.default_size
     preprocessing = spec.preprocessing(size)
     keras.utils.set_random_seed(config.seed)
@@ -63,15 +67,17 @@ def train_on_features(dataset: LabelledDataset, config: TrainConfig, progress: P
     x = train_features.reshape(-1, train_features.shape[-1])
     y = np.tile(dataset.train.labels, len(views))
 
-    head = _head(train_features.shape[-1], len(dataset.class_names))
+    classes = len(dataset.class_names)
+    head = _head(train_features.shape[-1], classes)
     batch_size = min(config.batch_size, 16)
     steps = int(np.ceil(len(x) / batch_size))
     head.compile(optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
-                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                 loss=make_loss(config), metrics=objective_metrics(), jit_compile=config.jit_compile)
     stopper, hook = training_callbacks(config, steps, progress, cancel)
-    head.fit(x, y, validation_data=(val_features, dataset.val.labels), epochs=config.epochs,
-             batch_size=batch_size, shuffle=True, callbacks=[stopper, hook, *tensorboard_callbacks(config)],
-             class_weight=summary.class_weights if config.class_weights else None, verbose=0)
+    weights = class_weight_of(y, summary.class_weights if config.class_weights else None)
+    batches = feature_batches(x, y, classes, batch_size, config.mixing, config.seed, weights)
+    head.fit(batches, validation_data=(val_features, keras.ops.one_hot(dataset.val.labels, classes)),
+             epochs=config.epochs, callbacks=[stopper, hook, *tensorboard_callbacks(config)], verbose=0)
     history, best_epoch = fit_outcome(head, stopper, hook)
 
     model = spec.builder(num_classes=len(dataset.class_names), input_size=size, weights="imagenet")

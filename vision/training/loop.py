@@ -18,6 +18,9 @@ from vision.data.datasets import LabelledDataset, make_pipeline, summarize
 from vision.models.registry import get_spec
 from vision.training.callbacks import fit_outcome, training_callbacks
 from vision.training.config import ProgressHook, TrainConfig, TrainResult
+from vision.training.objectives import check as check_objectives
+from vision.training.objectives import make_loss, mixed_batches, one_hot_batches
+from vision.training.objectives import metrics as objective_metrics
 from vision.training.tensorboard import tensorboard_callbacks
 
 log = logging.getLogger(__name__)
@@ -41,9 +44,14 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
     for warning in summary.warnings:
         log.warning(warning)
 
-    train_ds = make_pipeline(dataset.train, preprocessing, config.batch_size, training=True,
-                             augment=config.augment, seed=config.seed)
-    val_ds = make_pipeline(dataset.val, preprocessing, config.batch_size)
+    check_objectives(config)
+    classes = len(dataset.class_names)
+    # One-hot labels throughout: MixUp and CutMix make soft ones, and the losses take both.
+    train_ds = mixed_batches(one_hot_batches(make_pipeline(dataset.train, preprocessing, config.batch_size,
+                                                           training=True, augment=config.augment,
+                                                           seed=config.seed), classes),
+                             config.mixing, config.seed)
+    val_ds = one_hot_batches(make_pipeline(dataset.val, preprocessing, config.batch_size), classes)
     steps = math.ceil(len(dataset.train) / config.batch_size)
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -64,8 +72,9 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
             model.compile(
                 optimizer=keras.optimizers.AdamW(
                     learning_rate=_learning_rate(config, steps), weight_decay=config.weight_decay),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
+                loss=make_loss(config),
+                metrics=objective_metrics(),
+                jit_compile=config.jit_compile,
             )
     finally:
         keras.config.set_dtype_policy(previous_policy)

@@ -7,6 +7,7 @@ import gradio as gr
 from vision.explain.methods import METHODS
 from vision.export.options import FORMATS, quantization_names
 from vision.models.registry import list_models
+from vision.training.config import LOSSES, MIXING, DistillConfig, TrainConfig
 from vision.ui.classify import ClassifyView
 from vision.ui.context import Context
 from vision.ui.export import ExportView
@@ -134,6 +135,15 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                 imagenet = gr.Checkbox(True, label="Pretrained ImageNet weights (EfficientNet-Lite0's ship with "
                                        "the app; the others are downloaded)")
                 model_name = gr.Textbox(label="Save as", placeholder="my-model")
+            with gr.Accordion("Imbalanced or hard data: loss, mixing, class weights", open=False):
+                with gr.Row():
+                    loss = gr.Dropdown(list(LOSSES), value=TrainConfig.loss, label="Loss (focal: gamma 2)")
+                    smoothing = gr.Slider(0.0, 0.3, value=TrainConfig.label_smoothing, step=0.05,
+                                          label="Label smoothing")
+                    mixing = gr.Dropdown(list(MIXING), value=TrainConfig.mixing,
+                                         label="Mixing (the fast path: mixup of features)")
+                    class_weights = gr.Checkbox(TrainConfig.class_weights, label="Class weights (rare classes count "
+                                                "more)")
             with gr.Row():
                 start = gr.Button("Train", variant="primary")
                 stop = gr.Button("Cancel", variant="stop")
@@ -209,15 +219,16 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                         "appear in the Models tab (use, export or push them), the int8 one in the Export tab.")
             with gr.Row():
                 optimize_zip = gr.File(label="The model's training images: .zip of class folders (else your "
-                                       "classes from the Train tab)", file_types=[".zip"], type="filepath")
+                                       "classes from the Train tab)", file_types=[".zip"], type="filepath",
+                                       elem_id="optimize-data")
                 optimize_unlabelled = gr.File(label="More images, unlabelled, for distillation (optional)",
                                               file_count="multiple", file_types=["image"], type="filepath")
             with gr.Row():
                 optimize_distil = gr.Checkbox(True, label="Distil into")
                 optimize_student = gr.Dropdown(students(), value="simple_cnn", label="Student")
                 optimize_size = gr.Slider(*STUDENT_SIZES, value=96, step=16, label="Student image size (px)")
-                optimize_epochs = gr.Slider(*EPOCHS, value=30, step=1, label="Distillation epochs")
-                optimize_views = gr.Slider(*VIEWS, value=24, step=1, label="Augmented views per image")
+                optimize_epochs = gr.Slider(*EPOCHS, value=DistillConfig.epochs, step=1, label="Distillation epochs")
+                optimize_views = gr.Slider(*VIEWS, value=DistillConfig.views, step=1, label="Augmented views per image")
             with gr.Row():
                 optimize_sparsity = gr.Slider(0.0, MAX_SPARSITY, value=0.0, step=0.05,
                                               label="Prune to (share of zero weights; 0 = off)")
@@ -245,7 +256,8 @@ def build_blocks(ctx: Context) -> gr.Blocks:
         add.click(train.add_samples, [class_name, snapshot, uploads], [samples, snapshot, uploads],
                   api_name="add_samples", **SAMPLES)
         clear.click(train.clear_samples, None, samples, api_name="clear_samples", **SAMPLES)
-        start.click(train.train, [zip_file, architecture, size, epochs, augment, imagenet, model_name],
+        start.click(train.train, [zip_file, architecture, size, epochs, augment, imagenet, model_name, loss,
+                                  smoothing, mixing, class_weights],
                     [status, curves, metrics, confusion, mistakes, choice, reliability, issues, pair], api_name="train",
                     **TRAIN) \
             .then(models.table, None, table, api_name=False, **QUICK)

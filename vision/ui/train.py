@@ -22,9 +22,11 @@ from vision.bundle.store import RELIABILITY_FILE
 from vision.data.datasets import load_folder, load_zip
 from vision.data.samples import SampleCollection
 from vision.errors import BundleExistsError, DatasetError, LimitExceededError
+from vision.models.registry import get_spec
 from vision.plots import plot_confusion, plot_history
 from vision.training.config import TrainConfig
 from vision.training.jobs import JobFailed, JobFinished, TrainingJob
+from vision.training.objectives import check as check_objectives
 from vision.trust.audit import audit_dataset
 from vision.ui.catalog import MINE, SHARED
 from vision.ui.context import Context
@@ -89,7 +91,9 @@ class TrainView:
 
     @user_errors
     def train(self, zip_file: str | None, architecture: str, size: int, epochs: int, augment: bool,
-              imagenet: bool, name: str, request: gr.Request,
+              imagenet: bool, name: str, loss: str = TrainConfig.loss,
+              label_smoothing: float = TrainConfig.label_smoothing, mixing: str = TrainConfig.mixing,
+              class_weights: bool = TrainConfig.class_weights, request: gr.Request = None,
               progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
         session = self.ctx.session(request)
         if session.training:
@@ -111,7 +115,10 @@ class TrainView:
                 raise DatasetError("upload a .zip of class folders, or add classes and samples above")
             config = TrainConfig(model=architecture, input_size=int(size), epochs=int(epochs), augment=bool(augment),
                                  weights="imagenet" if imagenet else None,
-                                 batch_size=16 if len(dataset.train) < 200 else 32)
+                                 batch_size=16 if len(dataset.train) < 200 else 32, loss=loss,
+                                 label_smoothing=float(label_smoothing), mixing=mixing,
+                                 class_weights=bool(class_weights))
+            check_objectives(config, features=get_spec(architecture).cached_features and bool(imagenet))
 
             def keep(trained: Any) -> None:  # in the job's thread: the model is listed even if nobody watches
                 if key.startswith(MINE):
