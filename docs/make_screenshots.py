@@ -1,6 +1,6 @@
 """Regenerate the README's screenshots of every view (headless Chromium, fake camera).
 
-    .venv/bin/python docs/make_screenshots.py
+    .venv/bin/python docs/make_screenshots.py [--only optimize]
 """
 
 from __future__ import annotations
@@ -38,7 +38,55 @@ CAT = next(p for p in example_photos() if p.name == "chelsea.png")
 COFFEE = next(p for p in example_photos() if p.name == "coffee.png")
 
 
+def optimize_view(page, archive: Path) -> None:
+    """The Optimize view on the session's model: distil, prune, int8, and the trade-off table."""
+    page.get_by_role("tab", name="Optimize").click()
+    page.locator("#optimize-data input[type=file]").set_input_files(str(archive))
+    page.get_by_label("Student image size (px)").fill("64")
+    page.get_by_label("Distillation epochs").fill("15")
+    page.get_by_label("Augmented views per image").fill("8")
+    page.get_by_label("Prune to").fill("0.75")
+    page.get_by_label("Name the variants").fill("textures-small")
+    page.get_by_role("button", name="Optimize", exact=True).click()
+    page.wait_for_function("document.querySelector('#optimize-status').innerText.includes('Done')",
+                           timeout=900_000)
+    page.wait_for_timeout(2500)
+    page.screenshot(path=str(OUT / "optimize.png"), full_page=True)
+
+
+def texture_archive(tmp: Path, mislabel: bool = False) -> tuple[Path, Path]:
+    """(the texture patches' train folder, a .zip of it) as the Train view takes them; with
+    ``mislabel``, one brick patch filed under grass (the data check should point at it)."""
+    dataset = write_texture_task(tmp / "textures", train_per_class=10, test_per_class=1) / "train"
+    if mislabel:
+        shutil.copy(dataset.parent / "test" / "brick" / "brick_0000.png", dataset / "grass" / "grass_from_brick.png")
+    archive = tmp / "textures.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(dataset.rglob("*.png")):
+            zf.write(path, path.relative_to(dataset))
+    return dataset, archive
+
+
+def only_optimize() -> None:
+    """Just the Optimize view's picture, on a texture model trained here."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dataset, archive = texture_archive(tmp)
+        train_bundle(load_folder(dataset), TrainConfig(model="efficientnet_lite0"), tmp / "models" / "textures")
+        demo, url = launch_app(tmp / "models", default_model=tmp / "models" / "textures")
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(url)
+            optimize_view(page, archive)
+            browser.close()
+        demo.close()
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--only", "optimize"]:
+        only_optimize()
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -47,12 +95,8 @@ def main() -> None:
         clip = shape_clip(tmp / "clip.y4m", "star")
         # Few-shot on real photos: 10 texture patches per class, the Train view's defaults, and
         # one brick patch filed under grass by mistake (the data check should point at it).
-        dataset = write_texture_task(tmp / "textures", train_per_class=10, test_per_class=1) / "train"
-        shutil.copy(dataset.parent / "test" / "brick" / "brick_0000.png", dataset / "grass" / "grass_from_brick.png")
-        archive = tmp / "textures.zip"
-        with zipfile.ZipFile(archive, "w") as zf:
-            for path in sorted(dataset.rglob("*.png")):
-                zf.write(path, path.relative_to(dataset))
+        dataset, archive = texture_archive(tmp, mislabel=True)
+        clean_archive = texture_archive(tmp / "clean")[1]  # the mislabelled patch left out
         # The reliability diagram of a model with enough validation images to calibrate.
         bigger = write_texture_task(tmp / "more-textures", train_per_class=40, test_per_class=0, patch=24, seed=1)
         trained = train_bundle(load_folder(bigger / "train", val_fraction=0.3),
@@ -108,6 +152,7 @@ def main() -> None:
             page.wait_for_function("document.querySelector('#export-status').innerText.includes('Exported')",
                                    timeout=120_000)
             page.screenshot(path=str(OUT / "export.png"))
+            optimize_view(page, clean_archive)
 
             # The static page the app serves at /web/, classifying in the browser itself.
             web = open_page(browser, f"{url}web/")

@@ -100,6 +100,7 @@ def test_the_student_is_an_ordinary_bundle(tmp_path, teacher, few_textures, held
     assert made["teacher"] == teacher.name and made["labelled_views"] == len(few_textures.train) * STUDENT.views
     assert made["temperature"] == STUDENT.temperature and bundle.info["architecture"] == "simple_cnn"
     assert bundle.detector is not None and bundle.labels == teacher.labels
+    assert '"distillation"' in (saved.path / "README.md").read_text()  # the model card says how it was made
     answer = Classifier(bundle).classify(held_out.sources()[0])
     assert answer.predictions[0].label in teacher.labels
 

@@ -85,7 +85,9 @@ def render_model_card(info: dict[str, Any]) -> str:
         "## Training",
         "",
         "```json",
-        json.dumps({"training": info.get("training", {}), "dataset": info.get("dataset", {})},
+        json.dumps({"training": info.get("training", {}), "dataset": info.get("dataset", {}),
+                    # How a smaller variant was made from its original (``vision.training.compress``).
+                    **{key: info[key] for key in ("distillation", "pruning") if key in info}},
                    indent=2, sort_keys=True),
         "```",
         "",
