@@ -210,3 +210,25 @@ def test_the_cli_logs_the_fast_path_and_not_without_the_option(shapes_folder, no
     assert main([*common, "--out", str(tmp / "quiet")]) == 0
     assert sorted(tmp.rglob("events.out.tfevents.*")) == before
     assert sorted(p.name for p in tmp.iterdir()) == ["logged", "logs", "quiet"]
+
+
+def test_the_app_links_its_owner_to_tensorboard_and_refuses_visitors(tmp_path):
+    from gradio_client import Client
+
+    from app_server import launch_app
+
+    private, url = launch_app(tmp_path / "private")
+    try:
+        link = Client(url, verbose=False).predict(api_name="/tensorboard")
+        board = re.search(r"\((http://127\.0\.0\.1:\d+/)\)", link).group(1)
+        with urllib.request.urlopen(board + "data/runs", timeout=30) as answer:
+            assert answer.status == 200  # TensorBoard itself, serving the models folder's logs
+        assert (tmp_path / "private" / ".tensorboard").is_dir()
+    finally:
+        private.close()
+    public, url = launch_app(tmp_path / "public", public=True)
+    try:
+        with pytest.raises(Exception, match="for the app's owner"):
+            Client(url, verbose=False).predict(api_name="/tensorboard")
+    finally:
+        public.close()

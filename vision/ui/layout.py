@@ -147,6 +147,8 @@ def build_blocks(ctx: Context) -> gr.Blocks:
             with gr.Row():
                 start = gr.Button("Train", variant="primary")
                 stop = gr.Button("Cancel", variant="stop")
+                board = gr.Button("TensorBoard", visible=not config.public)
+            board_link = gr.Markdown(elem_id="tensorboard-link")
             status = gr.Markdown(elem_id="train-status")
             with gr.Row():
                 curves = gr.Image(label="Loss and accuracy", interactive=False)
@@ -262,6 +264,7 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                     **TRAIN) \
             .then(models.table, None, table, api_name=False, **QUICK)
         stop.click(train.cancel, None, status, api_name="cancel_training", queue=False)
+        board.click(train.tensorboard, None, board_link, api_name="tensorboard", **QUICK)
         optimize_button.click(optimize.optimize,
                               [optimize_zip, optimize_unlabelled, optimize_distil, optimize_student, optimize_size,
                                optimize_epochs, optimize_views, optimize_sparsity, optimize_int8, optimize_name],

@@ -21,12 +21,13 @@ from PIL import Image
 from vision.bundle.store import RELIABILITY_FILE
 from vision.data.datasets import load_folder, load_zip
 from vision.data.samples import SampleCollection
-from vision.errors import BundleExistsError, DatasetError, LimitExceededError
+from vision.errors import AccessDeniedError, BundleExistsError, DatasetError, LimitExceededError
 from vision.models.registry import get_spec
 from vision.plots import plot_confusion, plot_history
 from vision.training.config import TrainConfig
 from vision.training.jobs import JobFailed, JobFinished, TrainingJob
 from vision.training.objectives import check as check_objectives
+from vision.training.tensorboard import start_tensorboard
 from vision.trust.audit import audit_dataset
 from vision.ui.catalog import MINE, SHARED
 from vision.ui.context import Context
@@ -35,6 +36,8 @@ from vision.ui.review import ALL_MISTAKES, Mistakes, audit_summary, issue_galler
 from vision.ui.session import Session
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: Where the app's trainings log for TensorBoard, inside the models folder (hidden: not a bundle).
+TENSORBOARD_DIR = ".tensorboard"
 
 
 class TrainView:
@@ -113,8 +116,10 @@ class TrainView:
                 dataset = load_folder(samples.root)
             else:
                 raise DatasetError("upload a .zip of class folders, or add classes and samples above")
+            # Private mode: every training logs for TensorBoard beside the models (the owner's).
+            logs = None if self.ctx.config.public else str(self.ctx.config.models_dir / TENSORBOARD_DIR)
             config = TrainConfig(model=architecture, input_size=int(size), epochs=int(epochs), augment=bool(augment),
-                                 weights="imagenet" if imagenet else None,
+                                 weights="imagenet" if imagenet else None, tensorboard=logs,
                                  batch_size=16 if len(dataset.train) < 200 else 32, loss=loss,
                                  label_smoothing=float(label_smoothing), mixing=mixing,
                                  class_weights=bool(class_weights))
@@ -184,6 +189,17 @@ class TrainView:
         """The last training's mistakes for one (true, predicted) pair, with their Grad-CAMs."""
         mistakes = self.ctx.session(request).mistakes
         return mistakes.gallery(pair) if mistakes is not None else []
+
+    @user_errors
+    def tensorboard(self, request: gr.Request) -> str:
+        """A link to TensorBoard on this machine's loopback, serving every training's logs: for
+        the owner in private mode (it has no login, and serves only this machine's browser)."""
+        if self.ctx.config.public:
+            raise AccessDeniedError("TensorBoard is for the app's owner: run the app in private mode")
+        logs = self.ctx.config.models_dir / TENSORBOARD_DIR
+        logs.mkdir(parents=True, exist_ok=True)
+        url = start_tensorboard(logs)
+        return f"[Open TensorBoard]({url}) (on this machine: every training's curves, learning rate and pictures)"
 
     def cancel(self, request: gr.Request) -> str:
         session = self.ctx.sessions.find(request)  # a call with no session has nothing to cancel
