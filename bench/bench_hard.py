@@ -1,6 +1,6 @@
 """Training options on a hard, imbalanced task: losses, label smoothing, mixing, class weights, XLA.
 
-    python bench/bench_hard.py [--seeds 0 1] [--epochs 30] [--skip-xla]
+    python bench/bench_hard.py [--seeds 0 1] [--epochs 30] [--skip-xla] [--rare-fraction 0.1]
 
 The task is ``vision.data.digits.imbalanced_digits``: scikit-learn's real handwritten digits with
 three classes at 10 % of their images and a geometric tail, tested on a balanced split (30 per
@@ -74,8 +74,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--skip-xla", action="store_true")
+    parser.add_argument("--rare-fraction", type=float, default=0.1,
+                        help="share of their images the rarest classes keep")
     args = parser.parse_args()
-    dataset, test = imbalanced_digits()
+    dataset, test = imbalanced_digits(rare_fraction=args.rare_fraction)
     counts = np.bincount(np.concatenate([dataset.train.labels, dataset.val.labels]))
     print(f"imbalanced digits, {machine()}: training images per class {counts.tolist()} "
           f"(imbalance {counts.max() / counts.min():.0f}:1), balanced test {len(test)}; simple_cnn 32 px, "
