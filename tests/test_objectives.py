@@ -15,7 +15,7 @@ from vision.training.loop import fit_on_images
 from vision.training.objectives import check, feature_batches, mixed_batches
 
 BASE = TrainConfig(model="simple_cnn", input_size=16, epochs=6, batch_size=32, augment=False, patience=6,
-                   learning_rate=3e-3)
+                   learning_rate=3e-3, class_weights=False)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def digits():
 def trained(digits):
     """One model per option, trained once for the module: name -> (result, test probabilities)."""
     dataset, test = digits
-    options = {"plain": {}, "weights": {"class_weights": True}, "focal": {"loss": "focal"},
+    options = {"plain": {"class_weights": False}, "weights": {"class_weights": True}, "focal": {"loss": "focal"},
                "smoothing": {"label_smoothing": 0.2}, "mixup": {"mixing": "mixup"}}
     out = {}
     for name, changes in options.items():

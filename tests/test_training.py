@@ -61,7 +61,8 @@ def test_class_weights_change_what_is_learned(shapes_folder, tmp_path):
     dataset = load_folder(imbalanced)
     weights = summarize(dataset).class_weights
     assert weights[dataset.class_names.index("circle")] > 2 * weights[dataset.class_names.index("square")]
-    config = TrainConfig(model="simple_cnn", input_size=32, epochs=1, batch_size=16, augment=False)
+    config = TrainConfig(model="simple_cnn", input_size=32, epochs=1, batch_size=16, augment=False,
+                         class_weights=False)
     plain = train(dataset, config).model.get_weights()
     weighted = train(dataset, dataclasses.replace(config, class_weights=True)).model.get_weights()
     assert max(float(np.abs(a - b).max()) for a, b in zip(plain, weighted)) > 1e-4

@@ -120,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine")
     train.add_argument("--patience", type=int, default=6)
     train.add_argument("--no-augment", action="store_true")
-    train.add_argument("--class-weights", action="store_true")
+    train.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=TrainConfig.class_weights,
+                       help="weigh each class by how rare it is (on by default; no effect on balanced data)")
     train.add_argument("--weights", default="imagenet", help="transfer models: imagenet | none")
     train.add_argument("--fine-tune", type=int, default=0,
                        help="transfer models: then also train the top N base layers (slower, end to end)")

@@ -30,7 +30,9 @@ class TrainConfig:
     schedule: str = "cosine"  # or "plateau"
     patience: int = 6  # epochs without val_loss improvement before stopping
     augment: bool = True
-    class_weights: bool = False
+    #: On by default: bench/bench_hard.py's imbalanced digits (38:1) gained 7.9 points of macro-F1
+    #: with them, more than any loss or mixing; a balanced dataset's weights are all 1 (no change).
+    class_weights: bool = True
     seed: int = 0
     weights: str | None = "imagenet"  # transfer models only; None trains from scratch
     fine_tune_layers: int = 0  # transfer models: unfreeze the top N base layers
