@@ -33,6 +33,7 @@ from vision.training.config import DistillConfig, ProgressHook, TrainConfig, Tra
 from vision.training.distill import distill
 from vision.training.recipe import save_trained
 from vision.training.teacher import teacher_views
+from vision.trust.calibration import softmax
 
 TABLE_FILE = "compression.json"
 COLUMNS = ("variant", "size (MB)", "gzip (MB)", "ms / image", "accuracy", "agreement with original")
@@ -186,7 +187,7 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
         assert views is not None
         keep = np.arange(len(views)) % config.views < per_image
         inputs = np.asarray(preprocess(views.images[keep], current.preprocessing), np.float32)
-        soft = _softmax(views.logits[keep])
+        soft = softmax(views.logits[keep]).astype(np.float32)
         pruned = prune(current.model, inputs, soft, plan.sparsity, epochs=plan.prune_epochs,
                        progress=lambda epoch, epochs, sparsity: _pruning_progress(progress, epoch, epochs, sparsity),
                        cancel=cancel)
@@ -207,11 +208,6 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
                              {"from": current.name})[0])
     write_table(out, rows)
     return rows
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _pruning_progress(progress: ProgressHook | None, epoch: int, epochs: int, sparsity: float) -> None:
