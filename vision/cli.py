@@ -140,6 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--tensorboard", metavar="DIR",
                        help="write TensorBoard logs (curves, learning rate, confusion matrix, Grad-CAM) "
                             "into DIR/<name>-<time>; view them with `tensorboard --logdir DIR`")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel across the machines TF_CONFIG names: run the same command on each; "
+                            "the chief writes the bundle (README: 'Training on several machines')")
 
     optimize = command("optimize", _optimize, "make a smaller, faster variant of a bundle: distil it into a small "
                        "student, prune it, quantize it to int8 (in that order), and compare them all in one table")
@@ -231,6 +234,13 @@ def _synth(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    cluster = None
+    if args.distributed:
+        from vision.training import distributed  # TensorFlow loads in start_cluster, after TF_CONFIG is checked
+
+        cluster = distributed.read_cluster()
+        print(f"{cluster.name}: joining {cluster.size} tasks (waits until every one has started)", file=sys.stderr)
+        distributed.start_cluster()  # before any other TensorFlow op of the process
     from tqdm import tqdm
 
     from vision.training.recipe import train_bundle  # lazy: imports TensorFlow
@@ -245,7 +255,7 @@ def _train(args: argparse.Namespace) -> None:
         seed=args.seed, weights=None if args.weights.lower() == "none" else args.weights,
         fine_tune_layers=args.fine_tune, mixed_precision=args.mixed_precision, loss=args.loss,
         focal_gamma=args.focal_gamma, label_smoothing=args.label_smoothing, mixing=args.mixing,
-        jit_compile=args.jit_compile, tensorboard=args.tensorboard,
+        jit_compile=args.jit_compile, tensorboard=args.tensorboard, distributed=args.distributed,
     )
     print(f"training {config.model} on {len(dataset.train)} images "
           f"({len(dataset.val)} for validation), classes: {', '.join(dataset.class_names)}")
@@ -263,10 +273,17 @@ def _train(args: argparse.Namespace) -> None:
                              if k in ("loss", "accuracy", "val_loss", "val_accuracy")})
 
     try:
-        trained = train_bundle(dataset, config, args.out, name=args.name, overwrite=args.overwrite,
-                               progress=show)
+        if cluster is None:
+            trained = train_bundle(dataset, config, args.out, name=args.name, overwrite=args.overwrite,
+                                   progress=show)
+        else:
+            trained = distributed.train_bundle_on_cluster(cluster, dataset, config, args.out, name=args.name,
+                                                          overwrite=args.overwrite, progress=show)
     finally:
         bar.close()
+    if trained is None:  # a worker: the chief writes the bundle
+        print(f"{cluster.name}: done; the bundle is written by {cluster.chief}")
+        return
     evaluation = trained.evaluation
     print(f"saved {trained.path}  val accuracy {evaluation.accuracy:.4f}  "
           f"macro F1 {evaluation.macro_f1:.4f}  ({trained.result.seconds:.0f} s)")

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from vision.data.datasets import LabelledDataset, make_pipeline, summarize
 from vision.models.registry import get_spec
+from vision.training import distributed
 from vision.training.callbacks import fit_outcome, training_callbacks
 from vision.training.config import ProgressHook, TrainConfig, TrainResult
 from vision.training.objectives import check as check_objectives
@@ -36,6 +37,8 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
         TrainingCancelledError: ``cancel`` was set; training stopped after the current batch.
         UnknownModelError, WeightsUnavailableError, CheckpointError: from model creation.
     """
+    # Several machines (TF_CONFIG): the strategy must exist before the process's first TensorFlow op.
+    multi_worker = distributed.strategy() if config.distributed else None
     spec = get_spec(config.model)
     size = config.input_size or spec.default_size
     preprocessing = spec.preprocessing(size)
@@ -52,12 +55,17 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
                                                            seed=config.seed), classes),
                              config.mixing, config.seed)
     val_ds = one_hot_batches(make_pipeline(dataset.val, preprocessing, config.batch_size), classes)
+    if multi_worker is not None:  # each machine keeps its share of every (global) batch
+        train_ds, val_ds = distributed.shard_by_data(train_ds), distributed.shard_by_data(val_ds)
     steps = math.ceil(len(dataset.train) / config.batch_size)
 
     gpus = tf.config.list_physical_devices("GPU")
     mixed = config.mixed_precision == "on" or (config.mixed_precision == "auto" and bool(gpus))
     # MirroredStrategy only pays off with several GPUs; the default strategy is a no-op.
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if multi_worker is not None:  # mirrors over each machine's GPUs itself
+        strategy = multi_worker
+    else:
+        strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
     try:
@@ -86,7 +94,7 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
             monitor="val_loss", factor=0.5, patience=max(1, config.patience // 2)))
 
     started = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), distributed.fit_guard(strategy):
         # File datasets have unknown length (unreadable files are dropped), so Keras
         # finds each epoch's end by running out of data and warns every epoch.
         warnings.filterwarnings("ignore", message="Your input ran out of data")

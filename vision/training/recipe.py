@@ -12,7 +12,7 @@ from typing import Any
 
 from vision.bundle.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, make_info, save_bundle
 from vision.data.datasets import LabelledDataset
-from vision.errors import InvalidBundleError
+from vision.errors import InvalidBundleError, TrainingConfigError
 from vision.models.registry import get_spec
 from vision.plots import plot_confusion, plot_history, plot_reliability
 from vision.training.config import ProgressHook, TrainConfig, TrainResult
@@ -35,9 +35,17 @@ def train(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook 
     Raises:
         TrainingCancelledError: ``cancel`` was set; training stopped after the current batch.
         UnknownModelError, WeightsUnavailableError, CheckpointError: from model creation.
+        TrainingConfigError: ``config.distributed`` with the cached-features path.
     """
     spec = get_spec(config.model)
     if spec.cached_features and config.weights == "imagenet":
+        if config.distributed:
+            # A head on cached features trains in seconds on one machine: nothing to spread, and a
+            # fine-tune would start each machine from the head it trained on its own.
+            raise TrainingConfigError(
+                f"--distributed trains end to end on images; {config.model} with ImageNet weights trains a "
+                "head on cached features, in seconds on one machine: drop --distributed, or train end to end "
+                "(--weights none, or another --model)")
         head_only = train_on_features(dataset, config, progress, cancel)
         if not config.fine_tune_layers:
             return head_only
