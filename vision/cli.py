@@ -243,7 +243,7 @@ def _train(args: argparse.Namespace) -> None:
         distributed.start_cluster()  # before any other TensorFlow op of the process
     from tqdm import tqdm
 
-    from vision.training.recipe import train_bundle  # lazy: imports TensorFlow
+    from vision.training.recipe import train_bundle, train_bundle_on_cluster  # lazy: imports TensorFlow
 
     dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed, limit=args.limit)
     for line in dataset.skipped[:20]:
@@ -277,7 +277,7 @@ def _train(args: argparse.Namespace) -> None:
             trained = train_bundle(dataset, config, args.out, name=args.name, overwrite=args.overwrite,
                                    progress=show)
         else:
-            trained = distributed.train_bundle_on_cluster(cluster, dataset, config, args.out, name=args.name,
+            trained = train_bundle_on_cluster(cluster, dataset, config, args.out, name=args.name,
                                                           overwrite=args.overwrite, progress=show)
     finally:
         bar.close()

@@ -48,17 +48,13 @@ an axis they do not have. ``fit_guard`` corrects those two functions while a mul
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
-from vision.errors import TrainingConfigError, VisionError
+from vision.errors import TrainingConfigError
 
 #: Task types that train. TF_CONFIG's "evaluator" and "ps" belong to other set-ups.
 TRAINING_TASKS = ("chief", "worker")
@@ -225,36 +221,7 @@ def fit_guard(strategy: Any) -> Iterator[None]:
         trainer.TensorFlowTrainer._maybe_symbolic_build = build
 
 
-def train_bundle_on_cluster(cluster: Cluster, dataset: Any, config: Any, out: str | Path, name: str | None = None,
-                            overwrite: bool = False, progress: Any = None) -> Any:
-    """``recipe.train_bundle`` as one task of ``cluster``: the chief saves at ``out`` and returns
-    the ``TrainedBundle``; any other task saves into a temporary folder, deletes it and returns None.
-
-    Raises:
-        VisionError: another task stopped responding (nothing is saved), or what ``train_bundle`` raises.
-    """
-    import tensorflow as tf
-
-    from vision.training.recipe import train_bundle  # lazy: recipe imports the loop, which imports this
-
-    config = dataclasses.replace(config, distributed=True)
-    try:
-        if cluster.is_chief:
-            return train_bundle(dataset, config, out, name=name, overwrite=overwrite, progress=progress)
-        scratch = Path(tempfile.mkdtemp(prefix="vision-worker-"))
-        try:
-            train_bundle(dataset, dataclasses.replace(config, tensorboard=None), scratch / Path(out).name,
-                         name=name or Path(out).name, progress=progress)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return None
-    except tf.errors.OpError as error:
-        if not _lost_peer(error):
-            raise
-        raise VisionError(_peer_message(cluster, error)) from None
-
-
-def _lost_peer(error: Any) -> bool:
+def lost_peer(error: Any) -> bool:
     import tensorflow as tf
 
     lost = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
@@ -262,7 +229,7 @@ def _lost_peer(error: Any) -> bool:
     return isinstance(error, lost) or "Collective ops is aborted" in str(error)
 
 
-def _peer_message(cluster: Cluster, error: Any) -> str:
+def peer_message(cluster: Cluster, error: Any) -> str:
     text = str(error)
     found = [(kind, int(index)) for kind, index in re.findall(r"/job:(chief|worker)/replica:\d+/task:(\d+)", text)]
     peers = [task for task in found if task != (cluster.task_type, cluster.task_index)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +14,10 @@ from typing import Any
 
 from vision.bundle.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, make_info, save_bundle
 from vision.data.datasets import LabelledDataset
-from vision.errors import InvalidBundleError, TrainingConfigError
+from vision.errors import InvalidBundleError, TrainingConfigError, VisionError
 from vision.models.registry import get_spec
 from vision.plots import plot_confusion, plot_history, plot_reliability
+from vision.training import distributed
 from vision.training.config import ProgressHook, TrainConfig, TrainResult
 from vision.training.evaluate import Evaluation, evaluation_from_probabilities
 from vision.training.fast import train_on_features
@@ -137,3 +140,32 @@ def _png(image: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def train_bundle_on_cluster(cluster: distributed.Cluster, dataset: LabelledDataset, config: TrainConfig,
+                            out: str | Path, name: str | None = None, overwrite: bool = False,
+                            progress: ProgressHook | None = None) -> TrainedBundle | None:
+    """``train_bundle`` as one task of ``cluster`` (``vision.training.distributed``): the chief
+    saves at ``out`` and returns the ``TrainedBundle``; any other task saves into a temporary
+    folder, deletes it and returns None.
+
+    Raises:
+        VisionError: another task stopped responding (nothing is saved), or what ``train_bundle`` raises.
+    """
+    import tensorflow as tf
+
+    config = dataclasses.replace(config, distributed=True)
+    try:
+        if cluster.is_chief:
+            return train_bundle(dataset, config, out, name=name, overwrite=overwrite, progress=progress)
+        scratch = Path(tempfile.mkdtemp(prefix="vision-worker-"))
+        try:
+            train_bundle(dataset, dataclasses.replace(config, tensorboard=None), scratch / Path(out).name,
+                         name=name or Path(out).name, progress=progress)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return None
+    except tf.errors.OpError as error:
+        if not distributed.lost_peer(error):
+            raise
+        raise VisionError(distributed.peer_message(cluster, error)) from None
