@@ -89,8 +89,9 @@ def _wait(condition, timeout: float, what: str) -> None:
 
 
 def _train_args(name: str, epochs: int = 60) -> list:
-    # simple_cnn at 64 px with no early stop in sight: long enough to act on while it runs
-    return [None, "simple_cnn", 64, epochs, True, False, name]
+    # simple_cnn at 64 px with no early stop in sight: long enough to act on while it runs. A raw
+    # queue join sends every input, the Train view's loss, smoothing, mixing and class weights too.
+    return [None, "simple_cnn", 64, epochs, True, False, name, "crossentropy", 0.0, "none", True]
 
 
 def test_case1_one_session_cannot_fill_the_queue_for_everyone(public_app, pictures):
