@@ -99,7 +99,7 @@ class OptimizeView:
         if config.public and len(session.models) + len(bundles) > config.limits.models_per_session:
             raise LimitExceededError(f"a session keeps at most {config.limits.models_per_session} models and this "
                                      f"makes {len(bundles)} more: delete one in the Models tab first")
-        return {step: self._train._destination(session, f"{prefix}-{step}") for step in bundles}
+        return {step: self._train.destination(session, f"{prefix}-{step}") for step in bundles}
 
     @user_errors
     def optimize(self, zip_file: str | None, unlabelled: list[str] | None, distil: bool, student: str,

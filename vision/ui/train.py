@@ -76,7 +76,7 @@ class TrainView:
         self.ctx.session(request).samples.clear()
         return []
 
-    def _destination(self, session: Session, name: str) -> tuple[str, Path]:
+    def destination(self, session: Session, name: str) -> tuple[str, Path]:
         """Where a model called ``name`` is saved, and its key, after the limits are checked."""
         config = self.ctx.config
         if not MODEL_NAME.match(name):
@@ -102,7 +102,7 @@ class TrainView:
         if session.training:
             raise LimitExceededError("this session is already training; wait for it or cancel it")
         name = (name or "").strip()
-        key, out = self._destination(session, name)
+        key, out = self.destination(session, name)
         limits = self.ctx.config.limits
         workdir = Path(tempfile.mkdtemp(prefix="vision-train-", dir=self.ctx.config.state_dir))
         job = None
