@@ -62,3 +62,16 @@ def running(command: list[str], ready_url: str | None, timeout: float = 120,
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def cancel_once_registered(client: object, api_name: str, timeout: float = 60) -> str:
+    """Call the cancel endpoint ``api_name`` until it answers "Cancelling" (the job registers
+    only once its upload is read); returns the last answer."""
+    deadline = time.monotonic() + timeout
+    reply = ""
+    while time.monotonic() < deadline:
+        reply = client.predict(api_name=api_name)
+        if reply.startswith("Cancelling"):
+            break
+        time.sleep(0.25)
+    return reply

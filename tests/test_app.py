@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app_server import launch_app
+from app_server import cancel_once_registered, launch_app
 from conftest import REPO
 
 EXAMPLE = REPO / "docs" / "examples" / "star.png"
@@ -191,20 +191,13 @@ def test_eight_concurrent_clients_without_errors(server):
 
 
 def test_cancel_stops_training_and_saves_nothing(server, tmp_path):
-    import time
 
     url, models_dir = server
     archive = _colour_zip(tmp_path / "c.zip", {"red": (200, 20, 20), "blue": (20, 20, 200)}, per_class=20)
     client = Client(url, verbose=False)
     job = client.submit(handle_file(str(archive)), "simple_cnn", 32, 60, True, False, "never-saved",
                         api_name="/train")
-    reply = ""
-    for _ in range(120):  # the job registers once the zip is read
-        reply = client.predict(api_name="/cancel_training")
-        if reply.startswith("Cancelling"):
-            break
-        time.sleep(0.5)
-    assert reply.startswith("Cancelling")
+    assert cancel_once_registered(client, "/cancel_training").startswith("Cancelling")
     with pytest.raises(AppError, match="cancelled"):
         job.result(timeout=120)
     assert not (models_dir / "never-saved").exists()

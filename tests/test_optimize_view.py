@@ -16,7 +16,7 @@ from PIL import Image
 
 from vision.training.compress import COLUMNS
 
-from app_server import launch_app
+from app_server import cancel_once_registered, launch_app
 from conftest import SHAPES_MODEL
 
 pytestmark = pytest.mark.slow
@@ -129,13 +129,7 @@ def test_cancel_ends_a_long_run(app, tmp_path):
     client = Client(url, verbose=False)
     job = client.submit(*_args(_shapes_zip(tmp_path / "shapes.zip"), "never", epochs=60, views=8),
                         api_name="/optimize")
-    reply = ""
-    for _ in range(240):  # the job registers once the zip is read
-        reply = client.predict(api_name="/cancel_optimize")
-        if reply.startswith("Cancelling"):
-            break
-        time.sleep(0.25)
-    assert reply.startswith("Cancelling")
+    assert cancel_once_registered(client, "/cancel_optimize").startswith("Cancelling")
     with pytest.raises(AppError, match="optimizing was cancelled; no variant was kept"):
         job.result(timeout=120)
     assert not any("distilling: epoch 60/60" in str(out[0]) for out in job.outputs())

@@ -37,7 +37,7 @@ from vision.ui.catalog import MINE
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
 from vision.ui.session import Session
-from vision.ui.train import MODEL_NAME, TrainView
+from vision.ui.train import MODEL_NAME, TrainView, cancel_session_job
 
 #: The inputs' ranges; the handler checks them too (an API caller is not held by the sliders).
 STUDENT_SIZES = (32, 160)
@@ -232,11 +232,7 @@ class OptimizeView:
         return said
 
     def cancel(self, request: gr.Request) -> str:
-        session = self.ctx.sessions.find(request)  # a call with no session has nothing to cancel
-        if session is None or not session.training:
-            return "Nothing is optimizing in this session."
-        session.job.cancel()
-        return "Cancelling after the current batch…"
+        return cancel_session_job(self.ctx, request, "Nothing is optimizing in this session.")
 
 
 def _describe(update: TrainProgress) -> str:

@@ -202,11 +202,17 @@ class TrainView:
         return f"[Open TensorBoard]({url}) (on this machine: every training's curves, learning rate and pictures)"
 
     def cancel(self, request: gr.Request) -> str:
-        session = self.ctx.sessions.find(request)  # a call with no session has nothing to cancel
-        if session is None or not session.training:
-            return "Nothing is training in this session."
-        session.job.cancel()
-        return "Cancelling after the current batch…"
+        return cancel_session_job(self.ctx, request, "Nothing is training in this session.")
+
+
+def cancel_session_job(ctx: Context, request: gr.Request, idle: str) -> str:
+    """Cancel the session's training or optimizing job (a session runs one at a time); ``idle``
+    is the answer when it runs none."""
+    session = ctx.sessions.find(request)  # a call with no session has nothing to cancel
+    if session is None or not session.training:
+        return idle
+    session.job.cancel()
+    return "Cancelling after the current batch…"
 
 
 def _audit(dataset: Any) -> Any:
