@@ -62,13 +62,14 @@ def _latency_ratio(rows: list, names: tuple[str, str], repeats: int = 60) -> tup
     """(ms of names[0], ms of names[1], ratio), the two flatbuffers taking turns."""
     from vision.bundle.store import load_bundle
     from vision.data.images import preprocess
-    from vision.runtime.tflite import TFLiteRunner, convert_to_tflite
+    from vision.runtime.tflite import TFLiteRunner
+    from vision.training.compress import model_flatbuffer
 
     sides = {}
     for name in names:
         row = next(r for r in rows if r.name == name)
         bundle = load_bundle(row.path)
-        runner = TFLiteRunner(convert_to_tflite(bundle.model))
+        runner = TFLiteRunner(model_flatbuffer(bundle))
         x = np.asarray(preprocess(np.full((128, 128, 3), 127, np.uint8), bundle.preprocessing), np.float32)
         sides[name] = (lambda r=runner, v=x: r(v))
     times = alternating_ms(sides, repeats)

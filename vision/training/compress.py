@@ -28,7 +28,7 @@ from vision.data.images import ImageSource, input_side, load_image, preprocess
 from vision.errors import VisionError
 from vision.export.parity import median_ms
 from vision.models.serving import split_outputs
-from vision.runtime.tflite import TFLiteRunner, convert_to_tflite
+from vision.runtime.tflite import TFLiteRunner, cached_flatbuffer, convert_to_tflite
 from vision.training.config import DistillConfig, ProgressHook, TrainConfig, TrainProgress, TrainResult
 from vision.training.distill import distill
 from vision.training.recipe import save_trained
@@ -115,9 +115,16 @@ def _keras_gzip(model: Any) -> int:
         return gzip_bytes(path.read_bytes())
 
 
+def model_flatbuffer(bundle: Bundle) -> bytes:
+    """The float TFLite flatbuffer of ``bundle``'s model alone (preprocessed input, its outputs),
+    converted once per bundle (``cached_flatbuffer``)."""
+    return cached_flatbuffer(f"model|{bundle.fingerprint}", lambda: convert_to_tflite(bundle.model))
+
+
 def _bundle_variant(name: str, bundle: Bundle, pixels: list[np.ndarray], labels: np.ndarray | None,
                     reference: np.ndarray | None, details: dict[str, Any]) -> tuple[Variant, np.ndarray]:
-    flatbuffer = convert_to_tflite(bundle.model)
+    # Cached by the bundle's fingerprint: the original is measured again on every run.
+    flatbuffer = model_flatbuffer(bundle)
     details = {"keras_gzip_bytes": _keras_gzip(bundle.model), "architecture": bundle.info.get("architecture"),
                "input_size": list(bundle.preprocessing.size), "parameters": int(bundle.model.count_params()),
                **details}
