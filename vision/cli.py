@@ -192,7 +192,8 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", type=Path, required=True, help="PNG to write")
 
     export = command("export", _export,
-                     "export a bundle for TF.js (the browser), TFLite, TF Serving (SavedModel) or ONNX")
+                     "export a bundle for TF.js (the browser), TFLite, TF Serving (SavedModel), ONNX or "
+                     "Teachable Machine")
     export.add_argument("bundle", help=MODEL_HELP)
     export.add_argument("--format", choices=FORMATS, default=FORMATS[0])
     export.add_argument("--quantize", help=quantization_help())
@@ -204,6 +205,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="full-integer TFLite: post-training calibration (ptq, the default) or "
                              "quantization-aware fine-tuning on the calibration images (qat, slower)")
     export.add_argument("--overwrite", action="store_true")
+
+    import_tm = command("import-tm", _import_tm,
+                        "import a Teachable Machine export (its TF.js, Keras or TFLite zip, or the unpacked folder)")
+    import_tm.add_argument("source", type=Path, help="the zip Teachable Machine gave you, or its folder")
+    import_tm.add_argument("--out", type=Path, required=True, help="bundle folder to write, e.g. models/my-tm-model")
+    import_tm.add_argument("--name", help="display name (default: the export's model name or file name)")
+    import_tm.add_argument("--overwrite", action="store_true")
 
     push = command("push", _push, "upload a bundle to the Hugging Face Hub (token: HF_TOKEN or `hf auth login`)")
     push.add_argument("bundle", type=Path)
@@ -446,6 +454,20 @@ def _export(args: argparse.Namespace) -> None:
     if args.web_site:
         site = build_web_site(result.path, args.web_site, overwrite=args.overwrite)
         print(f"wrote static site to {site} (serve it with any static file server)")
+
+
+def _import_tm(args: argparse.Namespace) -> None:
+    from vision.bundle.teachable import import_teachable  # lazy: imports Keras
+
+    folder = import_teachable(args.source, args.out, name=args.name, overwrite=args.overwrite)
+    bundle = open_bundle(folder)
+    kind = bundle.info.get("source", {}).get("export", "?")
+    print(f"imported Teachable Machine's {kind} export as {folder}: {len(bundle.labels)} classes "
+          f"({', '.join(bundle.labels)}), {bundle.preprocessing.size[0]} px, centre crop, "
+          f"x / {1 / bundle.preprocessing.scale:g} - 1")
+    if bundle.tflite_only:
+        print("TFLite only: it classifies, evaluates and exports to TFLite; Grad-CAM and training further need "
+              "the Keras or TF.js export")
 
 
 def _push(args: argparse.Namespace) -> None:

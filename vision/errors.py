@@ -103,3 +103,8 @@ class LimitExceededError(VisionError, ValueError):
 
 class TrainingConfigError(VisionError, ValueError):
     """A training option that does not exist, or that the chosen training path cannot do."""
+
+
+class InvalidModelFileError(VisionError, ValueError):
+    """A model file from elsewhere (Teachable Machine, Keras 2, TF.js, TFLite) is malformed,
+    too large, or uses something that is not accepted (Lambda layers, custom classes)."""

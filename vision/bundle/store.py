@@ -20,6 +20,7 @@ import platform
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from vision.trust.ood import OOD_FILE, load_detector
 INFO_FILE = "vision.json"
 FORMAT = "vision-bundle/1"
 KERAS_FILES = ("config.json", "model.weights.h5")
+#: The flatbuffer of a TFLite-only bundle (imported from a Teachable Machine TFLite export).
+TFLITE_FILE = "model.tflite"
+TFLITE_ONLY = "tflite-only"
 _REQUIRED_KEYS = ("labels", "preprocessing", "architecture")
 #: Pictures a trained bundle carries beside its model.
 CURVES_FILE = "training_curves.png"
@@ -60,8 +64,17 @@ class Bundle:
         """The Keras model (safe mode), loaded and checked against ``vision.json`` once."""
         with self._lock:
             if self._model is None:
+                if self.tflite_only:
+                    raise InvalidBundleError(
+                        f"'{self.name}' came as a TFLite file only, so there is no Keras model: Grad-CAM, training "
+                        "it further and exports other than TFLite need its Keras or TF.js export")
                 self._model = _load_keras_model(self.path, self.info)
             return self._model
+
+    @property
+    def tflite_only(self) -> bool:
+        """True for a bundle that holds a TFLite flatbuffer instead of a Keras model."""
+        return is_tflite_only(self.info)
 
     @property
     def detector(self) -> Any:
@@ -79,7 +92,7 @@ class Bundle:
         if self._fingerprint is None:
             ood = self.info.get("ood") or {}
             digest = hashlib.sha256(json.dumps([self.info["preprocessing"], ood], sort_keys=True).encode())
-            for name in (*KERAS_FILES, OOD_FILE) if ood.get("file") else KERAS_FILES:
+            for name in (*model_files(self.info), OOD_FILE) if ood.get("file") else model_files(self.info):
                 with open(self.path / name, "rb") as handle:
                     digest.update(hashlib.file_digest(handle, "sha256").digest())
             self._fingerprint = digest.hexdigest()
@@ -121,6 +134,17 @@ def versions() -> dict[str, str]:
             "keras": keras.__version__, "python": platform.python_version()}
 
 
+def is_tflite_only(info: dict[str, Any]) -> bool:
+    """Whether the bundle described by ``info`` holds a TFLite flatbuffer, not a Keras model."""
+    runtime = info.get("runtime")
+    return isinstance(runtime, dict) and runtime.get("kind") == TFLITE_ONLY
+
+
+def model_files(info: dict[str, Any]) -> tuple[str, ...]:
+    """The files that hold the model of the bundle described by ``info``."""
+    return (TFLITE_FILE,) if is_tflite_only(info) else KERAS_FILES
+
+
 def save_bundle(model: Any, info: dict[str, Any], folder: str | Path, overwrite: bool = False,
                 extra_files: dict[str, bytes] | None = None) -> Path:
     """Write ``model`` and ``info`` as a bundle at ``folder``, atomically.
@@ -136,12 +160,37 @@ def save_bundle(model: Any, info: dict[str, Any], folder: str | Path, overwrite:
     folder = Path(folder)
     _validate_info(info, folder)
     _check_model_matches(model, info, folder)
+    return _write_bundle(folder, info, overwrite, extra_files,
+                         lambda staging: keras.saving.save_model(model, staging, zipped=False))
+
+
+def save_tflite_bundle(flatbuffer: bytes, info: dict[str, Any], folder: str | Path,
+                       overwrite: bool = False) -> Path:
+    """Write a TFLite-only bundle (``info["runtime"]["kind"] == "tflite-only"``) atomically.
+
+    Raises:
+        InvalidBundleError: as ``save_bundle``, or ``info`` does not say TFLite-only.
+    """
+    folder = Path(folder)
+    _validate_info(info, folder)
+    if not is_tflite_only(info):
+        raise InvalidBundleError(f"'{folder.name}': a TFLite-only bundle needs runtime.kind '{TFLITE_ONLY}'")
+
+    def write(staging: Path) -> None:
+        staging.mkdir()
+        (staging / TFLITE_FILE).write_bytes(flatbuffer)
+
+    return _write_bundle(folder, info, overwrite, None, write)
+
+
+def _write_bundle(folder: Path, info: dict[str, Any], overwrite: bool, extra_files: dict[str, bytes] | None,
+                  write_model: Callable[[Path], None]) -> Path:
     if folder.exists() and not overwrite:
         raise BundleExistsError(f"a model already exists at '{folder}'; choose another name or overwrite")
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        keras.saving.save_model(model, staging, zipped=False)
+        write_model(staging)
         (staging / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
         (staging / "README.md").write_text(render_model_card(info))
         for name, data in (extra_files or {}).items():
@@ -181,14 +230,16 @@ def read_info(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelNotFoundError(f"no model bundle at '{folder}'")
-    missing = [name for name in (*KERAS_FILES, INFO_FILE) if not (folder / name).is_file()]
-    if missing:
-        raise InvalidBundleError(f"'{folder}' is not a complete model bundle: missing {', '.join(missing)}")
+    if not (folder / INFO_FILE).is_file():
+        raise InvalidBundleError(f"'{folder}' is not a complete model bundle: missing {INFO_FILE}")
     try:
         info = json.loads((folder / INFO_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidBundleError(f"'{folder / INFO_FILE}' is not valid JSON ({error})") from None
     _validate_info(info, folder)
+    missing = [name for name in model_files(info) if not (folder / name).is_file()]
+    if missing:
+        raise InvalidBundleError(f"'{folder}' is not a complete model bundle: missing {', '.join(missing)}")
     return info
 
 
@@ -201,7 +252,8 @@ def load_bundle(folder: str | Path) -> Bundle:
             model; the message names what is wrong.
     """
     bundle = open_bundle(folder)
-    _ = bundle.model  # load and validate now
+    if not bundle.tflite_only:
+        _ = bundle.model  # load and validate now
     return bundle
 
 

@@ -244,6 +244,12 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     raise InvalidImageError(f"unsupported image array dtype {array.dtype}")
 
 
+#: How an image is cut before the resize: not at all, or to its centred square (Teachable Machine).
+CROPS = ("none", "center")
+#: RGB -> gray as Teachable Machine's library computes it for a grayscale model.
+GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How pixels become model input; saved with every model and exported to the web.
@@ -251,21 +257,34 @@ class Preprocessing:
     Images are resized to ``size`` with bilinear interpolation (half-pixel centres, no
     antialiasing: the same arithmetic as ``tf.image.resizeBilinear`` in TF.js), then each
     channel value ``v`` in 0..255 becomes ``v * scale + offset``.
+
+    Models imported from Teachable Machine see what its library feeds them: ``crop="center"``
+    takes the centred square before the resize, and ``grayscale`` reduces RGB to one channel
+    with its luma weights.
     """
 
     size: tuple[int, int]
     scale: float = 1.0 / 255.0
     offset: float = 0.0
     resize: str = "bilinear"
+    crop: str = "none"
+    grayscale: bool = False
+
+    def __post_init__(self) -> None:
+        if self.crop not in CROPS:
+            raise ValueError(f"preprocessing crop must be one of {CROPS}; got {self.crop!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "size": list(self.size),
             "scale": self.scale,
             "offset": self.offset,
             "resize": self.resize,
-            "channels": "RGB",
+            "channels": "L" if self.grayscale else "RGB",
         }
+        if self.crop != "none":  # written only when used, so existing bundles' files are unchanged
+            data["crop"] = self.crop
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Preprocessing":
@@ -275,10 +294,12 @@ class Preprocessing:
             scale=float(data.get("scale", 1.0 / 255.0)),
             offset=float(data.get("offset", 0.0)),
             resize=str(data.get("resize", "bilinear")),
+            crop=str(data.get("crop", "none")),
+            grayscale=data.get("channels", "RGB") == "L",
         )
 
 
-def resized(images: Any, size: tuple[int, int], method: str = "bilinear") -> np.ndarray:
+def resized(images: Any, size: tuple[int, int], method: str = "bilinear", crop: str = "none") -> np.ndarray:
     """``images`` (H, W, C) or (N, H, W, C), any size, resized to ``size`` = (H, W) with
     exactly the arithmetic of ``preprocess``, as float32 on the 0-255 scale.
 
@@ -287,7 +308,7 @@ def resized(images: Any, size: tuple[int, int], method: str = "bilinear") -> np.
     of the result equals ``preprocess`` of the original bit for bit, and a model sees the
     same input whichever path the image took.
     """
-    return _resize(images, size, method).numpy()
+    return _resize(images, size, method, crop).numpy()
 
 
 def preprocess(images: Any, spec: Preprocessing) -> Any:
@@ -296,16 +317,29 @@ def preprocess(images: Any, spec: Preprocessing) -> Any:
     Written in TensorFlow ops so it runs inside ``tf.data`` maps and ``tf.function``s
     unchanged; called eagerly it returns an ``EagerTensor``.
     """
-    return _resize(images, spec.size, spec.resize) * spec.scale + spec.offset
+    pixels = _resize(images, spec.size, spec.resize, spec.crop)
+    if spec.grayscale:
+        import tensorflow as tf  # deferred as in _resize
+
+        # Teachable Machine's luma weights; linear, so doing it after the resize is exact.
+        pixels = tf.reduce_sum(pixels * tf.constant(GRAY_WEIGHTS), axis=-1, keepdims=True)
+    return pixels * spec.scale + spec.offset
 
 
-def _resize(images: Any, size: tuple[int, int], method: str) -> Any:
+def _resize(images: Any, size: tuple[int, int], method: str, crop: str = "none") -> Any:
     # The one resize: TF's bilinear with half-pixel centres and no antialiasing, which is
     # what tf.image.resizeBilinear does in the TF.js page. PIL's bilinear antialiases when
     # it shrinks and would give the model other pixels than it was trained on.
     import tensorflow as tf  # deferred: decoding alone should not pay for TensorFlow
 
     pixels = tf.cast(tf.convert_to_tensor(images), tf.float32)
+    if crop == "center":
+        # Dynamic shapes: the TFLite and SavedModel wrappers take images of any size.
+        shape = tf.shape(pixels)
+        height, width = shape[-3], shape[-2]
+        side = tf.minimum(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        pixels = pixels[..., top:top + side, left:left + side, :]
     # With half-pixel centres a same-size resize samples exactly at the source pixels,
     # so no special case is needed for inputs already at the model's size.
     return tf.image.resize(pixels, size, method=method, antialias=False)

@@ -41,6 +41,7 @@ from vision.export.onnx import ONNX_FILE, export_onnx, write_metadata_props
 from vision.export.options import FORMATS, QUANTIZATIONS
 from vision.export.parity import parity_record, write_parity
 from vision.export.savedmodel import export_for_serving, serving_metadata
+from vision.export.teachable import check_teachable, export_teachable
 from vision.export.webweights import quantize_graph_model, uint8_kernels
 from vision.models.heads import LOGITS_LAYER, OUTPUT_LAYER
 from vision.models.serving import serving_model, split_outputs
@@ -112,7 +113,7 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
     expected = _joined(model(inputs, training=False), classes)
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
-    full_integer = None
+    full_integer = teachable = None
     try:
         if fmt == "savedmodel":
             # TF Serving's layout. Both signatures (encoded images, float tensors) are held to
@@ -128,6 +129,11 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
             predicted = _joined(outputs, classes)
         elif fmt == "tflite":
             predicted = _export_tflite(model, staging, inputs, quantize, classes)
+        elif fmt == "teachable-machine":
+            # TM's formats have no "unknown" output: the probabilities alone are compared.
+            teachable = export_teachable(bundle, staging)
+            expected = expected[:, :classes]
+            predicted = check_teachable(staging, inputs, bundle.preprocessing, expected)
         else:
             predicted = _export_tfjs(model, staging, inputs, quantize, bundle.model, classes)
         result = _verify(fmt, quantize, expected, predicted, classes)
@@ -135,6 +141,8 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
         if full_integer:  # the input and output tensors' dtype, scale and zero point
             metadata["input"]["dtype"] = full_integer["input"]["dtype"]
             metadata["full_integer"] = full_integer
+        if fmt == "teachable-machine":
+            metadata["teachable_machine"] = teachable
         if features:
             size = int(bundle.model.get_layer(LOGITS_LAYER).input.shape[-1])
             metadata["features"] = {"output": "features", "size": size}
@@ -213,6 +221,8 @@ def _verify(fmt: str, quantize: str | None, expected: np.ndarray, predicted: np.
         checked_with = "the saved model the graph was converted from, before weight quantization"
     else:
         checked_with = {"savedmodel": "the exported saved model's two signatures, images sent PNG-encoded",
+                        "teachable-machine": "keras_model.h5 in Keras on the snippet's input, and model.json "
+                                             "rebuilt in Keras on TM's library's input (the worse)",
                         "onnx": "the exported onnx model in ONNX Runtime"}.get(fmt, "the saved model the graph runs")
     return {"max_abs_diff": diff, "max_abs_dp": dp, "top1_agreement": agreement, "images": int(len(expected)),
             "checked_with": checked_with}

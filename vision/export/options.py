@@ -3,13 +3,13 @@ list these, ``vision.export.formats`` makes them."""
 
 from __future__ import annotations
 
-FORMATS = ("tfjs", "tflite", "savedmodel", "onnx")
+FORMATS = ("tfjs", "tflite", "savedmodel", "onnx", "teachable-machine")
 #: Per format, the quantizations it takes (None: float32, as trained). TFLite's "int8*" are full
 #: integer (weights and activations, ``vision.export.int8``): "int8" keeps float32 input and
 #: output, "int8-io" has int8 input and output tensors, "int8-uint8-io" uint8 ones.
 QUANTIZATIONS = {"tfjs": (None, "float16", "uint8"),
                  "tflite": (None, "float16", "dynamic", "int8", "int8-io", "int8-uint8-io"),
-                 "savedmodel": (None,), "onnx": (None,)}
+                 "savedmodel": (None,), "onnx": (None,), "teachable-machine": (None,)}
 #: How a full-integer TFLite export gets its int8 weights (``vision.export.int8``): "ptq",
 #: calibration and bias correction, or "qat", then quantization-aware fine-tuning.
 INT8_METHODS = ("ptq", "qat")

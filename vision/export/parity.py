@@ -34,7 +34,8 @@ COLUMNS = ("format", "quantization", "size (MB)", "top-1 agreement", "max |Δp|"
            "checked on")
 #: Not counted in an export's size: what describes it, not what serves it.
 DESCRIPTIONS = ("metadata.json", PARITY_FILE)
-NAMES = {"tfjs": "TF.js", "tflite": "TFLite", "savedmodel": "SavedModel", "onnx": "ONNX"}
+NAMES = {"tfjs": "TF.js", "tflite": "TFLite", "savedmodel": "SavedModel", "onnx": "ONNX",
+         "teachable-machine": "Teachable Machine"}
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,9 @@ def _tfjs_latency(folder: Path, web: Path = REPO / "web") -> tuple[float | None,
 def parity_record(fmt: str, quantize: str | None, folder: Path, check: dict[str, Any],
                   metadata: dict[str, Any], x: np.ndarray) -> dict[str, Any]:
     """The figures of the export in ``folder``: ``check`` is ``formats._verify``'s result."""
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name not in DESCRIPTIONS)
+    # A Teachable Machine export also holds its folders zipped, as TM hands them out: counted once.
+    size = sum(p.stat().st_size for p in folder.rglob("*")
+               if p.is_file() and p.name not in DESCRIPTIONS and p.suffix != ".zip")
     ms, runtime = latency(fmt, folder, x, metadata)
     return {"format": fmt, "quantization": quantize, "name": f"{NAMES.get(fmt, fmt)} {quantize or 'fp32'}",
             "size_bytes": size, "top1_agreement": check["top1_agreement"],

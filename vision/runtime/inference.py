@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vision.bundle.store import Bundle, open_bundle
+from vision.bundle.store import TFLITE_FILE, Bundle, open_bundle
 from vision.data.images import ImageSource, input_side, load_image, preprocess
 from vision.models.serving import serving_model, split_outputs
 from vision.runtime.tflite import TFLiteRunner, cached_flatbuffer, convert_to_tflite
@@ -96,8 +96,13 @@ class Classifier:
         self._batch_fn: Any = None
         self._build_lock = threading.Lock()
         self._pool: queue.LifoQueue[TFLiteRunner] | None = None
+        self._raw: _RawFlatbuffer | None = None
         self.runtime = "tf"
-        if runtime == "tflite":
+        if bundle.tflite_only:
+            # Imported as a flatbuffer only: nothing to convert and no Keras to fall back on.
+            self._raw = _RawFlatbuffer((bundle.path / TFLITE_FILE).read_bytes(), pool_size, threads)
+            self.runtime = "tflite"
+        elif runtime == "tflite":
             try:
                 # Cached on disk by the bundle's fingerprint: only the first run converts,
                 # and a cache hit never loads the Keras model (nor imports TensorFlow) at all.
@@ -123,6 +128,8 @@ class Classifier:
         return cls(open_bundle(path), **kwargs)
 
     def _batch_call(self, x: np.ndarray) -> Any:
+        if self._raw is not None:
+            return np.stack([self._raw(image) for image in x])
         # Traced on first use: tracing a large Keras model costs seconds that a caller
         # served by TFLite (the CLI's predict, the app's classify) never needs to pay.
         with self._build_lock:
@@ -164,6 +171,8 @@ class Classifier:
         """Class probabilities (in label order) for one image, and its familiarity
         (None for a bundle without a detector), from one run of the model."""
         pixels = self._decode(image)
+        if self._raw is not None:
+            return self._raw(self._model_input(pixels)[0]), None
         if self._pool is None:
             probabilities, familiarity = self._batch_scores(self._model_input(pixels))
             return probabilities[0], None if familiarity is None else float(familiarity[0])
@@ -225,7 +234,9 @@ class Classifier:
         # The first call traces the tf.functions and sizes XNNPACK's buffers: pay it now.
         height, width = self.preprocessing.size
         blank = np.zeros((height, width, 3), np.uint8)
-        if self._pool is not None:
+        if self._raw is not None:
+            self._raw.warm_up()
+        elif self._pool is not None:
             runners = [self._pool.get() for _ in range(self._pool.qsize())]
             for runner in runners:
                 runner(blank)
@@ -233,3 +244,36 @@ class Classifier:
         else:
             self.predict_batch([blank])
 
+
+
+class _RawFlatbuffer:
+    """A flatbuffer as it was imported (Teachable Machine's): it takes the preprocessed model
+    input, float or quantized to uint8/int8, and gives the probabilities, maybe quantized.
+    Preprocessing runs outside it (``images.preprocess``, which imports TensorFlow)."""
+
+    def __init__(self, flatbuffer: bytes, pool_size: int, threads: int | None) -> None:
+        self._pool: queue.LifoQueue[TFLiteRunner] = queue.LifoQueue()
+        for _ in range(max(1, pool_size)):
+            self._pool.put(TFLiteRunner(flatbuffer, threads))
+        runner = self._pool.get()
+        self._input = runner.interpreter.get_input_details()[0]
+        self._output = runner.interpreter.get_output_details()[0]
+        self._pool.put(runner)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities for one preprocessed input ``x`` (H, W, C) float32."""
+        from vision.export.int8 import dequantize, quantize_input  # the same arithmetic as the int8 export
+
+        runner = self._pool.get()
+        try:
+            output = runner(quantize_input(np.asarray(x, np.float32), self._input))[0]
+        finally:
+            self._pool.put(runner)
+        return dequantize(output, self._output).astype(np.float32)
+
+    def warm_up(self) -> None:
+        """One run on every interpreter, so the first request does not size XNNPACK's buffers."""
+        runners = [self._pool.get() for _ in range(self._pool.qsize())]
+        for runner in runners:
+            runner(np.zeros(tuple(self._input["shape"][1:]), self._input["dtype"]))
+            self._pool.put(runner)

@@ -127,6 +127,20 @@ def make_interpreter(flatbuffer: bytes, threads: int | None = None, engine: str 
     return interpreter
 
 
+def describe_flatbuffer(flatbuffer: bytes) -> dict[str, dict[str, Any]]:
+    """The first input's and output's shape, dtype and quantization (scale, zero point) of a
+    flatbuffer, as plain JSON-ready values; LiteRT's errors pass through for a bad file."""
+    interpreter = make_interpreter(flatbuffer, threads=1)
+
+    def described(detail: dict[str, Any]) -> dict[str, Any]:
+        scale, zero_point = detail["quantization"]
+        return {"shape": [int(n) for n in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name,
+                "scale": float(scale), "zero_point": int(zero_point)}
+
+    return {"input": described(interpreter.get_input_details()[0]),
+            "output": described(interpreter.get_output_details()[0])}
+
+
 class TFLiteRunner:
     """One interpreter behind one call: set the input, invoke, read every output.
 

@@ -84,3 +84,39 @@ def evaluate_classifier(classifier: Any, split: Split, labels: list[str], progre
     items = progress(sources) if progress else sources
     probabilities = np.stack([classifier.probabilities(source) for source in items])
     return evaluation_from_probabilities(labels, split.labels, probabilities)
+
+
+#: The Models view's side-by-side table (``compare_classifiers``).
+COMPARE_COLUMNS = ("model", "accuracy", "macro F1", "ECE", "ms / image", "recall per class")
+
+
+def compare_classifiers(classifiers: dict[str, Any], split: Split, labels: list[str],
+                        progress: Any = None) -> list[list[Any]]:
+    """One ``COMPARE_COLUMNS`` row per named ``vision.runtime.inference.Classifier``, each scored
+    on the same ``split`` (whose classes are ``labels``) through its serving path.
+
+    Models may list their classes in any order (Teachable Machine keeps the order they were
+    made in): each is matched to ``labels`` by name.
+
+    Raises:
+        DatasetError: a model lacks one of the dataset's classes, or has others.
+    """
+    from vision.errors import DatasetError
+    from vision.export.parity import median_ms
+    from vision.trust.calibration import expected_calibration_error
+
+    rows = []
+    for name, classifier in classifiers.items():
+        if sorted(classifier.labels) != sorted(labels):
+            raise DatasetError(f"'{name}' knows {', '.join(classifier.labels)}; the images are of "
+                               f"{', '.join(labels)}: compare models on images of their own classes")
+        order = [classifier.labels.index(label) for label in labels]
+        evaluation = evaluate_classifier(classifier, split, labels, progress)
+        evaluation = evaluation_from_probabilities(labels, split.labels, evaluation.probabilities[:, order])
+        first = split.sources()[0]
+        ms = median_ms(lambda classifier=classifier: classifier.probabilities(first), runs=10, warmup=2)
+        recall = ", ".join(f"{label} {m['recall']:.0%}" for label, m in evaluation.per_class().items())
+        rows.append([name, round(evaluation.accuracy, 4), round(evaluation.macro_f1, 4),
+                     round(expected_calibration_error(evaluation.probabilities, evaluation.y_true), 4),
+                     round(ms, 2), recall])
+    return rows

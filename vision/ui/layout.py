@@ -8,6 +8,7 @@ from vision.explain.methods import METHODS
 from vision.export.options import FORMATS, quantization_names
 from vision.models.registry import list_models
 from vision.training.config import LOSSES, MIXING, DistillConfig, TrainConfig
+from vision.training.evaluate import COMPARE_COLUMNS
 from vision.ui.classify import ClassifyView
 from vision.ui.context import Context
 from vision.ui.export import ExportView
@@ -57,7 +58,7 @@ HUB = dict(concurrency_id="hub", concurrency_limit=2)
 def build_blocks(ctx: Context) -> gr.Blocks:
     config = ctx.config
     classify, live, train = ClassifyView(ctx), LiveView(ctx), TrainView(ctx)
-    models, hub, export, optimize = ModelsView(ctx), HubView(ctx), ExportView(ctx), OptimizeView(ctx)
+    models, hub, export, optimize = ModelsView(ctx, train), HubView(ctx), ExportView(ctx), OptimizeView(ctx)
     architectures = [(f"{spec.name} — {spec.description}", spec.name) for spec in list_models()]
     labels = ctx.catalog.info(config.default_model).get("labels", [])
 
@@ -177,6 +178,24 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                 card_curves = gr.Image(label="Training curves", interactive=False)
                 card_confusion = gr.Image(label="Confusion matrix", interactive=False)
                 card_reliability = gr.Image(label="Reliability", interactive=False)
+            with gr.Accordion("Import a Teachable Machine model", open=False):
+                gr.Markdown("Upload the zip Teachable Machine gave you: its TensorFlow.js, Keras or TFLite export. "
+                            "It becomes a model here, with its preprocessing (centre crop, x / 127 - 1) kept.")
+                with gr.Row():
+                    tm_zip = gr.File(label="Teachable Machine zip", file_types=[".zip"], elem_id="tm-zip")
+                    tm_name = gr.Textbox(label="Name", placeholder="my-tm-model")
+                tm_import = gr.Button("Import", variant="primary")
+                tm_status = gr.Markdown(elem_id="tm-status")
+            with gr.Accordion("Compare models on the same photos", open=False):
+                gr.Markdown("Evaluate models side by side on a zip of class folders, e.g. an imported Teachable "
+                            "Machine model against one trained here on the same photos.")
+                with gr.Row():
+                    compare_models = gr.Dropdown([], multiselect=True, allow_custom_value=True,
+                                                 label="Models (up to 4)")
+                    compare_zip = gr.File(label="Labelled photos (zip of class folders)", file_types=[".zip"])
+                compare_button = gr.Button("Compare")
+                compare_table = gr.Dataframe(headers=list(COMPARE_COLUMNS), interactive=False,
+                                             label="Side by side", elem_id="compare-table")
 
         with gr.Tab("Hub", id="hub"):
             whose = ("your own token (or your sign-in)" if config.oauth else "your own token") if config.public \
@@ -280,6 +299,13 @@ def build_blocks(ctx: Context) -> gr.Blocks:
         choice.input(models.show, choice, card_outputs, api_name="model_card", **QUICK)
         remove.click(models.delete, [choice, owner_token], [table, choice, chosen], api_name="delete_model", **QUICK)
         publish.click(models.publish, [choice, owner_token], [table, choice, chosen], api_name="publish_model", **QUICK)
+        tm_import.click(models.import_teachable, [tm_zip, tm_name], [table, choice, tm_status],
+                        api_name="import_teachable_machine", **EXPORT) \
+            .then(models.show, choice, card_outputs, api_name=False, **QUICK) \
+            .then(classify.class_choices, None, target, api_name=False, **QUICK)
+        compare_button.click(models.compare, [compare_models, compare_zip], compare_table,
+                             api_name="compare_models", **EXPORT)
+        choice.change(models.compare_choices, None, compare_models, api_name=False, **QUICK)
         demo.load(models.refresh, None, [choice, table], api_name=False, **QUICK) \
             .then(models.show, choice, card_outputs, api_name=False, **QUICK)
         demo.unload(_ender(ctx))

@@ -3,6 +3,7 @@ publish and delete."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,20 +11,89 @@ import gradio as gr
 from PIL import Image
 
 from vision.bundle.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, copy_bundle, delete_bundle
-from vision.errors import AccessDeniedError, BundleExistsError
+from vision.bundle.teachable import MAX_ZIP_BYTES
+from vision.errors import AccessDeniedError, BundleExistsError, DatasetError, InvalidModelFileError, LimitExceededError
 from vision.ui import access
 from vision.ui.cache import forget, get_bundle, get_classifier
 from vision.ui.catalog import MINE, SHARED
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
 from vision.ui.session import DEFAULT_KEY
+from vision.ui.train import MODEL_NAME, TrainView
 
 HEADERS = ["key", "name", "architecture", "classes", "val accuracy", "created"]
+#: Models evaluated side by side at most, in one call.
+MAX_COMPARED = 4
+#: Images a visitor's comparison may classify (each model classifies each once).
+MAX_COMPARE_IMAGES = 500
+
+
+def _name_from_file(path: str) -> str:
+    """A model name from an uploaded file's name: its letters, digits, '-' and '_'."""
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(path).stem).strip("-_")[:64]
+    return stem if MODEL_NAME.match(stem or "") else "teachable-machine"
 
 
 class ModelsView:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, train: TrainView | None = None) -> None:
         self.ctx = ctx
+        # Where a new model goes and the per-session limits: the same rules as for training.
+        self._train = train or TrainView(ctx)
+
+    @user_errors
+    def import_teachable(self, zip_file: str | None, name: str, request: gr.Request,
+                         progress: gr.Progress = gr.Progress()) -> tuple[list[list[Any]], Any, str]:
+        """Import the zip Teachable Machine gave the visitor (TF.js, Keras or TFLite) as a model
+        of this session (or, privately, a shared one), and make it the active one."""
+        from vision.bundle.teachable import import_teachable  # lazy: Keras
+
+        if not zip_file:
+            raise InvalidModelFileError("upload the zip Teachable Machine gave you (any of its three exports)")
+        session = self.ctx.session(request)
+        name = (name or "").strip() or _name_from_file(zip_file)
+        key, out = self._train.destination(session, name)
+        config = self.ctx.config
+        quota = session.remaining_bytes(config.limits.session_disk_mb) if config.public else MAX_ZIP_BYTES
+        progress(0.1, desc="Reading the Teachable Machine export")
+        folder = import_teachable(zip_file, out, name=name, max_bytes=quota)
+        if key.startswith(MINE):
+            session.models[key] = folder
+        progress(0.8, desc="Loading it")
+        get_classifier(folder)
+        session.active = key
+        bundle = get_bundle(folder)
+        dropdown, table = self.refresh(request)
+        extra = (" It came as TFLite only: it classifies, evaluates and exports to TFLite; for Grad-CAM and "
+                 "training further, import its Keras or TF.js export.") if bundle.tflite_only else \
+            " Grad-CAM, exports and the Hub work on it; train it further in the Train tab."
+        return table, dropdown, (f"Imported **{bundle.name}** (`{key}`, Teachable Machine's "
+                                 f"{bundle.info['source']['export']} export, classes: {', '.join(bundle.labels)}) "
+                                 f"and made it this session's model.{extra}")
+
+    @user_errors
+    def compare(self, keys: list[str] | None, zip_file: str | None, request: gr.Request,
+                progress: gr.Progress = gr.Progress(track_tqdm=False)) -> list[list[Any]]:
+        """Evaluate the chosen models side by side on one labelled zip (class folders)."""
+        from vision.data.datasets import load_zip
+        from vision.training.evaluate import compare_classifiers
+
+        session = self.ctx.session(request)
+        keys = list(dict.fromkeys(keys or []))
+        if not 1 <= len(keys) <= MAX_COMPARED:
+            raise DatasetError(f"choose 1 to {MAX_COMPARED} models to compare")
+        if not zip_file:
+            raise DatasetError("upload a zip of class folders to compare the models on")
+        folders = {key: self.ctx.catalog.resolve(session, key) for key in keys}
+        config = self.ctx.config
+        with tempfile.TemporaryDirectory(dir=config.state_dir, prefix="vision-compare-") as scratch:
+            quota = session.remaining_bytes(config.limits.session_disk_mb) if config.public else None
+            dataset = load_zip(zip_file, extract_to=Path(scratch) / "data", max_total_bytes=quota)
+            split = dataset.everything()
+            if config.public and len(split) > MAX_COMPARE_IMAGES:
+                raise LimitExceededError(f"compare on at most {MAX_COMPARE_IMAGES} images")
+            classifiers = {get_bundle(folder).name: get_classifier(folder) for folder in folders.values()}
+            return compare_classifiers(classifiers, split, dataset.class_names,
+                                       progress=lambda items: progress.tqdm(items, desc="Classifying"))
 
     def table(self, request: gr.Request) -> list[list[Any]]:
         return self.ctx.catalog.rows(self.ctx.session(request))
@@ -31,6 +101,10 @@ class ModelsView:
     def names(self, request: gr.Request) -> list[str]:
         """The keys of the models this session can use (for gradio_client)."""
         return list(self.ctx.catalog.visible(self.ctx.session(request)))
+
+    def compare_choices(self, request: gr.Request) -> Any:
+        """The compare picker's choices: the models this session can use."""
+        return gr.Dropdown(choices=self.ctx.catalog.choices(self.ctx.session(request)))
 
     def refresh(self, request: gr.Request) -> tuple[Any, list[list[Any]]]:
         """The dropdown (on the active model) and the table, for this session."""

@@ -1,0 +1,379 @@
+"""Teachable Machine's image exports, brought in as bundles.
+
+Teachable Machine (TM) hands its users one of three zips:
+
+- TF.js: ``model.json`` + ``weights.bin`` + ``metadata.json`` (labels, image size, grayscale)
+- Keras: ``keras_model.h5`` (tf.keras 2, converted from the TF.js model) + ``labels.txt``
+- TFLite: ``model_unquant.tflite`` (float) or ``model.tflite`` (uint8 in and out) + ``labels.txt``
+
+The first two become ordinary Keras 3 bundles (``vision.models.layers_config`` rebuilds the
+topology as data and loads the weights by name), so Grad-CAM, fine-tuning, the "unknown"
+detector, every export and the Hub work on them. A TFLite zip becomes a bundle that holds
+the flatbuffer as it came: it classifies, evaluates and exports to TFLite, and says plainly
+that Grad-CAM and training need the Keras or TF.js export.
+
+Every bundle records TM's preprocessing (centre square crop, ``x / 127 - 1``, grayscale if
+set), so each runtime here feeds the model what TM's library feeds it. Everything is read
+as data and bounded: an import is as untrusted as any upload.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vision.bundle.store import make_info, save_bundle, save_tflite_bundle
+from vision.data.archives import extract_zip
+from vision.data.images import Preprocessing
+from vision.errors import InvalidModelFileError, UnsafeArchiveError, VisionError
+
+#: TM's library scales pixels by ``x / 127 - 1``, not MobileNet's ``x / 127.5 - 1``; the
+#: import keeps TM's so that predictions match the page the model came from.
+TM_SCALE = 1 / 127
+TM_OFFSET = -1.0
+ARCHITECTURE = "teachable-machine"
+#: Caps: TM's own MobileNet exports are 2-10 MB; these leave room without inviting abuse.
+MAX_ZIP_BYTES = 300 * 1024**2
+MAX_JSON_BYTES = 20 * 1024**2
+MAX_WEIGHT_BYTES = 250 * 1024**2
+MAX_CLASSES = 1000
+MAX_LABEL_CHARS = 200
+KINDS = ("tfjs", "keras", "tflite")
+#: An attribute of a ``keras_model.h5`` exported here (``vision.export.teachable``): what its
+#: input is divided by before subtracting 1. TM's own Keras exports carry none and expect 127.
+DIVISOR_ATTRIBUTE = "vision_input_divisor"
+
+
+@dataclass(frozen=True)
+class TeachableExport:
+    """A recognised TM export in a folder: which kind, and its labels and metadata."""
+
+    kind: str
+    folder: Path
+    labels: list[str]
+    metadata: dict[str, Any]
+
+
+def import_teachable(source: str | Path, out: str | Path, name: str | None = None,
+                     overwrite: bool = False, max_bytes: int = MAX_ZIP_BYTES) -> Path:
+    """Import the TM export ``source`` (its zip, or a folder of its files) as a bundle at ``out``.
+
+    Args:
+        source: The zip TM gave you, or the folder it was unpacked into.
+        out: The bundle folder to write (atomically).
+        name: The bundle's display name; TM's ``modelName`` or the file's name by default.
+        overwrite: Replace an existing bundle at ``out``.
+        max_bytes: What the zip may unpack to (e.g. a session's remaining disk quota).
+
+    Returns:
+        ``out``.
+
+    Raises:
+        InvalidModelFileError: not a TM export, or a file in it is malformed, too large or
+            uses a layer type that is not accepted (Lambda, custom classes).
+        UnsafeArchiveError: a hostile zip.
+        BundleExistsError: ``out`` exists and ``overwrite`` is False.
+    """
+    source = Path(source)
+    with tempfile.TemporaryDirectory(prefix="vision-tm-") as scratch:
+        folder = _unpacked(source, Path(scratch), max_bytes)
+        export = find_export(folder)
+        display = name or str(export.metadata.get("modelName") or source.stem)[:MAX_LABEL_CHARS]
+        if export.kind == "tflite":
+            return _import_tflite(export, Path(out), display, overwrite)
+        model, preprocessing = load_teachable_model(export)
+        info = make_info(display, export.labels, ARCHITECTURE, preprocessing, source=_provenance(export))
+        return save_bundle(model, info, out, overwrite=overwrite)
+
+
+def find_export(folder: Path) -> TeachableExport:
+    """Which TM export ``folder`` holds (looking one folder deep, as zips often nest).
+
+    Raises:
+        InvalidModelFileError: none of TM's three exports is there.
+    """
+    candidates = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
+    for place in candidates:
+        if (place / "model.json").is_file():
+            metadata = _read_metadata(place / "metadata.json")
+            return TeachableExport("tfjs", place, _labels_from_metadata(metadata), metadata)
+        if (place / "keras_model.h5").is_file():
+            return TeachableExport("keras", place, read_labels(place / "labels.txt"), {})
+        if (place / "model_unquant.tflite").is_file() or (place / "model.tflite").is_file():
+            return TeachableExport("tflite", place, read_labels(place / "labels.txt"), {})
+    raise InvalidModelFileError(
+        "this is not a Teachable Machine export: expected model.json + metadata.json + weights.bin (TF.js), "
+        "keras_model.h5 + labels.txt (Keras) or model_unquant.tflite / model.tflite + labels.txt (TFLite)")
+
+
+def load_teachable_model(export: TeachableExport) -> tuple[Any, Preprocessing]:
+    """The Keras 3 model of a TF.js or Keras export, weights loaded, and its preprocessing.
+
+    Raises:
+        InvalidModelFileError: see ``import_teachable``.
+    """
+    from vision.models.layers_config import rebuild  # lazy: Keras
+
+    divisor = 1 / TM_SCALE
+    if export.kind == "tfjs":
+        topology, weights = _read_tfjs(export.folder)
+        where = "model.json"
+    elif export.kind == "keras":
+        topology, weights, divisor = _read_h5(export.folder / "keras_model.h5")
+        where = "keras_model.h5"
+    else:
+        raise InvalidModelFileError(f"a {export.kind} export has no Keras model to rebuild")
+    rebuilt = rebuild(topology, where)
+    rebuilt.load_weights(weights, where)
+    model = rebuilt.model
+    classes = int(model.output.shape[-1])
+    if classes != len(export.labels):
+        raise InvalidModelFileError(f"{where}: the model has {classes} outputs but there are "
+                                    f"{len(export.labels)} labels")
+    return model, _preprocessing(model.input.shape, export.metadata, divisor)
+
+
+def read_labels(path: Path) -> list[str]:
+    """TM's ``labels.txt``: one ``"<index> <label>"`` per line, in output order.
+
+    The index is checked and split off at the first space (TM's snippet cuts two characters,
+    which breaks from the tenth class on).
+
+    Raises:
+        InvalidModelFileError: missing, too large, or the indices are not 0, 1, 2, ...
+    """
+    text = _read_text(path, 1024 * 1024)
+    labels = []
+    for number, line in enumerate(line for line in text.splitlines() if line.strip()):
+        index, _, label = line.strip().partition(" ")
+        if index != str(number) or not label.strip():
+            raise InvalidModelFileError(f"labels.txt line {number + 1} is {line[:60]!r}; "
+                                        f"expected '{number} <label>'")
+        labels.append(label.strip()[:MAX_LABEL_CHARS])
+    return _checked_labels(labels, "labels.txt")
+
+
+# --- reading the files ------------------------------------------------------------------------
+
+def _unpacked(source: Path, scratch: Path, max_bytes: int) -> Path:
+    if source.is_dir():
+        return source
+    if not source.is_file():
+        raise InvalidModelFileError(f"'{source.name}' does not exist")
+    try:
+        return extract_zip(source, scratch / "export", max_total_bytes=min(max_bytes, MAX_ZIP_BYTES), max_files=64)
+    except UnsafeArchiveError:
+        raise
+    except VisionError as error:  # not a zip, or a damaged one: say so in the import's terms
+        raise InvalidModelFileError(f"{error} (Teachable Machine exports are zip files)") from None
+
+
+def _read_text(path: Path, cap: int) -> str:
+    if not path.is_file():
+        raise InvalidModelFileError(f"{path.name} is missing")
+    if path.stat().st_size > cap:
+        raise InvalidModelFileError(f"{path.name} is {path.stat().st_size:,} bytes; at most {cap:,} are accepted")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidModelFileError(f"{path.name} is not UTF-8 text") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(_read_text(path, MAX_JSON_BYTES))
+    except json.JSONDecodeError as error:
+        raise InvalidModelFileError(f"{path.name} is not valid JSON ({error.msg}, line {error.lineno})") from None
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    metadata = _read_json(path)
+    if not isinstance(metadata, dict):
+        raise InvalidModelFileError("metadata.json is not a JSON object")
+    return metadata
+
+
+def _labels_from_metadata(metadata: dict[str, Any]) -> list[str]:
+    labels = metadata.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise InvalidModelFileError("metadata.json has no list of labels")
+    return _checked_labels([label.strip()[:MAX_LABEL_CHARS] for label in labels], "metadata.json")
+
+
+def _checked_labels(labels: list[str], where: str) -> list[str]:
+    if not 2 <= len(labels) <= MAX_CLASSES:
+        raise InvalidModelFileError(f"{where}: {len(labels)} classes; a classifier needs 2 to {MAX_CLASSES}")
+    if len(set(labels)) != len(labels) or not all(labels):
+        raise InvalidModelFileError(f"{where}: labels must be distinct and not empty")
+    return labels
+
+
+def _read_tfjs(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    model = _read_json(folder / "model.json")
+    if not isinstance(model, dict) or model.get("format", "layers-model") != "layers-model":
+        raise InvalidModelFileError("model.json is not a TF.js layers model (TM exports one)")
+    topology = model.get("modelTopology")
+    if isinstance(topology, dict) and "model_config" in topology:
+        topology = topology["model_config"]
+    if not isinstance(topology, dict):
+        raise InvalidModelFileError("model.json has no modelTopology")
+    manifest = model.get("weightsManifest")
+    if not isinstance(manifest, list):
+        raise InvalidModelFileError("model.json has no weightsManifest")
+    weights: dict[str, np.ndarray] = {}
+    total = 0
+    for group in manifest:
+        specs, data = _manifest_group(folder, group)
+        offset = 0
+        for spec in specs:
+            name, shape, count = _weight_spec(spec)
+            total += 4 * count
+            if total > MAX_WEIGHT_BYTES or offset + 4 * count > len(data):
+                raise InvalidModelFileError(f"model.json: weight {name!r} runs past the end of its weight files")
+            weights[name] = np.frombuffer(data, "<f4", count, offset).reshape(shape).copy()
+            offset += 4 * count
+        if offset != len(data):
+            raise InvalidModelFileError(f"model.json: the weights use {offset:,} of the files' {len(data):,} bytes")
+    return topology, weights
+
+
+def _manifest_group(folder: Path, group: Any) -> tuple[list[Any], bytes]:
+    if not isinstance(group, dict) or not isinstance(group.get("paths"), list) \
+            or not isinstance(group.get("weights"), list):
+        raise InvalidModelFileError("model.json: a weightsManifest entry has no paths and weights")
+    data = bytearray()
+    for path in group["paths"]:
+        # Only files beside model.json: a manifest must not read anything else on the disk.
+        if not isinstance(path, str) or "/" in path or "\\" in path or path in ("", ".", ".."):
+            raise InvalidModelFileError(f"model.json: weight file {str(path)[:60]!r} is not a plain file name")
+        file = folder / path
+        if not file.is_file():
+            raise InvalidModelFileError(f"model.json names {path!r}, which is not in the export")
+        if len(data) + file.stat().st_size > MAX_WEIGHT_BYTES:
+            raise InvalidModelFileError(f"the weight files are over {MAX_WEIGHT_BYTES:,} bytes")
+        data += file.read_bytes()
+    return group["weights"], bytes(data)
+
+
+def _weight_spec(spec: Any) -> tuple[str, tuple[int, ...], int]:
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("shape"), list):
+        raise InvalidModelFileError("model.json: a weight entry without name and shape")
+    name, shape = spec["name"], spec["shape"]
+    if spec.get("dtype", "float32") != "float32" or spec.get("quantization"):
+        raise InvalidModelFileError(f"model.json: weight {name[:60]!r} is not float32 (TM exports float32)")
+    if len(shape) > 5 or not all(isinstance(n, int) and 0 < n <= 1 << 24 for n in shape):
+        raise InvalidModelFileError(f"model.json: weight {name[:60]!r} has shape {str(shape)[:60]}")
+    count = int(np.prod(shape, dtype=np.int64))
+    if 4 * count > MAX_WEIGHT_BYTES:
+        raise InvalidModelFileError(f"model.json: weight {name[:60]!r} declares {count:,} values")
+    return name, tuple(shape), count
+
+
+def _read_h5(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], float]:
+    """The topology, the weights, and what the input is divided by: TM's 127, or what a Keras
+    export made here records (``vision.export.teachable.DIVISOR_ATTRIBUTE``)."""
+    import h5py  # installed with Keras
+
+    if path.stat().st_size > MAX_WEIGHT_BYTES:
+        raise InvalidModelFileError(f"{path.name} is over {MAX_WEIGHT_BYTES:,} bytes")
+    try:
+        with h5py.File(path, "r") as h5:
+            config = h5.attrs.get("model_config")
+            if config is None:
+                raise InvalidModelFileError(f"{path.name} holds weights only; TM's Keras export has the model too")
+            topology = json.loads(config.decode() if isinstance(config, bytes) else str(config))
+            group = h5["model_weights"] if "model_weights" in h5 else h5
+            weights = _h5_weights(group)
+            divisor = float(h5.attrs.get(DIVISOR_ATTRIBUTE, 1 / TM_SCALE))
+            if divisor not in (127.0, 127.5):
+                raise InvalidModelFileError(f"{path.name}: input divisor {divisor:g} is neither 127 nor 127.5")
+    except (OSError, KeyError, ValueError) as error:
+        if isinstance(error, InvalidModelFileError):
+            raise
+        raise InvalidModelFileError(f"{path.name} is not a readable Keras HDF5 file ({type(error).__name__})") from None
+    if not isinstance(topology, dict):
+        raise InvalidModelFileError(f"{path.name}: model_config is not an object")
+    return topology, weights, divisor
+
+
+def _h5_weights(group: Any) -> dict[str, np.ndarray]:
+    """Every dataset named by the ``weight_names`` attributes under ``group``.
+
+    Only hard links inside the file and plain datasets are read: HDF5 can point at other
+    files (external links, external storage, virtual datasets), which an upload must not."""
+    import h5py
+
+    weights: dict[str, np.ndarray] = {}
+    total = 0
+
+    def visit(node: Any, depth: int) -> None:
+        nonlocal total
+        if depth > 6:
+            raise InvalidModelFileError("keras_model.h5: weight groups nested too deep")
+        for name in node.attrs.get("weight_names", []):
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if not isinstance(node.get(name, getlink=True), h5py.HardLink):
+                raise InvalidModelFileError(f"keras_model.h5: weight {name[:60]!r} links outside the file")
+            dataset = node[name]
+            if not isinstance(dataset, h5py.Dataset) or dataset.external or dataset.is_virtual \
+                    or dataset.dtype.kind != "f" or dataset.ndim > 5:
+                raise InvalidModelFileError(f"keras_model.h5: weight {name[:60]!r} is not a plain float array")
+            total += dataset.size * 4
+            if total > MAX_WEIGHT_BYTES:
+                raise InvalidModelFileError(f"keras_model.h5: weights over {MAX_WEIGHT_BYTES:,} bytes")
+            weights[name] = np.asarray(dataset[()], np.float32)
+        for key in node:
+            if isinstance(node.get(key, getlink=True), h5py.HardLink) and isinstance(node[key], h5py.Group):
+                visit(node[key], depth + 1)
+
+    visit(group, 0)
+    return weights
+
+
+def _preprocessing(input_shape: Any, metadata: dict[str, Any], divisor: float = 1 / TM_SCALE) -> Preprocessing:
+    height, width, channels = (int(n) for n in input_shape[1:])
+    if channels not in (1, 3):
+        raise InvalidModelFileError(f"the model takes {channels} channels; TM models take RGB or grayscale")
+    size = metadata.get("imageSize", height)
+    if size != height or height != width:
+        raise InvalidModelFileError(f"the model takes {height}x{width} images but metadata.json says {size}")
+    return Preprocessing(size=(height, width), scale=1 / divisor, offset=TM_OFFSET, crop="center",
+                         grayscale=channels == 1)
+
+
+def _provenance(export: TeachableExport, **extra: Any) -> dict[str, Any]:
+    kept = ("tmVersion", "tfjsVersion", "packageName", "packageVersion", "modelName", "timeStamp")
+    return {"tool": "Teachable Machine", "export": export.kind,
+            **{key: str(export.metadata[key])[:100] for key in kept if key in export.metadata}, **extra}
+
+
+# --- TFLite -----------------------------------------------------------------------------------
+
+def _import_tflite(export: TeachableExport, out: Path, name: str, overwrite: bool) -> Path:
+    from vision.runtime.tflite import describe_flatbuffer
+
+    file = export.folder / ("model_unquant.tflite" if (export.folder / "model_unquant.tflite").is_file()
+                            else "model.tflite")
+    if file.stat().st_size > MAX_WEIGHT_BYTES:
+        raise InvalidModelFileError(f"{file.name} is over {MAX_WEIGHT_BYTES:,} bytes")
+    flatbuffer = file.read_bytes()
+    try:
+        details = describe_flatbuffer(flatbuffer)
+    except Exception as error:  # LiteRT's errors for a bad flatbuffer are RuntimeErrors and ValueErrors
+        raise InvalidModelFileError(f"{file.name} is not a TFLite model LiteRT can run ({type(error).__name__})") \
+            from None
+    shape = details["input"]["shape"]
+    if len(shape) != 4 or details["output"]["shape"][-1] != len(export.labels):
+        raise InvalidModelFileError(f"{file.name}: input {shape} / output {details['output']['shape']} do not fit "
+                                    f"an image classifier with {len(export.labels)} labels")
+    preprocessing = _preprocessing([None, *shape[1:]], {})
+    info = make_info(name, export.labels, ARCHITECTURE, preprocessing,
+                     source=_provenance(export, file=file.name, input_dtype=details["input"]["dtype"]),
+                     runtime={"kind": "tflite-only", "input": details["input"], "output": details["output"]})
+    return save_tflite_bundle(flatbuffer, info, out, overwrite=overwrite)
+
