@@ -179,7 +179,7 @@ def export_metadata(bundle: Bundle, fmt: str, quantize: str | None, check: dict[
     """What a runtime needs, and how the export was checked."""
     return {
         "format": {"tfjs": "tfjs-graph-model", "tflite": "tflite", "savedmodel": "tf-saved-model",
-                   "onnx": "onnx"}[fmt],
+                   "onnx": "onnx", "teachable-machine": "teachable-machine"}[fmt],
         "name": bundle.name,
         "architecture": bundle.info.get("architecture"),
         "labels": bundle.labels,
@@ -189,7 +189,7 @@ def export_metadata(bundle: Bundle, fmt: str, quantize: str | None, check: dict[
         "output": OUTPUT_LAYER,
         # A second output of shape [1, 1]: below the threshold, the answer is "unknown".
         "unknown": ({"output": "familiarity", **{k: bundle.info["ood"][k] for k in ("method", "threshold")}}
-                    if bundle.info.get("ood") else None),
+                    if bundle.info.get("ood") and fmt != "teachable-machine" else None),
         "temperature": (bundle.info.get("calibration") or {}).get("temperature"),
         "quantization": quantize,
         "verification": check,
