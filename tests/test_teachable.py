@@ -219,3 +219,25 @@ def test_h5_weights_that_point_outside_the_file_are_refused(tm_export: Path, tmp
     with pytest.raises(InvalidModelFileError, match="links outside the file"):
         import_teachable(folder, tmp_path / "out")
 
+
+
+def test_an_import_trains_further_and_gets_an_unknown_detector(tm_export: Path, shapes_folder: Path,
+                                                               tiny_bundle: Path, tmp_path: Path) -> None:
+    imported = import_teachable(tm_export / "tm-tfjs-model.zip", tmp_path / "imported")
+    env = {**os.environ, "VISION_NATIVE_LOGS": "1"}
+    out = tmp_path / "further"
+    done = subprocess.run([sys.executable, "-m", "vision", "train", str(shapes_folder), "--from", str(imported),
+                           "--out", str(out), "--epochs", "2", "--batch-size", "16"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    further = load_bundle(out)
+    assert further.labels == load_bundle(imported).labels
+    assert further.info["trained_further_from"] == load_bundle(imported).name
+    assert further.info["source"]["tool"] == "Teachable Machine"
+    assert further.detector is not None  # "unknown" now exists for a model that came without it
+    assert further.preprocessing == load_bundle(imported).preprocessing
+    # Only the head trained: the layers below are the import's, bit for bit.
+    before, after = load_bundle(imported).model, further.model
+    conv = next(layer.name for layer in before.layers if type(layer).__name__ == "Conv2D")
+    for a, b in zip(before.get_layer(conv).get_weights(), after.get_layer(conv).get_weights(), strict=True):
+        assert np.array_equal(a, b)

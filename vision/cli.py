@@ -111,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default="efficientnet_lite0",
                        help="architecture (see `models`); the default trains on cached pretrained features in seconds")
     train.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    train.add_argument("--from", dest="from_bundle", metavar="BUNDLE",
+                       help="train this bundle's model further instead (e.g. one imported from Teachable Machine): "
+                            "its head learns the photos, and it gets an 'unknown' detector and calibration; "
+                            "the data's folders must be its classes")
     train.add_argument("--name", help="display name (default: the folder name)")
     train.add_argument("--size", type=int, help="input side in pixels (default: the model's)")
     train.add_argument("--epochs", type=int, default=20)
@@ -265,7 +269,7 @@ def _train(args: argparse.Namespace) -> None:
         focal_gamma=args.focal_gamma, label_smoothing=args.label_smoothing, mixing=args.mixing,
         jit_compile=args.jit_compile, tensorboard=args.tensorboard, distributed=args.distributed,
     )
-    print(f"training {config.model} on {len(dataset.train)} images "
+    print(f"training {args.from_bundle or config.model} on {len(dataset.train)} images "
           f"({len(dataset.val)} for validation), classes: {', '.join(dataset.class_names)}")
     bar = tqdm(total=config.epochs, unit="epoch", dynamic_ncols=True, bar_format=
                "{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
@@ -281,7 +285,14 @@ def _train(args: argparse.Namespace) -> None:
                              if k in ("loss", "accuracy", "val_loss", "val_accuracy")})
 
     try:
-        if cluster is None:
+        if args.from_bundle:
+            from vision.training.further import train_further
+
+            if cluster is not None:
+                raise VisionError("--from trains a head in seconds on one machine: drop --distributed")
+            trained = train_further(load_bundle(resolve_model(args.from_bundle)), dataset, config, args.out,
+                                    name=args.name, overwrite=args.overwrite, progress=show)
+        elif cluster is None:
             trained = train_bundle(dataset, config, args.out, name=args.name, overwrite=args.overwrite,
                                    progress=show)
         else:

@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,21 @@ class LabelledDataset:
         if self.train.images is not None and self.val.images is not None:
             return Split(labels, images=np.concatenate([self.train.images, self.val.images]))
         raise DatasetError("cannot combine a file split with an in-memory split")
+
+    def in_label_order(self, labels: list[str]) -> "LabelledDataset":
+        """This dataset with its classes numbered as ``labels`` (a model's output order), e.g. to
+        train further a model whose classes were made in another order than the folders sort.
+
+        Raises:
+            DatasetError: the dataset's classes are not exactly ``labels``.
+        """
+        if sorted(labels) != sorted(self.class_names):
+            raise DatasetError(f"the model's classes are {', '.join(labels)}; the images' folders are "
+                               f"{', '.join(self.class_names)}: name one folder per class of the model")
+        index = np.array([labels.index(name) for name in self.class_names], np.int64)
+        renumbered = [replace(split, labels=index[np.asarray(split.labels, np.int64)])
+                      for split in (self.train, self.val)]
+        return replace(self, class_names=list(labels), train=renumbered[0], val=renumbered[1])
 
 
 @dataclass

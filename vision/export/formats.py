@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from vision.bundle.store import Bundle, versions
+from vision.bundle.store import TFLITE_FILE, Bundle, versions
 from vision.data.images import preprocess
 from vision.data.photos import photographed_at, probe_photos
 from vision.data.synthetic import make_shapes
@@ -105,6 +105,11 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
     out = Path(out)
     if out.exists() and not overwrite:
         raise ExportError(f"'{out}' already exists; choose another folder or overwrite")
+    if bundle.tflite_only:
+        if fmt != "tflite" or quantize:
+            raise ExportError(f"'{bundle.name}' came as a TFLite file only, so it exports to TFLite as it is "
+                              "(tflite, no quantization); other formats need its Keras or TF.js export")
+        return _export_flatbuffer_as_is(bundle, out, images if images is not None else probe_images(bundle))
     images = images if images is not None else probe_images(bundle)
     inputs = np.stack([np.asarray(preprocess(image, bundle.preprocessing)) for image in images])
     # Calibrated probabilities, plus the "unknown" detector's familiarity where there is one.
@@ -160,6 +165,37 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(out, fmt, quantize, parity["size_bytes"], result["max_abs_diff"], result["top1_agreement"],
+                        len(images), metadata, parity)
+
+
+def _export_flatbuffer_as_is(bundle: Bundle, out: Path, images: list[np.ndarray]) -> ExportResult:
+    """A TFLite-only bundle's flatbuffer, copied with its metadata and parity: checked by running
+    the copy in LiteRT against the bundle's own classifier on ``images``."""
+    from vision.runtime.inference import Classifier
+    from vision.runtime.tflite import describe_flatbuffer
+
+    expected = np.stack([Classifier(bundle).probabilities(image) for image in images])
+    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        shutil.copyfile(bundle.path / TFLITE_FILE, staging / "model.tflite")
+        copied = Classifier(Bundle(staging, bundle.info))
+        predicted = np.stack([copied.probabilities(image) for image in images])
+        result = _verify("tflite", None, expected, predicted, len(bundle.labels))
+        result["checked_with"] = "the copied tflite model in LiteRT, against the imported one"
+        metadata = export_metadata(bundle, "tflite", None, result)
+        metadata["tflite_io"] = describe_flatbuffer((staging / "model.tflite").read_bytes())
+        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        x = np.asarray(preprocess(images[0], bundle.preprocessing), np.float32)
+        parity = parity_record("tflite", None, staging, result, metadata, x)
+        write_parity(staging, parity)
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(out, "tflite", None, parity["size_bytes"], result["max_abs_diff"], result["top1_agreement"],
                         len(images), metadata, parity)
 
 

@@ -69,6 +69,11 @@ def list_models() -> list[ModelSpec]:
     return list(_REGISTRY.values())
 
 
+def registered_names() -> list[str]:
+    """The names ``get_spec`` knows."""
+    return list(_REGISTRY)
+
+
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for ``name``, or an error listing the valid names."""
     try:

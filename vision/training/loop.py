@@ -28,10 +28,16 @@ log = logging.getLogger(__name__)
 
 
 def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook | None = None,
-                  cancel: threading.Event | None = None, start_from: Any = None) -> TrainResult:
+                  cancel: threading.Event | None = None, start_from: Any = None,
+                  continue_from: Any = None) -> TrainResult:
     """Train ``config.model`` end to end on ``dataset``'s images; ``start_from`` (same
     architecture) gives initial weights. The weights of the epoch with the lowest validation
     loss are restored.
+
+    ``continue_from`` (a ``vision.bundle.store.Bundle``) trains that bundle's model further
+    instead, whatever its architecture (one imported from Teachable Machine has none in the
+    registry), at its own preprocessing: its Dense layers (the head) train, everything below
+    stays as it was, as a few photos per class cannot retrain a backbone.
 
     Raises:
         TrainingCancelledError: ``cancel`` was set; training stopped after the current batch.
@@ -39,9 +45,12 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
     """
     # Several machines (TF_CONFIG): the strategy must exist before the process's first TensorFlow op.
     multi_worker = distributed.strategy() if config.distributed else None
-    spec = get_spec(config.model)
-    size = config.input_size or spec.default_size
-    preprocessing = spec.preprocessing(size)
+    spec = None if continue_from is not None else get_spec(config.model)
+    if spec is None:
+        preprocessing = continue_from.preprocessing
+    else:
+        size = config.input_size or spec.default_size
+        preprocessing = spec.preprocessing(size)
     keras.utils.set_random_seed(config.seed)
     summary = summarize(dataset)
     for warning in summary.warnings:
@@ -70,10 +79,13 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
     keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
     try:
         with strategy.scope():
-            kwargs: dict[str, Any] = {}
-            if spec.transfer:
-                kwargs = {"weights": config.weights, "fine_tune_layers": config.fine_tune_layers}
-            model = spec.builder(num_classes=len(dataset.class_names), input_size=size, **kwargs)
+            if spec is None:
+                model = _head_trainable_copy(continue_from.model)
+            else:
+                kwargs: dict[str, Any] = {}
+                if spec.transfer:
+                    kwargs = {"weights": config.weights, "fine_tune_layers": config.fine_tune_layers}
+                model = spec.builder(num_classes=len(dataset.class_names), input_size=size, **kwargs)
             if start_from is not None:
                 for layer in start_from.layers:
                     model.get_layer(layer.name).set_weights(layer.get_weights())
@@ -114,6 +126,15 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
     trained.set_weights(model.get_weights())
     return TrainResult(trained, preprocessing, config, history, best_epoch,
                        time.perf_counter() - started, summary.to_dict())
+
+
+def _head_trainable_copy(model: Any) -> Any:
+    """A copy of ``model`` (its own weights) in which only the Dense layers train."""
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    for layer in copy.layers:
+        layer.trainable = isinstance(layer, keras.layers.Dense)
+    return copy
 
 
 def _learning_rate(config: TrainConfig, steps_per_epoch: int) -> Any:
