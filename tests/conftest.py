@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -70,6 +71,20 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, shapes_folder: Path) -
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     config = TrainConfig(model="simple_cnn", input_size=32, epochs=1, batch_size=16)
     train_bundle(load_folder(shapes_folder), config, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tm_export(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_bundle`` exported in Teachable Machine's formats (TF.js and Keras, and their zips),
+    through the CLI."""
+    out = tmp_path_factory.mktemp("tm") / "export"
+    env = {**os.environ, "VISION_NATIVE_LOGS": "1"}
+    done = subprocess.run([sys.executable, "-m", "vision", "export", str(tiny_bundle), "--format",
+                           "teachable-machine", "--out", str(out)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "top-1 agreement 100.0%" in done.stdout
     return out
 
 

@@ -265,3 +265,26 @@ def test_hub_view_push_and_pull_never_leak_the_token(client, server, monkeypatch
     everything = captured.out + captured.err + caplog.text + str(pushed) + str(pulled)
     assert token not in everything
     assert "hf_wrong_token_000" not in everything
+
+
+def test_models_view_imports_a_teachable_machine_zip_and_compares(client, tm_export, shapes_folder, tiny_bundle,
+                                                                   tmp_path):
+    import json as json_module
+
+    table, _, status = client.predict(handle_file(str(tm_export / "tm-tfjs-model.zip")), "from-tm",
+                                      api_name="/import_teachable_machine")
+    assert "Imported **" in status and "shared/from-tm" in status
+    assert "shared/from-tm" in [row[0] for row in table["data"]]
+    labels = json_module.loads((Path(tiny_bundle) / "vision.json").read_text())["labels"]
+    image = next((shapes_folder / "val" / labels[0]).iterdir())
+    result, _ = client.predict(handle_file(str(image)), 3, api_name="/classify")  # now this session's model
+    assert set(_labels(result)) <= set(labels)
+    photos = tmp_path / "photos.zip"
+    with zipfile.ZipFile(photos, "w") as zf:
+        for path in (shapes_folder / "val").rglob("*.png"):
+            zf.write(path, f"photos/{path.parent.name}/{path.name}")
+    rows = client.predict(["shared/from-tm"], handle_file(str(photos)), api_name="/compare_models")["data"]
+    assert len(rows) == 1 and rows[0][0] == "from-tm" and 0.0 <= float(rows[0][1]) <= 1.0
+    assert all(label in rows[0][-1] for label in labels)  # recall per class
+    message = _error(client, handle_file(str(photos)), "x", api_name="/import_teachable_machine")
+    assert "not a Teachable Machine export" in message

@@ -25,19 +25,6 @@ from vision.errors import InvalidModelFileError, UnsafeArchiveError
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tm_export(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``tiny_bundle`` exported in Teachable Machine's formats (TF.js and Keras), through the CLI."""
-    out = tmp_path_factory.mktemp("tm") / "export"
-    env = {**os.environ, "VISION_NATIVE_LOGS": "1"}
-    done = subprocess.run([sys.executable, "-m", "vision", "export", str(tiny_bundle), "--format",
-                           "teachable-machine", "--out", str(out)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "top-1 agreement 100.0%" in done.stdout
-    return out
-
-
 def _images(size: tuple[int, int], count: int = 4) -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (count, *size, 3)).astype(np.uint8)
 
