@@ -29,6 +29,8 @@ import pytest  # noqa: E402
 from vision.defaults import SHAPES_MODEL  # noqa: E402,F401  (the example model most tests use)
 
 REPO = Path(__file__).resolve().parent.parent
+#: Session fixtures of genuine Teachable Machine exports (built on first use only).
+pytest_plugins = ["teachable_fixtures"]
 _IGNORED = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules", "build"}
 
 

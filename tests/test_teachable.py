@@ -20,7 +20,7 @@ import pytest
 from vision.bundle.store import load_bundle
 from vision.bundle.teachable import import_teachable, read_labels
 from vision.data.images import Preprocessing, preprocess
-from vision.errors import InvalidModelFileError, UnsafeArchiveError
+from vision.errors import ExportError, InvalidModelFileError, UnsafeArchiveError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -228,3 +228,22 @@ def test_an_import_trains_further_and_gets_an_unknown_detector(tm_export: Path, 
     conv = next(layer.name for layer in before.layers if type(layer).__name__ == "Conv2D")
     for a, b in zip(before.get_layer(conv).get_weights(), after.get_layer(conv).get_weights(), strict=True):
         assert np.array_equal(a, b)
+
+
+def test_ours_refuses_what_tm_cannot_hold(tmp_path: Path) -> None:
+    """An architecture a TF.js layers model cannot hold is named, with the reason."""
+    import keras
+
+    from vision.bundle.store import make_info, save_bundle
+    from vision.export.formats import export
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.LayerNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(2, name="logits")(x)
+    outputs = keras.layers.Activation("softmax", name="probabilities")(x)
+    folder = save_bundle(keras.Model(inputs, outputs), make_info("odd", ["a", "b"], "custom",
+                                                                 Preprocessing(size=(32, 32))), tmp_path / "odd")
+    with pytest.raises(ExportError, match="LayerNormalization.*cannot hold"):
+        export(load_bundle(folder), "teachable-machine", tmp_path / "out")
