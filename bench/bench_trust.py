@@ -1,13 +1,16 @@
 """Trust: "unknown", calibration, label errors, and what they cost at prediction time.
 
-    python bench/bench_trust.py
+    python bench/bench_trust.py [--only shapes textures few-shot labels cost]
 
-Every figure the "trust what it says" targets name, printed with its target, on two
+Every figure the "trust what it says" targets name, printed with its target, on the
 models trained here from package data:
 - shapes: ``resnet_small`` at 64 px on the synthetic shapes (seed 0), from scratch, the
   shipped model's recipe; "new test images" are shapes drawn with another seed;
 - textures: the fast path on scikit-image's brick, grass and gravel (train patches from
-  the top half of each photo, test patches from the bottom half).
+  the top half of each photo, test patches from the bottom half);
+- few-shot textures: the same task with 10 photos per class (6 of them validation images, too
+  few to fit a temperature on): calibrated on k-fold out-of-fold logits, scored on 120
+  held-out test patches; then the same from 24 px patches, where the model makes mistakes.
 Outliers are the package photos of everyday things (grace_hopper, chelsea, coffee, rocket,
 astronaut) and 16 crops of each: never used to fit anything (the detector's threshold looks
 at other package photos).
@@ -15,6 +18,7 @@ at other package photos).
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -79,11 +83,70 @@ def trust_report(name: str, folder: Path, dataset, test_split, outlier_images) -
         # The saved logits are already divided by T: undo it for "before".
         before = expected_calibration_error(softmax(test_logits, 1 / calibration["temperature"]), test_labels)
         after = expected_calibration_error(softmax(test_logits), test_labels)
-        print(f"  calibration  T = {calibration['temperature']:.3f}   ECE on {len(test_labels)} held-out test images: "
+        print(f"  calibration  T = {calibration['temperature']:.3f} ({calibration.get('method', 'validation')}, "
+              f"n = {calibration['images']})   ECE on {len(test_labels)} held-out test images: "
               f"before {before:.4f}, after {after:.4f}   (validation: {calibration['ece_before']:.4f} -> "
               f"{calibration['ece_after']:.4f})   target: after <= 0.05 and lower than before")
     else:
         print("  calibration  not fitted (too few validation images)")
+
+
+def few_shot_calibration(root: Path, patch: int = 128, seed: int = 0) -> None:
+    """10 photos per class through the app's default recipe; the temperature (fitted on k-fold
+    out-of-fold logits) judged on the 120 held-out test patches, beside what the label audit's
+    logistic-regression folds would have given (a head trained differently: other logit scale)."""
+    from vision.bundle.store import load_bundle
+    from vision.data.datasets import load_folder
+    from vision.data.photos import write_texture_task
+    from vision.models.features import get_extractor
+    from vision.models.heads import LOGITS_LAYER
+    from vision.training.config import TrainConfig
+    from vision.training.recipe import train_bundle
+    from vision.trust.audit import out_of_fold_probabilities
+    from vision.trust.calibration import expected_calibration_error, fit_temperature, softmax
+
+    task = write_texture_task(root / f"few-shot-{patch}", train_per_class=10, test_per_class=40, patch=patch,
+                              seed=seed)
+    dataset = load_folder(task / "train")
+    test = load_folder(task / "test").everything()
+    started = time.perf_counter()
+    trained = train_bundle(dataset, TrainConfig(model="efficientnet_lite0"), root / f"few-shot-{patch}-model")
+    seconds = time.perf_counter() - started
+    calibration = load_bundle(trained.path).info.get("calibration")
+    # The backbone is frozen: test logits are the cached features through the saved (scaled) head.
+    kernel, bias = trained.result.model.get_layer(LOGITS_LAYER).get_weights()
+    logits = get_extractor(224).features(test.sources())[0] @ kernel + bias
+    labels = test.labels
+    print(f"\nfew-shot textures from {patch} px patches: {len(dataset.train)} training + {len(dataset.val)} validation "
+          f"photos of {len(dataset.class_names)} classes, trained, calibrated and saved in {seconds:.1f} s; "
+          f"test accuracy {np.mean(logits.argmax(1) == labels):.3f} on {len(labels)} held-out patches")
+    if not calibration:
+        print("  calibration  not fitted   target: a temperature fitted and recorded   FAIL")
+        return
+    t = calibration["temperature"]
+
+    def nll(p):
+        return float(-np.mean(np.log(p[np.arange(len(labels)), labels] + 1e-12)))
+
+    raw = logits * t  # the saved logits are already divided by T
+    before, after = softmax(raw), softmax(logits)
+    ece_after = expected_calibration_error(after, labels)
+    passed = calibration.get("method") == "k-fold out-of-fold" and ece_after <= 0.05
+    print(f"  calibration  T = {t:.3f} recorded in vision.json ({calibration.get('method', 'validation')}, "
+          f"n = {calibration['images']} out-of-fold answers; their ECE {calibration['ece_before']:.4f} -> "
+          f"{calibration['ece_after']:.4f})")
+    print(f"               held-out {len(labels)} patches: ECE {expected_calibration_error(before, labels):.4f} -> "
+          f"{ece_after:.4f}, NLL {nll(before):.4f} -> {nll(after):.4f}   (best T for them: "
+          f"{fit_temperature(raw, labels):.3f})")
+    verdict = "PASS" if passed else "FAIL"
+    print(f"               target: a temperature fitted and recorded, ECE after <= 0.05   {verdict}")
+    # What the audit's logistic-regression folds would give: their own logit scale, not the head's.
+    everything = dataset.everything()
+    audit_logits = np.log(out_of_fold_probabilities(get_extractor(224).features(everything.sources())[0],
+                                                    everything.labels) + 1e-12)
+    t_audit = fit_temperature(audit_logits, everything.labels)
+    print(f"               (T from the label audit's logistic-regression folds instead: {t_audit:.3f}, held-out ECE "
+          f"{expected_calibration_error(softmax(raw, t_audit), labels):.4f}, NLL {nll(softmax(raw, t_audit)):.4f})")
 
 
 def label_errors(name: str, dataset, seed: int = 0) -> None:
@@ -140,6 +203,9 @@ def prediction_cost(name: str, folder: Path, image, repeats: int = 500) -> None:
           f"{a:.2f} ms, with the detector {b:.2f} ms ({b / a - 1:+.1%}; target <= +10 %)")
 
 
+SECTIONS = ("shapes", "textures", "few-shot", "labels", "cost")
+
+
 def main() -> None:
     from PIL import Image
 
@@ -150,46 +216,60 @@ def main() -> None:
     from vision.training.recipe import train_bundle
     from vision.zoo.everyday import default_model
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    only = set(parser.parse_args().only)
+    if "cost" in only:  # the prediction cost is measured on the shapes and textures models
+        only |= {"shapes", "textures"}
     outliers = with_crops(example_photos(), crops=16)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        # The shipped shapes model's recipe (README, `make shapes-model`), with trust fitted.
         size = 64
-        shapes = load_synthetic(per_class=250, size=size, seed=0)
-        fresh = make_shapes(per_class=50, size=size, seed=7)
-        train_bundle(shapes, TrainConfig(model="resnet_small", epochs=30, patience=10, seed=0), root / "shapes")
-        trust_report(f"shapes (resnet_small, {size} px, from scratch)", root / "shapes", shapes,
-                     Split(np.asarray(fresh.labels), images=np.asarray(fresh.images)), outliers)
-
         task = write_texture_task(root / "textures", train_per_class=30, test_per_class=40, patch=128)
-        textures = load_folder(task / "train", val_fraction=0.3)
-        test = load_folder(task / "test").everything()
-        train_bundle(textures, TrainConfig(model="efficientnet_lite0", epochs=20), root / "textures-model")
-        photos = len(textures.train) + len(textures.val)
-        trust_report(f"textures (fast path, {photos} photos of {len(textures.class_names)} classes)",
-                     root / "textures-model", textures, test, outliers)
+        if "shapes" in only:
+            # The shipped shapes model's recipe (README, `make shapes-model`), with trust fitted.
+            shapes = load_synthetic(per_class=250, size=size, seed=0)
+            fresh = make_shapes(per_class=50, size=size, seed=7)
+            train_bundle(shapes, TrainConfig(model="resnet_small", epochs=30, patience=10, seed=0), root / "shapes")
+            trust_report(f"shapes (resnet_small, {size} px, from scratch)", root / "shapes", shapes,
+                         Split(np.asarray(fresh.labels), images=np.asarray(fresh.images)), outliers)
 
-        # A harder task (24 px patches, blown up to 224): the model makes mistakes, so
-        # calibration has something to correct.
-        patch = 24
-        small = write_texture_task(root / "small-textures", train_per_class=40, test_per_class=60, patch=patch, seed=1)
-        small_set = load_folder(small / "train", val_fraction=0.3)
-        train_bundle(small_set, TrainConfig(model="efficientnet_lite0", epochs=20), root / "small-model")
-        trust_report(f"textures from {patch} px patches (harder)", root / "small-model", small_set,
-                     load_folder(small / "test").everything(), outliers)
+        if "textures" in only:
+            textures = load_folder(task / "train", val_fraction=0.3)
+            test = load_folder(task / "test").everything()
+            train_bundle(textures, TrainConfig(model="efficientnet_lite0", epochs=20), root / "textures-model")
+            photos = len(textures.train) + len(textures.val)
+            trust_report(f"textures (fast path, {photos} photos of {len(textures.class_names)} classes)",
+                         root / "textures-model", textures, test, outliers)
 
-        print()
-        label_errors("textures (the test patches)", load_folder(task / "test"))
-        label_errors("shapes (seed 3)", load_synthetic(per_class=100, size=size, seed=3))
+            # A harder task (24 px patches, blown up to 224): the model makes mistakes, so
+            # calibration has something to correct.
+            patch = 24
+            small = write_texture_task(root / "small-textures", train_per_class=40, test_per_class=60, patch=patch,
+                                       seed=1)
+            small_set = load_folder(small / "train", val_fraction=0.3)
+            train_bundle(small_set, TrainConfig(model="efficientnet_lite0", epochs=20), root / "small-model")
+            trust_report(f"textures from {patch} px patches (harder)", root / "small-model", small_set,
+                         load_folder(small / "test").everything(), outliers)
 
-        print()
-        photo_path = example_photos()[1]
-        photo = np.asarray(Image.open(photo_path).convert("RGB"))
-        print(f"  (prediction cost on {photo_path.name}, {photo.shape[1]}x{photo.shape[0]}; the sides take turns "
-              f"in blocks; {machine()})")
-        prediction_cost("textures, fast path", root / "textures-model", photo)
-        prediction_cost("everyday objects, the app's default", default_model(), photo)
-        prediction_cost("shapes, from scratch", root / "shapes", photo)
+        if "few-shot" in only:
+            few_shot_calibration(root)
+            few_shot_calibration(root, patch=24, seed=1)
+
+        if "labels" in only:
+            print()
+            label_errors("textures (the test patches)", load_folder(task / "test"))
+            label_errors("shapes (seed 3)", load_synthetic(per_class=100, size=size, seed=3))
+
+        if "cost" in only:
+            print()
+            photo_path = example_photos()[1]
+            photo = np.asarray(Image.open(photo_path).convert("RGB"))
+            print(f"  (prediction cost on {photo_path.name}, {photo.shape[1]}x{photo.shape[0]}; the sides take turns "
+                  f"in blocks; {machine()})")
+            prediction_cost("textures, fast path", root / "textures-model", photo)
+            prediction_cost("everyday objects, the app's default", default_model(), photo)
+            prediction_cost("shapes, from scratch", root / "shapes", photo)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,38 @@ def test_the_cli_trains_few_shot_on_real_photos(fast_bundle, task, capsys):
     assert accuracy >= 0.9, report
 
 
+def test_few_shot_training_records_a_k_fold_temperature_and_a_reliability_picture(fast_bundle):
+    """Six validation images are too few to fit a temperature on: it is fitted on the out-of-fold
+    logits of k-fold heads over all 30 photos, recorded, drawn and described."""
+    calibration = json.loads((fast_bundle / "vision.json").read_text())["calibration"]
+    assert calibration["method"] == "k-fold out-of-fold" and calibration["images"] == 30
+    assert calibration["temperature"] != 1.0 and calibration["ece_after"] <= calibration["ece_before"]
+    assert sum(row["count"] for row in calibration["bins_after"]) == 30
+    assert (fast_bundle / "reliability.png").is_file()
+    assert "on 30 out-of-fold answers" in (fast_bundle / "README.md").read_text()
+
+
+def test_the_k_fold_temperature_improves_held_out_likelihood(fast_bundle, task):
+    """On the 30 test patches no fold ever saw: the saved (calibrated) probabilities have a lower
+    negative log-likelihood than the same model at T = 1."""
+    from vision.bundle.store import load_bundle
+    from vision.data.datasets import load_folder
+    from vision.models.features import get_extractor
+    from vision.models.heads import LOGITS_LAYER
+    from vision.trust.calibration import softmax
+
+    bundle = load_bundle(fast_bundle)
+    test = load_folder(task / "test").everything()
+    kernel, bias = bundle.model.get_layer(LOGITS_LAYER).get_weights()
+    logits = get_extractor(224).features(test.sources())[0] @ kernel + bias  # already divided by T
+    temperature = bundle.info["calibration"]["temperature"]
+
+    def nll(probabilities):
+        return -np.mean(np.log(probabilities[np.arange(len(test.labels)), test.labels]))
+
+    assert nll(softmax(logits)) < nll(softmax(logits * temperature))
+
+
 def test_a_fast_trained_bundle_is_plain_keras_in_safe_mode(fast_bundle, task):
     import keras
 
@@ -129,11 +161,13 @@ def test_the_app_trains_few_shot_from_samples_by_default(task, tmp_path):
             files = [handle_file(str(p)) for p in sorted((task / "train" / texture).iterdir())]
             client.predict(texture, None, files, api_name="/add_samples")
         # The view's defaults: efficientnet_lite0, 224 px, 20 epochs, augmentation, ImageNet weights.
-        status, _curves, metrics, confusion, _gallery, _choices, _reliability, issues, _pair = client.predict(
+        status, _curves, metrics, confusion, _gallery, _choices, reliability, issues, _pair = client.predict(
             None, "efficientnet_lite0", 224, 20, True, True, "textures", api_name="/train")
         assert "Saved **textures**" in metrics and "efficientnet_lite0" in status, (status, metrics)
         assert Path(confusion).is_file()
-        assert "Data check (cleanlab" in metrics and "too few to fit a temperature" in metrics
+        # Ten photos per class: calibrated on k-fold out-of-fold logits, its reliability diagram shown.
+        assert "Data check (cleanlab" in metrics and "Confidence calibrated: temperature" in metrics, metrics
+        assert reliability and Path(reliability).is_file()
         client.predict("shared/textures", api_name="/use_model")
         answers = []
         for texture in TEXTURES:

@@ -48,6 +48,22 @@ def test_duplicates_and_a_train_validation_leak_are_found(task, tmp_path):
     assert any(group.leak for group in copies) and all(len(group.sources) >= 2 for group in copies)
 
 
+def test_the_audit_ranks_out_of_fold_probabilities_it_is_given(monkeypatch):
+    """A few-shot training's calibration folds already answered every image: the audit ranks
+    those answers and trains no folds of its own."""
+    import vision.trust.audit as audit_module
+
+    monkeypatch.setattr(audit_module, "out_of_fold_probabilities",
+                        lambda *_: pytest.fail("the audit trained folds it was given"))
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 10)
+    probabilities = np.where(np.eye(2)[labels] == 1, 0.9, 0.1)
+    probabilities[3] = [0.02, 0.98]  # labelled 0, every fold says 1
+    audit = audit_features(rng.normal(size=(20, 8)), labels, ["a", "b"], probabilities=probabilities)
+    assert audit.out_of_fold is probabilities
+    assert audit.ranked[0].index == 3 and audit.ranked[0].suggested == "b"
+
+
 def test_a_class_of_one_image_is_refused_clearly():
     features = np.random.default_rng(0).normal(size=(5, 8))
     with pytest.raises(DatasetError, match="at least 2 images in every class"):

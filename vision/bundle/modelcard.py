@@ -60,10 +60,13 @@ def render_model_card(info: dict[str, Any]) -> str:
     if calibration or ood:
         body += ["", "## Confidence and \"unknown\"", ""]
     if calibration:
+        # Bundles made before "method" was recorded were all fitted on their validation split.
+        held_out = (f"{calibration['images']} out-of-fold answers (k-fold heads over every training photo: "
+                    "too few validation images to fit on)" if calibration.get("method") == "k-fold out-of-fold"
+                    else f"{calibration['images']} validation images")
         body.append(f"- Temperature scaling, T = {calibration['temperature']:.3f} (folded into the `logits` "
                     f"layer): expected calibration error {calibration['ece_before']:.3f} before, "
-                    f"{calibration['ece_after']:.3f} after, on {calibration['images']} validation images "
-                    "(`reliability.png`).")
+                    f"{calibration['ece_after']:.3f} after, on {held_out} (`reliability.png`).")
     if ood:
         body.append(f"- Out-of-distribution detector `{ood['method']}`, threshold {ood['threshold']:.4f}: "
                     "below it the answer is \"unknown\"" + (f" (accepts {ood['accept_rate']:.0%} of "

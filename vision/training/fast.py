@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from vision.data.datasets import LabelledDataset, summarize
 from vision.errors import TrainingCancelledError
@@ -51,8 +53,7 @@ def train_on_features(dataset: LabelledDataset, config: TrainConfig, progress: P
     keras.utils.set_random_seed(config.seed)
     summary = summarize(dataset)
     started = time.perf_counter()
-    extractor = get_extractor(size)
-    views = ("original", "mirrored") if config.augment and len(dataset.train) <= MIRROR_UP_TO else ("original",)
+    extractor, views = _extractor_and_views(dataset, config)
     total = len(dataset.train) + len(dataset.val)
 
     def embedded(done: int, _: int, offset: int = 0) -> None:
@@ -64,26 +65,115 @@ def train_on_features(dataset: LabelledDataset, config: TrainConfig, progress: P
     train_features = extractor.features(dataset.train.sources(), views, progress=embedded)
     val_features = extractor.features(dataset.val.sources(), progress=lambda d, n: embedded(d, n,
                                                                                             len(dataset.train)))[0]
-    x = train_features.reshape(-1, train_features.shape[-1])
-    y = np.tile(dataset.train.labels, len(views))
-
     classes = len(dataset.class_names)
-    head = _head(train_features.shape[-1], classes)
-    batch_size = min(config.batch_size, 16)
-    steps = int(np.ceil(len(x) / batch_size))
-    head.compile(optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
-                 loss=make_loss(config), metrics=objective_metrics(), jit_compile=config.jit_compile)
+    steps = int(np.ceil(train_features.shape[0] * train_features.shape[1] / _batch_size(config)))
     stopper, hook = training_callbacks(config, steps, progress, cancel)
-    weights = class_weight_of(y, summary.class_weights if config.class_weights else None)
-    batches = feature_batches(x, y, classes, batch_size, config.mixing, config.seed, weights)
-    head.fit(batches, validation_data=(val_features, keras.ops.one_hot(dataset.val.labels, classes)),
-             epochs=config.epochs, callbacks=[stopper, hook, *tensorboard_callbacks(config)], verbose=0)
+    head = fit_head(train_features, dataset.train.labels, classes, config, config.epochs,
+                    summary.class_weights if config.class_weights else None,
+                    validation=(val_features, dataset.val.labels),
+                    callbacks=[stopper, hook, *tensorboard_callbacks(config)])
     history, best_epoch = fit_outcome(head, stopper, hook)
 
     model = spec.builder(num_classes=len(dataset.class_names), input_size=size, weights="imagenet")
     model.get_layer(LOGITS_LAYER).set_weights(head.get_layer(LOGITS_LAYER).get_weights())
     return TrainResult(model, preprocessing, config, history, best_epoch, time.perf_counter() - started,
                        summary.to_dict(), features=(train_features[0], val_features))
+
+
+def fit_head(views: np.ndarray, labels: np.ndarray, classes: int, config: TrainConfig, epochs: int,
+             class_weights: dict[int, float] | None = None,
+             validation: tuple[np.ndarray, np.ndarray] | None = None, callbacks: Sequence[Any] = ()) -> Any:
+    """A new head trained on cached features the fast path's way: the deployed head and every
+    calibration fold's head come from here, so the folds behave as the model does.
+
+    Args:
+        views: features of shape (views, images, features): each view of an image is one example.
+        labels: the images' class numbers.
+        class_weights: per-class loss weights; None weighs every example alike.
+        validation: (features, labels) that ``callbacks`` (early stopping) watch.
+    """
+    x = views.reshape(-1, views.shape[-1])
+    y = np.tile(labels, len(views))
+    head = _head(views.shape[-1], classes)
+    head.compile(optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
+                 loss=make_loss(config), metrics=objective_metrics(), jit_compile=config.jit_compile)
+    weights = class_weight_of(y, class_weights)
+    batches = feature_batches(x, y, classes, _batch_size(config), config.mixing, config.seed, weights)
+    if validation is not None:
+        validation = (validation[0], keras.ops.one_hot(validation[1], classes))
+    head.fit(batches, validation_data=validation, epochs=epochs, callbacks=list(callbacks), verbose=0)
+    return head
+
+
+class FoldHead(ClassifierMixin, BaseEstimator):
+    """``fit_head`` as a scikit-learn estimator, so ``vision.trust.folds.out_of_fold`` (sklearn's
+    ``cross_val_predict``) trains its k-fold copies exactly as it trains the audit's.
+
+    One row of ``X`` per image: its views' features side by side (``views`` of them), the
+    original view first. ``decision_function`` answers from the original view, as the model does.
+    """
+
+    def __init__(self, config: TrainConfig | None = None, epochs: int = 20, views: int = 1) -> None:
+        self.config = config
+        self.epochs = epochs
+        self.views = views
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> FoldHead:  # noqa: N803 (scikit-learn's names)
+        """Train a head for ``epochs`` epochs (no early stopping: no validation split to watch),
+        class-weighted as the config asks; returns ``self``."""
+        from sklearn.utils.class_weight import compute_class_weight
+
+        config = self.config or TrainConfig(model="efficientnet_lite0")
+        self.classes_ = np.unique(y)
+        labels = np.searchsorted(self.classes_, y)
+        views = np.asarray(X, np.float32).reshape(len(X), self.views, -1).transpose(1, 0, 2)
+        # The same balancing as ``summarize`` gives the deployed head: n / (classes * count).
+        weights = (dict(enumerate(compute_class_weight("balanced", classes=np.arange(len(self.classes_)),
+                                                       y=labels)))
+                   if config.class_weights else None)
+        keras.utils.set_random_seed(config.seed)
+        head = fit_head(views, labels, len(self.classes_), config, self.epochs, weights)
+        self.kernel_, self.bias_ = head.get_layer(LOGITS_LAYER).get_weights()
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """Logits of the original view (the first ``kernel_.shape[0]`` columns)."""
+        return np.asarray(X, np.float32)[:, :self.kernel_.shape[0]] @ self.kernel_ + self.bias_
+
+    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """The winning class of each row (what scikit-learn requires of a classifier)."""
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
+
+
+def out_of_fold_logits(dataset: LabelledDataset, config: TrainConfig, epochs: int) -> np.ndarray:
+    """Logits of every image of ``dataset.everything()`` (training images first, then validation
+    ones), each from a head trained by ``fit_head`` for ``epochs`` epochs on the other folds'
+    images, in the views the deployed head trained on. The features come from the cache the
+    training just filled (only the validation images' mirrored view, where used, is new).
+
+    Raises:
+        DatasetError: a class has fewer than 2 images.
+    """
+    from vision.trust.folds import out_of_fold
+
+    extractor, views = _extractor_and_views(dataset, config)
+    everything = dataset.everything()
+    features = extractor.features(everything.sources(), views)
+    side_by_side = np.concatenate(list(features), axis=1)
+    return out_of_fold(FoldHead(config, epochs, len(views)), side_by_side, everything.labels, "decision_function",
+                       seed=config.seed, purpose="calibrating on out-of-fold logits")
+
+
+def _extractor_and_views(dataset: LabelledDataset, config: TrainConfig) -> tuple[Any, tuple[str, ...]]:
+    """The frozen backbone at the config's input size, and the views the head trains on."""
+    size = config.input_size or get_spec(config.model).default_size
+    views = ("original", "mirrored") if config.augment and len(dataset.train) <= MIRROR_UP_TO else ("original",)
+    return get_extractor(size), views
+
+
+def _batch_size(config: TrainConfig) -> int:
+    """Small batches: a few dozen examples still give the head several steps per epoch."""
+    return min(config.batch_size, 16)
 
 
 def _head(features: int, classes: int) -> Any:

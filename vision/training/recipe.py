@@ -14,17 +14,17 @@ from typing import Any
 
 from vision.bundle.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, make_info, save_bundle
 from vision.data.datasets import LabelledDataset
-from vision.errors import InvalidBundleError, TrainingConfigError, VisionError
+from vision.errors import DatasetError, InvalidBundleError, TrainingConfigError, VisionError
 from vision.models.registry import get_spec
 from vision.plots import plot_confusion, plot_history, plot_reliability
 from vision.training import distributed
 from vision.training.config import ProgressHook, TrainConfig, TrainResult
 from vision.training.evaluate import Evaluation, evaluation_from_probabilities
-from vision.training.fast import train_on_features
+from vision.training.fast import out_of_fold_logits, train_on_features
 from vision.training.loop import fit_on_images
 from vision.training.memory import release_memory
 from vision.training.tensorboard import log_evaluation, new_run, stage
-from vision.trust.fit import Trust, fit_trust
+from vision.trust.fit import MIN_CALIBRATION_IMAGES, Trust, fit_trust
 
 
 def train(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook | None = None,
@@ -104,11 +104,14 @@ def save_trained(result: TrainResult, dataset: LabelledDataset, out: str | Path,
                  overwrite: bool = False) -> TrainedBundle:
     """Calibrate ``result.model`` (in place), fit its "unknown" detector, evaluate it on
     ``dataset.val`` and save it as a bundle at ``out``: what every trained model goes through,
-    whether trained here, distilled or pruned. ``result.info`` adds to ``vision.json``."""
+    whether trained here, distilled or pruned. ``result.info`` adds to ``vision.json``.
+
+    A head on cached features with too few validation images to calibrate on (few-shot) is
+    calibrated on the out-of-fold logits of k-fold heads over every image instead."""
     out = Path(out)
     config = result.config
     # Calibrates result.model in place; the validation answers come from the same pass.
-    trust = fit_trust(result.model, dataset, result.preprocessing, result.features)
+    trust = fit_trust(result.model, dataset, result.preprocessing, result.features, _out_of_fold(result, dataset))
     evaluation = evaluation_from_probabilities(dataset.class_names, trust.val_labels, trust.val_probabilities)
     metrics: dict[str, Any] = evaluation.to_dict()
     metrics["best_epoch"] = result.best_epoch + 1
@@ -134,6 +137,19 @@ def save_trained(result: TrainResult, dataset: LabelledDataset, out: str | Path,
     save_bundle(result.model, info, out, overwrite=overwrite, extra_files=files)
     log_evaluation(result, dataset, files)  # TensorBoard, when the run logs
     return TrainedBundle(out, result, evaluation, trust)
+
+
+def _out_of_fold(result: TrainResult, dataset: LabelledDataset) -> Any:
+    """Out-of-fold logits to fit the temperature on, where the validation split is too small
+    and the model is a head on cached features (k more heads cost seconds): None otherwise.
+    An end-to-end or fine-tuned model would need k more trainings on images; it stays uncalibrated."""
+    if result.features is None or len(dataset.val) >= MIN_CALIBRATION_IMAGES:
+        return None
+    try:
+        # As many epochs as the model's head kept: the folds have no validation split to stop on.
+        return out_of_fold_logits(dataset, result.config, result.best_epoch + 1)
+    except DatasetError:  # a class of one image: no fold can hold it out
+        return None
 
 
 def _png(image: Any) -> bytes:

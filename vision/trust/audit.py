@@ -19,11 +19,8 @@ from typing import Any
 import numpy as np
 
 from vision.data.datasets import LabelledDataset
-from vision.errors import DatasetError
 from vision.models.features import get_extractor
-
-#: Folds for the out-of-fold probabilities (fewer when a class has fewer images).
-FOLDS = 5
+from vision.trust.folds import FOLDS, out_of_fold
 
 
 @dataclass
@@ -87,28 +84,31 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: i
     """Each image's class probabilities from a head that never saw it (stratified k-fold
     logistic regression on unit-length features)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    smallest = int(np.bincount(labels).min()) if len(labels) else 0
-    if smallest < 2:
-        raise DatasetError("auditing labels needs at least 2 images in every class")
     unit = features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
-    splitter = StratifiedKFold(min(folds, smallest), shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a class missing from a fold's training part
-        return cross_val_predict(LogisticRegression(C=10.0, max_iter=2000), unit, labels, cv=splitter,
-                                 method="predict_proba")
+    return out_of_fold(LogisticRegression(C=10.0, max_iter=2000), unit, labels, "predict_proba", folds, seed,
+                       purpose="auditing labels")
 
 
 def audit_features(features: np.ndarray, labels: np.ndarray, class_names: list[str],
-                   sources: Sequence[Any] | None = None, splits: Sequence[str] | None = None) -> Audit:
-    """Label issues and near-duplicates from features (one row per image) and labels."""
+                   sources: Sequence[Any] | None = None, splits: Sequence[str] | None = None,
+                   probabilities: np.ndarray | None = None) -> Audit:
+    """Label issues and near-duplicates from features (one row per image) and labels.
+
+    Args:
+        probabilities: out-of-fold class probabilities of the same rows, when already computed
+            (a few-shot training's calibration folds, ``Trust.out_of_fold``): the folds are then
+            not trained again.
+    """
     from cleanlab import Datalab
 
     labels = np.asarray(labels, int)
     sources = list(sources) if sources is not None else list(range(len(labels)))
     splits = list(splits) if splits is not None else ["train"] * len(labels)
-    probabilities = out_of_fold_probabilities(features, labels)
+    if probabilities is None:
+        probabilities = out_of_fold_probabilities(features, labels)
+    elif len(probabilities) != len(labels):
+        raise ValueError(f"{len(probabilities)} out-of-fold rows for {len(labels)} images")
     # Zero-padded class numbers: Datalab orders classes lexicographically, as the
     # out-of-fold columns are ordered numerically.
     lab = Datalab(data={"label": [f"{label:06d}" for label in labels]}, label_name="label", verbosity=0)
@@ -132,12 +132,17 @@ def audit_features(features: np.ndarray, labels: np.ndarray, class_names: list[s
 
 
 def audit_dataset(dataset: LabelledDataset, progress: Callable[[int, int], None] | None = None,
-                  input_size: int = 224) -> Audit:
+                  input_size: int = 224, probabilities: np.ndarray | None = None) -> Audit:
     """``audit_features`` on every image of ``dataset`` (train and validation), with
-    features from the frozen EfficientNet-Lite0 backbone (cached per image)."""
+    features from the frozen EfficientNet-Lite0 backbone (cached per image).
+
+    Args:
+        probabilities: out-of-fold probabilities of ``dataset.everything()``'s images, when a
+            training already computed them (``TrainedBundle.trust.out_of_fold``).
+    """
 
     everything = dataset.everything()  # training images first, then validation ones
     sources = everything.sources()
     splits = ["train"] * len(dataset.train) + ["val"] * len(dataset.val)
     features = get_extractor(input_size).features(sources, progress=progress)[0]
-    return audit_features(features, everything.labels, dataset.class_names, sources, splits)
+    return audit_features(features, everything.labels, dataset.class_names, sources, splits, probabilities)

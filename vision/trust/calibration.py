@@ -7,6 +7,11 @@ negative log-likelihood; it never changes which class wins. ``fold_temperature``
 model, its TFLite conversion and its TF.js export all give the calibrated probabilities
 with no extra step anywhere.
 
+With ten photos per class the validation split is too small to fit ``T`` on; a model trained
+on cached features is then calibrated on out-of-fold logits instead: k copies of its head,
+each trained the same way without one fold, answer the images they never saw
+(``vision.training.fast.out_of_fold_logits``). ``Calibration.method`` records which.
+
 The fit is one bounded scalar minimisation (scipy); the calibration libraries that wrap it
 (netcal, for one) pull in PyTorch, which this project does not otherwise need.
 """
@@ -24,6 +29,9 @@ from vision.models.heads import LOGITS_LAYER
 BINS = 10
 #: ``T`` is searched within these bounds.
 T_RANGE = (0.05, 20.0)
+#: How a temperature was fitted: on the validation split, or on the out-of-fold logits of
+#: k-fold heads over every image (few-shot).
+VALIDATION, OUT_OF_FOLD = "validation", "k-fold out-of-fold"
 
 
 @dataclass
@@ -37,10 +45,13 @@ class Calibration:
     #: Per bin: mean confidence, accuracy and count, before and after (the diagram's data).
     bins_before: list[dict[str, float]]
     bins_after: list[dict[str, float]]
+    #: ``VALIDATION`` or ``OUT_OF_FOLD``: which held-out answers ``images`` counts.
+    method: str = VALIDATION
 
     def to_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "ece_before": self.ece_before, "ece_after": self.ece_after,
-                "images": self.images, "bins_before": self.bins_before, "bins_after": self.bins_after}
+        return {"temperature": self.temperature, "method": self.method, "ece_before": self.ece_before,
+                "ece_after": self.ece_after, "images": self.images, "bins_before": self.bins_before,
+                "bins_after": self.bins_after}
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -87,8 +98,9 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     return float(sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in table) / max(total, 1))
 
 
-def calibrate(logits: np.ndarray, labels: np.ndarray) -> Calibration:
-    """Fit ``T`` on held-out ``logits`` and measure ECE before and after.
+def calibrate(logits: np.ndarray, labels: np.ndarray, method: str = VALIDATION) -> Calibration:
+    """Fit ``T`` on held-out ``logits`` and measure ECE before and after; ``method`` says what
+    the logits are (``VALIDATION`` or ``OUT_OF_FOLD``) and is recorded with them.
 
     The likelihood and the calibration error can disagree on a few dozen images: a ``T``
     that makes the held-out ECE worse is not applied (``T = 1``)."""
@@ -99,7 +111,7 @@ def calibrate(logits: np.ndarray, labels: np.ndarray) -> Calibration:
     after = softmax(logits, temperature)
     return Calibration(temperature, expected_calibration_error(before, labels),
                        expected_calibration_error(after, labels), int(len(labels)),
-                       reliability_bins(before, labels), reliability_bins(after, labels))
+                       reliability_bins(before, labels), reliability_bins(after, labels), method)
 
 
 def fold_temperature(model: Any, temperature: float) -> None:
