@@ -15,7 +15,7 @@ from typing import Any
 from vision.bundle.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, make_info, save_bundle
 from vision.data.datasets import LabelledDataset
 from vision.errors import DatasetError, InvalidBundleError, TrainingConfigError, VisionError
-from vision.models.registry import get_spec
+from vision.models.registry import get_spec, registered_names
 from vision.plots import plot_confusion, plot_history, plot_reliability
 from vision.training import distributed
 from vision.training.config import ProgressHook, TrainConfig, TrainResult
@@ -117,14 +117,15 @@ def save_trained(result: TrainResult, dataset: LabelledDataset, out: str | Path,
     metrics["best_epoch"] = result.best_epoch + 1
     metrics["epochs_run"] = len(result.history.get("loss", []))
     metrics["train_seconds"] = round(result.seconds, 1)
-    spec = get_spec(config.model)
+    # A model trained further from an import has no registry entry (vision.training.further).
+    spec = get_spec(config.model) if config.model in registered_names() else None
     training = config.to_dict()
-    if not spec.transfer:  # pretrained weights and fine-tuning do not apply: don't record them
+    if spec is None or not spec.transfer:  # pretrained weights and fine-tuning do not apply: don't record them
         training.pop("weights")
         training.pop("fine_tune_layers")
     info = make_info(
         name or out.name, dataset.class_names, config.model, result.preprocessing,
-        base_model=spec.base_model, training=training, metrics=metrics, history=result.history,
+        base_model=spec.base_model if spec else None, training=training, metrics=metrics, history=result.history,
         dataset={**result.summary, "source": dataset.source, "skipped_files": len(dataset.skipped)},
         ood=trust.detector.to_info(),
     )
