@@ -1,6 +1,6 @@
 """Regenerate the README's screenshots of every view (headless Chromium, fake camera).
 
-    .venv/bin/python docs/make_screenshots.py [--only optimize]
+    .venv/bin/python docs/make_screenshots.py [--only optimize | --only web-trainer]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from vision.zoo.everyday import default_model  # noqa: E402
 
 from app_server import launch_app  # noqa: E402
 from browser import launch_chromium, shape_clip, start_live_view  # noqa: E402
-from web_harness import add_class, classify_files, drop_files, open_page, train_in_page  # noqa: E402
+from web_harness import add_class, classify_files, drop_files, open_page, static_server, train_in_page  # noqa: E402
 
 OUT = REPO / "docs" / "screenshots"
 CAT = next(p for p in example_photos() if p.name == "chelsea.png")
@@ -82,9 +82,33 @@ def only_optimize() -> None:
         demo.close()
 
 
+def web_trainer(web, dataset: Path) -> None:
+    """The page's trainer: three texture classes from ten photos each (thumbnails shown), a
+    held-out gravel patch classified, then web_training.png."""
+    for texture in TEXTURES:
+        drop_files(web, add_class(web, texture), sorted((dataset / texture).iterdir())[:10])
+    web.wait_for_function("(window.visionStats.examples || 0) >= 30", timeout=120_000)
+    train_in_page(web)
+    classify_files(web, [dataset.parent / "test" / "gravel" / "gravel_0000.png"])
+    web.mouse.move(0, 0)  # no hover outline in the picture
+    web.screenshot(path=str(OUT / "web_training.png"), full_page=True)
+
+
+def only_web_trainer() -> None:
+    """Just the page trainer's picture: the static page served on its own, no app."""
+    with tempfile.TemporaryDirectory() as tmp, static_server(REPO) as url, sync_playwright() as playwright:
+        task = write_texture_task(Path(tmp) / "textures", train_per_class=10, test_per_class=1)  # as main()
+        browser = launch_chromium(playwright)
+        web_trainer(open_page(browser, f"{url}web/index.html?backend=wasm"), task / "train")
+        browser.close()
+
+
 def main() -> None:
     if sys.argv[1:] == ["--only", "optimize"]:
         only_optimize()
+        return
+    if sys.argv[1:] == ["--only", "web-trainer"]:
+        only_web_trainer()
         return
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,12 +183,7 @@ def main() -> None:
             web.screenshot(path=str(OUT / "web.png"))
 
             # Training three classes in the page itself, then a held-out patch.
-            for texture in TEXTURES:
-                drop_files(web, add_class(web, texture), sorted((dataset / texture).iterdir())[:10])
-            web.wait_for_function("(window.visionStats.examples || 0) >= 30", timeout=120_000)
-            train_in_page(web)
-            classify_files(web, [dataset.parent / "test" / "gravel" / "gravel_0000.png"])
-            web.screenshot(path=str(OUT / "web_training.png"), full_page=True)
+            web_trainer(web, dataset)
             browser.close()
         demo.close()
     print(f"wrote {', '.join(p.name for p in sorted(OUT.glob('*.png')))} to {OUT}")

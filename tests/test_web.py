@@ -83,27 +83,50 @@ def test_fp32_export_matches_keras_in_the_browser(site, validation, backend):
     assert np.abs(got - expected).max() <= 1e-4
 
 
-def test_the_page_times_every_backend_and_keeps_the_fastest(site):
+def test_the_page_answers_first_then_times_the_other_backends(site):
+    """A first visit answers on wasm as soon as the model is warm, and only then times the
+    other backends, in steps, showing each figure as it arrives; the next visit starts on
+    what it chose without timing again."""
+    photo = REPO / "docs" / "examples" / "star.png"
     with static_server(site) as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        page = open_page(browser, f"{url}site/index.html")
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        # A photo dropped before the model is even loaded (module scripts have run by
+        # DOMContentLoaded, so the input listens): answered the moment the model is warm.
+        page.goto(f"{url}site/index.html", wait_until="domcontentloaded")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("window.visionStats.files >= 1", timeout=120_000)
+        first = page.evaluate("window.visionStats.firstAnswer")
+        label = page.get_attribute("#results li", "data-label")
+        # The figures arrive one by one while the page is already answering.
+        seen = {page.inner_text("#backend-times")}
+        while page.evaluate("window.visionStats.timing") == "running":
+            seen.add(page.inner_text("#backend-times"))
+            page.wait_for_timeout(100)
         times = page.evaluate("window.visionStats.backendTimes")
         backend, shown = page.evaluate("tf.getBackend()"), page.inner_text("#backend-times")
-        # The next visit from this browser reuses the measurement instead of paying for it again.
+        live = page.evaluate("[tf.memory().numTensors, window.visionStats.readyTensors]")
         page.reload()
-        page.wait_for_function("document.body.dataset.ready === 'true'", timeout=120_000)
-        again, shown_again = page.evaluate("tf.getBackend()"), page.inner_text("#backend-times")
+        page.wait_for_function("document.body.dataset.timing", timeout=120_000)
+        again, state, shown_again = page.evaluate(
+            "[tf.getBackend(), window.visionStats.timing, document.querySelector('#backend-times').innerText]")
         browser.close()
+    assert not errors, errors
+    assert label == "star"
+    # The first answer came before the timing was over, on wasm, with nothing measured beyond it.
+    assert first["timing"] in ("not started", "running") and first["timed"] <= 1, first
     measured = {entry["name"]: entry["ms"] for entry in times}
     assert set(measured) == {"webgpu", "webgl", "wasm", "cpu"}
-    started = {name: ms for name, ms in measured.items() if ms is not None}
-    assert {"wasm", "cpu"} <= set(started)
-    # The page keeps whichever started backend it measured fastest (wasm here, where WebGL and
-    # WebGPU are software; a real GPU may win elsewhere), shows it first, and remembers it.
-    fastest = min(started, key=started.get)
-    assert backend == fastest
-    assert all(name in shown for name in started) and shown.startswith(f"{fastest} ")
-    assert again == fastest and shown_again.endswith("(measured on your first visit)")
+    assert measured["wasm"] is not None and measured["cpu"] is None  # cpu: never timed beside wasm
+    assert any("timing" in text for text in seen), seen  # shown while under way
+    # wasm stays unless another started backend is clearly (1.5x) faster; the choice is remembered.
+    rivals = {name: ms for name, ms in measured.items() if ms is not None and name != "wasm"}
+    expected = min(rivals, key=rivals.get) if rivals and min(rivals.values()) * 1.5 < measured["wasm"] else "wasm"
+    assert backend == expected and f"{expected} " in shown
+    assert live[0] == live[1], f"the timing left tensors behind: {live}"
+    assert again == expected and state == "remembered" and shown_again.endswith("(measured on your first visit)")
 
 
 def test_quantized_exports_agree_on_top1(site, validation, capsys):

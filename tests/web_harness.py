@@ -15,6 +15,8 @@ import numpy as np
 
 #: The page's head against the same recipe in Keras: two frameworks, float32 on both sides.
 HEAD_TOLERANCE = 1e-3
+#: Unrelated photos' features for the page trainer's "unknown" threshold (web/background.json).
+BACKGROUND_FILE = Path(__file__).resolve().parent.parent / "web" / "background.json"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -61,6 +63,25 @@ def classify_files(page, paths: list[Path]) -> tuple[list[list[float]], list[flo
         probabilities.append(json.loads(page.get_attribute("#results", "data-probabilities")))
         latencies.append(float(page.inner_text("#latency").split()[0]))
     return probabilities, latencies
+
+
+def classify_unknown(page, paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Feed each file through the page; return its "unknown" decisions, familiarities, the
+    pooled features the page computed and the probabilities it showed (a row per file)."""
+    unknown, familiarity, features, probabilities = [], [], [], []
+    for path in paths:
+        probabilities += classify_files(page, [path])[0]
+        unknown.append(page.get_attribute("#results", "data-unknown") == "true")
+        familiarity.append(page.evaluate("window.visionStats.lastFamiliarity"))
+        features.append(page.evaluate("Array.from(window.visionStats.lastFeatures)"))
+    return np.array(unknown), np.array(familiarity, float), np.array(features, np.float32), np.array(probabilities)
+
+
+def bank_features(page) -> tuple[np.ndarray, np.ndarray]:
+    """The page trainer's features (one row per image) and class numbers."""
+    bank = page.evaluate("(() => { const m = window.visionBank.matrix(); "
+                         "return {x: Array.from(m.x), labels: m.labels, count: m.count}; })()")
+    return np.array(bank["x"], np.float32).reshape(bank["count"], -1), np.array(bank["labels"])
 
 
 def write_pngs(folder: Path, images: list) -> list[Path]:
@@ -151,3 +172,39 @@ def keras_head(x: np.ndarray, labels: np.ndarray, classes: int, recipe: dict) ->
     head.fit(x, keras.utils.to_categorical(labels, classes), epochs=recipe["epochs"], batch_size=len(x),
              shuffle=False, verbose=0)
     return head
+
+
+def background_features(bundle) -> np.ndarray:
+    """Pooled features of vision.data.photos.background_photos() under ``bundle``'s model, as
+    vision.trust.fit computes them to place a trained model's "unknown" threshold."""
+    from vision.data.images import preprocess
+    from vision.data.photos import background_photos
+    from vision.models.serving import feature_model
+
+    extract = feature_model(bundle.model)
+    return np.concatenate([np.asarray(extract(preprocess(photo, bundle.preprocessing)[None], training=False)[0])
+                           for photo in background_photos()]).astype(np.float32)
+
+
+def write_background(bundle, path: Path = BACKGROUND_FILE) -> Path:
+    """web/background.json: the background photos' features for the page's model (the page
+    trainer uses them only when its model has this name and feature size)."""
+    features = background_features(bundle)
+    path.write_text(json.dumps({
+        "model": bundle.name, "size": int(features.shape[1]), "count": int(features.shape[0]),
+        "about": "vision.data.photos.background_photos() through the model's pooled features "
+                 "(tests/web_harness.py write_background); float32, base64, row after row",
+        "features": base64.b64encode(features.tobytes()).decode(),
+    }) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    # python tests/web_harness.py: regenerate web/background.json for the page's model.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from vision.bundle.store import load_bundle
+    from vision.zoo.everyday import default_model
+
+    print(write_background(load_bundle(default_model())))

@@ -143,61 +143,167 @@ export async function pickBackend(tf, order) {
 }
 
 /**
- * Start each backend in turn, give it a model of its own (`prepare`), run it once to warm it
- * up (WebGL and WebGPU compile their shaders and upload the weights on first use), then time
- * `runs` more calls. A backend that is already three times slower than the best so far is
- * not timed further. Each backend gets its own copy of the weights, so one that fails
- * midway (a lost WebGL context) takes nothing with it.
- * @param {object} tf TF.js
- * @param {string[]} names backends to try
- * @param {() => Promise<{infer: () => Promise<void>, dispose: () => void}>} prepare
- * @returns {Promise<{name: string, ms: number|null}[]>} median ms per backend; null where it did not start
+ * How much faster another backend must be before the page moves to it: 1.5x (a third less
+ * time per image). Timings taken beside a running page are noisy (a webcam frame's own work
+ * can land inside one), and a switch costs memory and a second set of weights, so a near tie
+ * keeps the backend the page already answers on.
  */
-export async function timeBackends(tf, names, prepare, runs = 3) {
+export const CLEARLY_FASTER = 1.5;
+
+/** The middle value (the lower of the two middle ones for an even count). */
+export function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+/**
+ * The backend to switch to: the fastest measured one when it is at least `margin` times
+ * faster than `current`; null when `current` should stay (or was not measured).
+ * @param {{name: string, ms: number|null}[]} results
+ */
+export function clearlyFaster(results, current, margin = CLEARLY_FASTER) {
+  const mine = results.find((r) => r.name === current)?.ms;
+  if (mine === null || mine === undefined) return null;
+  const best = results.filter((r) => r.name !== current && r.ms !== null)
+    .reduce((fastest, r) => (fastest === null || r.ms < fastest.ms ? r : fastest), null);
+  return best !== null && best.ms * margin < mine ? best.name : null;
+}
+
+/**
+ * Runs async jobs one at a time, in the order they were asked for. TF.js has one global
+ * backend: the page's own work (classify, train) and a timing step that switches backends
+ * for a moment must never interleave, or a tensor would land on the wrong backend.
+ */
+export class Mutex {
+  constructor() {
+    this.tail = Promise.resolve();
+  }
+
+  /** Run `job` (sync or async) once every job asked for before it has finished; its result. */
+  run(job) {
+    const result = this.tail.then(() => job());
+    this.tail = result.then(() => {}, () => {});
+    return result;
+  }
+}
+
+/**
+ * Switch TF.js to an already started backend at once. tf.setBackend switches before its
+ * first await when the backend is registered, so this needs no await and nothing can run
+ * in between; the promise is only kept from reporting an unhandled rejection.
+ */
+export function switchNow(tf, name) {
+  tf.setBackend(name)?.catch?.(() => {});
+  if (tf.getBackend() !== name) throw new Error(`backend ${name} is not ready`);
+}
+
+/**
+ * Run `fn` synchronously on backend `name`, then switch back, whatever happens: the
+ * tensors `fn` makes live on `name` (TF.js records each tensor's backend, so reading and
+ * disposing them later works from any backend).
+ */
+export function onBackend(tf, name, fn) {
+  const previous = tf.getBackend();
+  if (previous === name) return fn();
+  switchNow(tf, name);
+  try {
+    return fn();
+  } finally {
+    switchNow(tf, previous);
+  }
+}
+
+/**
+ * Time the backends in `names` while the page keeps answering on `current`, in small steps
+ * with `idle()` awaited before each: start the backend (under `lock`, since an async start
+ * leaves TF.js without a usable backend for a moment), load a copy of the model on it, warm
+ * it (shader compilation), then `runs` timed calls, one per step. Each step holds `lock`
+ * only for its synchronous part; the GPU's own work is awaited without it, so a webcam
+ * loop sharing `lock` goes on between steps. A backend already three times slower than the
+ * best so far is not timed further.
+ * @param {object} tf TF.js
+ * @param {object} options
+ * @param {string} options.current the backend the page runs on (timed too, on its live model)
+ * @param {string[]} options.names the backends to time, `current` among them
+ * @param {(name: string) => {warm: () => Promise<void>, run: () => Promise<void>, dispose: () => void}} options.prepare
+ *   called synchronously with TF.js on `name`: a model of its own there
+ * @param {Mutex} options.lock shared with the page's own TF.js work
+ * @param {() => Promise<void>} options.idle resolves when the page has a free moment
+ * @param {(result: {name: string, ms: number|null}, results: object[]) => void} [options.onResult] each figure as it arrives
+ * @returns {Promise<{results: {name: string, ms: number|null}[], winner: string|null, trial: object|null}>}
+ *   the median ms per backend (null where it did not start), the backend to switch to
+ *   (`clearlyFaster`), and its warm model (the caller owns it; every other one is disposed)
+ */
+export async function measureBackends(tf, {
+  current, names, prepare, lock, idle, runs = 3, margin = CLEARLY_FASTER, onResult = () => {},
+}) {
   const results = [];
+  const kept = new Map(); // warm trials that might still win
   let best = Infinity;
   for (const name of names) {
-    let ms = null;
     let trial = null;
+    let ms = null;
     try {
-      if ((await tf.setBackend(name)) && tf.getBackend() === name) {
-        trial = await prepare();
-        await trial.infer();
-        const times = [];
-        for (let i = 0; i < runs; i += 1) {
-          const started = performance.now();
-          await trial.infer();
-          times.push(performance.now() - started);
-          if (times[i] > 3 * best) break;
-        }
-        ms = times.sort((a, b) => a - b)[Math.floor((times.length - 1) / 2)];
-        best = Math.min(best, ms);
+      if (name !== current) {
+        await idle();
+        const started = await lock.run(async () => {
+          try {
+            return (await tf.setBackend(name)) && tf.getBackend() === name;
+          } finally {
+            await tf.setBackend(current);
+          }
+        });
+        if (!started) throw new Error(`${name} did not start`);
       }
+      await idle();
+      trial = await lock.run(() => onBackend(tf, name, () => prepare(name)));
+      await idle();
+      await trial.warm();
+      const times = [];
+      for (let i = 0; i < runs; i += 1) {
+        await idle();
+        const started = performance.now();
+        await trial.run();
+        times.push(performance.now() - started);
+        if (times[i] > 3 * best) break;
+      }
+      ms = median(times);
+      best = Math.min(best, ms);
     } catch (error) {
       ms = null; // this backend cannot run here (no adapter, no context, no WebAssembly)
-    } finally {
-      try {
-        trial?.dispose();
-      } catch (error) {
-        // a backend that died cannot free its memory; it is not used again
-      }
     }
-    results.push({ name, ms });
+    const result = { name, ms };
+    results.push(result);
+    if (trial && ms !== null && name !== current) kept.set(name, trial);
+    else disposeQuietly(trial);
+    onResult(result, results);
   }
-  return results;
+  const winner = clearlyFaster(results, current, margin);
+  for (const [name, trial] of kept) if (name !== winner) disposeQuietly(trial);
+  return { results, winner, trial: winner ? kept.get(winner) : null };
 }
 
-/** The backend with the lowest time in `timeBackends`'s results. */
-export function fastestBackend(results) {
-  const started = results.filter((r) => r.ms !== null);
-  if (!started.length) throw new Error(`no TensorFlow.js backend could start (tried ${results.map((r) => r.name).join(', ')})`);
-  return started.reduce((best, r) => (r.ms < best.ms ? r : best)).name;
+/** Free a trial's model; a backend that died cannot free its memory, and is not used again. */
+function disposeQuietly(trial) {
+  try {
+    trial?.dispose();
+  } catch (error) {
+    // nothing to do: see above
+  }
 }
 
-/** "wasm 11.4 ms · webgl 324 ms · webgpu did not start", fastest first. */
+/**
+ * "wasm 11.4 ms · webgl 324 ms · webgpu did not start · cpu not timed", fastest first;
+ * `skipped` entries (not timed on purpose) last.
+ */
 export function describeTimes(results) {
-  return [...results].sort((a, b) => (a.ms ?? Infinity) - (b.ms ?? Infinity))
-    .map((r) => (r.ms === null ? `${r.name} did not start` : `${r.name} ${r.ms < 100 ? r.ms.toFixed(1) : Math.round(r.ms)} ms`))
+  const rank = (r) => (r.skipped ? Infinity : r.ms ?? Number.MAX_VALUE);
+  return [...results].sort((a, b) => rank(a) - rank(b))
+    .map((r) => {
+      if (r.skipped) return `${r.name} not timed`;
+      if (r.ms === null) return `${r.name} did not start`;
+      return `${r.name} ${r.ms < 100 ? r.ms.toFixed(1) : Math.round(r.ms)} ms`;
+    })
     .join(' · ');
 }
 

@@ -5,8 +5,9 @@ import { test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 
 import {
-  FpsMeter, PER_CHANNEL, backendOrder, describeTimes, expandWeights, fastestBackend, isUnknown, overWhite,
-  parseMetadata, pickBackend, preprocess, sameOriginUrl, splitOutputs, timeBackends, topK,
+  CLEARLY_FASTER, FpsMeter, Mutex, PER_CHANNEL, backendOrder, clearlyFaster, describeTimes, expandWeights,
+  isUnknown, measureBackends, median, onBackend, overWhite, parseMetadata, pickBackend, preprocess,
+  sameOriginUrl, splitOutputs, topK,
 } from '../classifier.js';
 
 const META = {
@@ -106,33 +107,128 @@ test('splitOutputs finds the familiarity column whatever the order, and isUnknow
   tf.dispose([probabilities, familiarity]);
 });
 
-test('timeBackends times the backends that start, and the fastest wins', async () => {
-  let calls = 0;
+/**
+ * A stand-in for TF.js's backend switching (Node has only cpu): setBackend switches at once
+ * when the backend was started before, as TF.js does, and `started` lists those that start.
+ */
+function fakeTf(started, log) {
+  const ready = new Set(['wasm']);
+  const fake = {
+    backend: 'wasm',
+    getBackend: () => fake.backend,
+    async setBackend(name) {
+      if (!ready.has(name)) {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        if (!started.includes(name)) return false;
+        ready.add(name);
+      }
+      fake.backend = name;
+      log.push(`on ${name}`);
+      return true;
+    },
+  };
+  return fake;
+}
+
+test('measureBackends times the others in small steps, on their own backend, and gives back the page\'s', async () => {
+  const log = [];
+  const fake = fakeTf(['webgl'], log);
+  const speed = { wasm: 30, webgl: 10 }; // webgl three times faster: a clear winner
   let disposed = 0;
-  const prepare = async () => {
-    const weights = tf.ones([64, 64]); // each backend gets its own copy of the "model"
+  const prepare = (name) => {
+    log.push(`prepare ${name} on ${fake.getBackend()}`);
     return {
-      infer: async () => {
-        calls += 1;
-        const y = tf.matMul(weights, weights);
-        await y.data();
-        y.dispose();
+      name,
+      warm: async () => log.push(`warm ${name}`),
+      run: async () => {
+        const until = performance.now() + speed[name];
+        while (performance.now() < until) { /* a busy backend */ }
+        log.push(`run ${name}`);
       },
-      dispose: () => { disposed += 1; weights.dispose(); },
+      dispose: () => { disposed += name === 'wasm' ? 0 : 1; }, // the page's live model: the caller's no-op
     };
   };
-  const before = tf.memory().numTensors;
-  const results = await timeBackends(tf, ['webgpu', 'webgl', 'wasm', 'cpu'], prepare);
-  // Under Node only cpu starts (no GPU, no wasm backend registered): warm-up plus three timed runs.
-  assert.deepEqual(results.map((r) => r.ms === null), [true, true, true, false]);
-  assert.equal(calls, 4);
-  assert.equal(disposed, 1);
-  assert.equal(fastestBackend(results), 'cpu');
-  assert.equal(tf.memory().numTensors, before);
-  assert.equal(fastestBackend([{ name: 'webgl', ms: 324 }, { name: 'wasm', ms: 11.4 }, { name: 'cpu', ms: 202 }]), 'wasm');
+  let idles = 0;
+  const idle = async () => { idles += 1; log.push('idle'); };
+  const arrived = [];
+  const { results, winner, trial } = await measureBackends(fake, {
+    current: 'wasm', names: ['wasm', 'webgpu', 'webgl'], prepare, lock: new Mutex(), idle, runs: 3,
+    onResult: (result, all) => arrived.push([result.name, all.length]),
+  });
+  assert.deepEqual(results.map((r) => [r.name, r.ms === null]), [['wasm', false], ['webgpu', true], ['webgl', false]]);
+  assert.ok(results[0].ms >= 25 && results[2].ms >= 8 && results[2].ms < results[0].ms);
+  assert.deepEqual(arrived, [['wasm', 1], ['webgpu', 2], ['webgl', 3]]); // figures one by one, as they come
+  assert.equal(winner, 'webgl');
+  assert.equal(trial.name, 'webgl'); // its warm model is handed over, not disposed
+  assert.equal(disposed, 0);
+  assert.equal(fake.getBackend(), 'wasm'); // the page is back on its own backend
+  assert.ok(log.includes('prepare webgl on webgl'), log.join(', '));
+  // Never two pieces of work without a yield between them: every run and prepare follows an idle.
+  log.forEach((entry, i) => {
+    if (/^(run|prepare|warm)/.test(entry)) {
+      const before = log.slice(0, i).reverse().find((e) => !e.startsWith('on '));
+      assert.equal(before, 'idle', `${entry} came straight after ${before}`);
+    }
+  });
+  assert.ok(idles >= 1 + 3 + 2 + 1 + 1 + 3);
+});
+
+test('measureBackends keeps the page\'s backend on a near tie and frees every trial model', async () => {
+  const log = [];
+  const fake = fakeTf(['webgl', 'webgpu'], log);
+  let disposed = 0;
+  const prepare = (name) => ({ warm: async () => {}, run: async () => {}, dispose: () => { disposed += name === 'wasm' ? 0 : 1; } });
+  const { results, winner, trial } = await measureBackends(fake, {
+    current: 'wasm', names: ['wasm', 'webgl', 'webgpu'], prepare, lock: new Mutex(), idle: async () => {}, margin: 1e9,
+  });
+  assert.equal(results.filter((r) => r.ms !== null).length, 3);
+  assert.equal(winner, null);
+  assert.equal(trial, null);
+  assert.equal(disposed, 2);
+  assert.equal(fake.getBackend(), 'wasm');
+});
+
+test('clearlyFaster switches only past the margin', () => {
+  const times = (wasm, webgl) => [{ name: 'wasm', ms: wasm }, { name: 'webgl', ms: webgl }, { name: 'webgpu', ms: null }];
+  assert.equal(CLEARLY_FASTER, 1.5);
+  assert.equal(clearlyFaster(times(100, 60), 'wasm'), 'webgl');
+  assert.equal(clearlyFaster(times(100, 70), 'wasm'), null); // 1.43x: a near tie keeps wasm
+  assert.equal(clearlyFaster(times(100, 300), 'wasm'), null);
+  assert.equal(clearlyFaster(times(null, 10), 'wasm'), null);
+  assert.equal(median([5, 1, 3]), 3);
+  assert.equal(median([4, 1, 3, 2]), 2);
+});
+
+test('Mutex runs jobs one at a time, in order, and survives a failing one', async () => {
+  const lock = new Mutex();
+  const order = [];
+  const slow = lock.run(async () => { order.push('a start'); await new Promise((r) => setTimeout(r, 10)); order.push('a end'); });
+  const failing = lock.run(() => { order.push('b'); throw new Error('boom'); });
+  const last = lock.run(() => { order.push('c'); return 7; });
+  await slow;
+  await assert.rejects(failing, /boom/);
+  assert.equal(await last, 7);
+  assert.deepEqual(order, ['a start', 'a end', 'b', 'c']);
+});
+
+test('onBackend runs on the backend asked for and always switches back', async () => {
+  await tf.setBackend('cpu');
+  assert.equal(onBackend(tf, 'cpu', () => tf.getBackend()), 'cpu');
+  const log = [];
+  const fake = fakeTf(['webgl'], log);
+  await fake.setBackend('webgl');
+  await fake.setBackend('wasm');
+  assert.equal(onBackend(fake, 'webgl', () => fake.getBackend()), 'webgl');
+  assert.throws(() => onBackend(fake, 'webgl', () => { throw new Error('lost context'); }), /lost context/);
+  assert.equal(fake.getBackend(), 'wasm');
+  assert.throws(() => onBackend(fake, 'webgpu', () => 1), /not ready/); // never started: no silent fallback
+  assert.equal(fake.getBackend(), 'wasm');
+});
+
+test('describeTimes puts the fastest first and says what was not timed', () => {
   assert.equal(describeTimes([{ name: 'webgl', ms: 324 }, { name: 'wasm', ms: 11.44 }, { name: 'webgpu', ms: null }]),
     'wasm 11.4 ms · webgl 324 ms · webgpu did not start');
-  assert.throws(() => fastestBackend([{ name: 'webgl', ms: null }]), /no TensorFlow.js backend could start/);
+  assert.equal(describeTimes([{ name: 'cpu', ms: null, skipped: true }, { name: 'wasm', ms: 120 }]), 'wasm 120 ms · cpu not timed');
 });
 
 test('overWhite composites straight alpha over white like vision.images.load_image', async () => {
