@@ -222,6 +222,9 @@ def test_an_import_trains_further_and_gets_an_unknown_detector(tm_export: Path, 
     assert further.info["trained_further_from"] == load_bundle(imported).name
     assert further.info["source"]["tool"] == "Teachable Machine"
     assert further.detector is not None  # "unknown" now exists for a model that came without it
+    # Too few validation photos for a temperature: fitted on the head's k-fold answers instead.
+    assert further.info["calibration"]["method"] == "k-fold out-of-fold"
+    assert (out / "reliability.png").is_file()
     assert further.preprocessing == load_bundle(imported).preprocessing
     # Only the head trained: the layers below are the import's, bit for bit.
     before, after = load_bundle(imported).model, further.model

@@ -101,17 +101,20 @@ def _train_and_save(dataset: LabelledDataset, config: TrainConfig, out: Path, na
 
 
 def save_trained(result: TrainResult, dataset: LabelledDataset, out: str | Path, name: str | None = None,
-                 overwrite: bool = False) -> TrainedBundle:
+                 overwrite: bool = False, out_of_fold: Any = None) -> TrainedBundle:
     """Calibrate ``result.model`` (in place), fit its "unknown" detector, evaluate it on
     ``dataset.val`` and save it as a bundle at ``out``: what every trained model goes through,
     whether trained here, distilled or pruned. ``result.info`` adds to ``vision.json``.
 
     A head on cached features with too few validation images to calibrate on (few-shot) is
-    calibrated on the out-of-fold logits of k-fold heads over every image instead."""
+    calibrated on the out-of-fold logits of k-fold heads over every image instead; a caller
+    that trained another kind of head passes its own ``out_of_fold`` logits (``fit_trust``)."""
     out = Path(out)
     config = result.config
     # Calibrates result.model in place; the validation answers come from the same pass.
-    trust = fit_trust(result.model, dataset, result.preprocessing, result.features, _out_of_fold(result, dataset))
+    if out_of_fold is None:
+        out_of_fold = _out_of_fold(result, dataset)
+    trust = fit_trust(result.model, dataset, result.preprocessing, result.features, out_of_fold)
     evaluation = evaluation_from_probabilities(dataset.class_names, trust.val_labels, trust.val_probabilities)
     metrics: dict[str, Any] = evaluation.to_dict()
     metrics["best_epoch"] = result.best_epoch + 1
