@@ -12,7 +12,8 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 app: $(VENV)/.app-deps web/node_modules/.installed web/model/model.json
 	$(BIN)/python app.py
 
-test: $(VENV)/.test-deps system-deps web/node_modules/.installed web/model/model.json
+test: $(VENV)/.test-deps system-deps web/node_modules/.installed tests/teachable/node_modules/.installed \
+      web/model/model.json
 	$(BIN)/python -m ruff check .
 	cd web && node --test test/
 	$(BIN)/python -m pytest
@@ -67,6 +68,12 @@ $(VENV)/.test-deps: $(VENV)/.app-deps requirements-test.txt
 # TF.js for the web page, from npm at set-up time (never committed, never from a CDN).
 web/node_modules/.installed: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+# Teachable Machine's own image library and the TF.js 1.3.1 it peers on, for the tests that make
+# genuine TM exports in Chromium (tests/teachable_fixtures.py); apart from web/'s TF.js 4.22.
+tests/teachable/node_modules/.installed: tests/teachable/package.json tests/teachable/package-lock.json
+	cd tests/teachable && npm ci --no-audit --no-fund
 	touch $@
 
 # Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser).
