@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +34,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: A join body is a few kB of JSON (file inputs are references to uploads, not bytes).
 MAX_JOIN_BODY = 1024 * 1024
+#: Seconds between counts of the upload folder (the ceiling is coarse: a few seconds late is fine).
+RECOUNT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class FairQueue:
         self.app, self.blocks, self.shares = app, blocks, shares
         self._join_lock = asyncio.Lock()
         self._upload_bytes: tuple[float, int] = (0.0, 0)  # (when measured, bytes)
+        self._recounting = threading.Lock()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -100,12 +105,42 @@ class FairQueue:
         return None
 
     def _uploads_full(self) -> bool:
+        """Whether the upload folder was over its ceiling when last counted. The count runs in a
+        worker thread at most every ``RECOUNT_S``: walking the folder on the event loop stalled
+        every request the server was handling (it was the largest cost of a classify call under
+        load, after the model itself)."""
         measured_at, size = self._upload_bytes
-        if time.monotonic() - measured_at > 2.0:  # a folder walk per upload would be the slow part
-            folder = Path(get_upload_folder())
-            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
-            self._upload_bytes = (time.monotonic(), size)
+        if not measured_at:  # the first upload waits for the first count: no stale zero to trust
+            self._recount()
+            return self._upload_bytes[1] > self.shares.upload_cap_bytes
+        if time.monotonic() - measured_at > RECOUNT_S and not self._recounting.locked():
+            self._upload_bytes = (time.monotonic(), size)  # one recount at a time
+            threading.Thread(target=self._recount, daemon=True, name="upload-recount").start()
         return size > self.shares.upload_cap_bytes
+
+    def _recount(self) -> None:
+        with self._recounting:
+            self._upload_bytes = (time.monotonic(), folder_bytes(Path(get_upload_folder())))
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder`` (0 when it is missing), links not followed."""
+    total = 0
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:  # gone meanwhile (Gradio's cache sweep)
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+    return total
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
