@@ -46,6 +46,12 @@ export function parseMetadata(meta) {
   if (pre.resize && pre.resize !== 'bilinear') {
     throw new Error(`metadata.json: resize "${pre.resize}" is not supported (only bilinear)`);
   }
+  if (pre.crop && pre.crop !== 'none' && pre.crop !== 'center') {
+    throw new Error(`metadata.json: crop "${pre.crop}" is not supported (only center)`);
+  }
+  if (pre.channels && pre.channels !== 'RGB') {
+    throw new Error(`metadata.json: ${pre.channels} input is not supported by this page (only RGB)`);
+  }
   return {
     name: meta.name || 'model',
     labels: meta.labels.map(String),
@@ -53,6 +59,8 @@ export function parseMetadata(meta) {
     width,
     scale: pre.scale ?? 1 / 255,
     offset: pre.offset ?? 0,
+    // Models imported from Teachable Machine see the centred square, as its library feeds them.
+    centerCrop: pre.crop === 'center',
     quantization: meta.quantization ?? null,
     // The model's second output (familiarity) below this means "unknown" (vision.ood).
     unknownThreshold: typeof meta.unknown?.threshold === 'number' ? meta.unknown.threshold : null,
@@ -84,12 +92,18 @@ export function isUnknown(familiarity, meta) {
 
 /**
  * Pixels (a tf.Tensor3D of 0..255, or anything tf.browser.fromPixels takes after the
- * caller converted it) to model input [1, H, W, 3]: bilinear resize with half-pixel
- * centres and no antialiasing, then value * scale + offset — vision.images.preprocess.
+ * caller converted it) to model input [1, H, W, 3]: the centred square where the model asks
+ * for it, bilinear resize with half-pixel centres and no antialiasing, then value * scale +
+ * offset — vision.images.preprocess.
  */
 export function preprocess(tf, pixels, meta) {
   return tf.tidy(() => {
-    const image = tf.cast(pixels, 'float32');
+    let image = tf.cast(pixels, 'float32');
+    if (meta.centerCrop) {
+      const [h, w] = image.shape;
+      const side = Math.min(h, w);
+      image = image.slice([Math.floor((h - side) / 2), Math.floor((w - side) / 2), 0], [side, side, -1]);
+    }
     const resized = tf.image.resizeBilinear(image, [meta.height, meta.width], false, true);
     return resized.mul(meta.scale).add(meta.offset).expandDims(0);
   });

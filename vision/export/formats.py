@@ -47,7 +47,8 @@ from vision.models.heads import LOGITS_LAYER, OUTPUT_LAYER
 from vision.models.serving import serving_model, split_outputs
 from vision.runtime.tflite import TFLiteRunner, convert_to_tflite
 
-WEB_FILES = ("index.html", "app.js", "classifier.js", "trainer.js", "style.css")
+#: The page, and the Keras features of the "unknown" detector's background photos its trainer uses.
+WEB_FILES = ("index.html", "app.js", "classifier.js", "trainer.js", "style.css", "background.json")
 WEB_VENDOR = ("@tensorflow/tfjs/dist/tf.min.js", "@tensorflow/tfjs-backend-wasm/dist/tf-backend-wasm.min.js",
               "@tensorflow/tfjs-backend-webgpu/dist/tf-backend-webgpu.min.js",
               "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm",

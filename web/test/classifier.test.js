@@ -43,6 +43,22 @@ test('preprocess resizes with half-pixel centres and scales like vision.images.p
   pixels.dispose();
 });
 
+test('a Teachable Machine import is fed the centred square, as vision.images.preprocess does', async () => {
+  await tf.setBackend('cpu');
+  const meta = parseMetadata({ ...META, preprocessing: { size: [1, 1], scale: 1, offset: 0, crop: 'center' } });
+  assert.equal(meta.centerCrop, true);
+  assert.equal(parseMetadata(META).centerCrop, false);
+  assert.throws(() => parseMetadata({ ...META, preprocessing: { size: [1, 1], crop: 'corner' } }), /crop/);
+  assert.throws(() => parseMetadata({ ...META, preprocessing: { size: [1, 1], channels: 'L' } }), /L input/);
+  // 2 x 4: the outer columns are 0, the centred 2 x 2 square 200; one pixel out is its mean.
+  const row = [0, 0, 0, 200, 200, 200, 200, 200, 200, 0, 0, 0];
+  const pixels = tf.tensor3d([...row, ...row], [2, 4, 3], 'int32');
+  const out = preprocess(tf, pixels, meta);
+  for (const value of await out.data()) assert.ok(Math.abs(value - 200) < 1e-4, `got ${value}`);
+  out.dispose();
+  pixels.dispose();
+});
+
 test('topK sorts, cuts and keeps label order on ties', () => {
   const result = topK([0.1, 0.4, 0.4, 0.1], META.labels, 3);
   assert.deepEqual(result.map((r) => r.label), ['square', 'star', 'circle']);
