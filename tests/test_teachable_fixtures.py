@@ -14,7 +14,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import teachable_fixtures
 from teachable_fixtures import (
     IMAGE_SIZE,
     MOBILENET_V2_URL,
@@ -27,10 +26,8 @@ from teachable_fixtures import (
     tm_predict_in_chromium,
 )
 
-# The session fixtures, bound here so pytest finds them (assigned rather than imported: a test's
-# argument of the same name would otherwise read as a redefined import).
-tm_base_mobilenet = teachable_fixtures.tm_base_mobilenet
-tm_exports = teachable_fixtures.tm_exports
+# The session fixtures come from tests/conftest.py's plugin (teachable_fixtures), shared with the
+# import tests: one build per session.
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
