@@ -1,6 +1,6 @@
 """Regenerate the README's screenshots of every view (headless Chromium, fake camera).
 
-    .venv/bin/python docs/make_screenshots.py [--only optimize | --only web-trainer]
+    .venv/bin/python docs/make_screenshots.py [--only optimize | --only web-trainer | --only train]
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
@@ -53,6 +54,55 @@ def optimize_view(page, archive: Path) -> None:
     page.screenshot(path=str(OUT / "optimize.png"), full_page=True)
 
 
+def train_view(page, dataset: Path) -> None:
+    """The Train view: one card per texture class built from uploads, a training with the
+    view's defaults, a click on a confusion-matrix cell (a mistake where there is one), then
+    train.png."""
+    page.get_by_role("tab", name="Train").click()
+    for folder in sorted(p for p in dataset.iterdir() if p.is_dir()):
+        page.fill("#class-name input, #class-name textarea", folder.name)
+        files = sorted(folder.iterdir())
+        page.set_input_files("#sample-uploads input[type=file]", [str(f) for f in files])
+        page.wait_for_function(f"document.querySelector('#sample-uploads').innerText.includes('{files[-1].stem}')",
+                               timeout=60_000)
+        page.get_by_role("button", name="Add to class").click()
+        page.wait_for_function(f"[...document.querySelectorAll('.class-card .class-title')]"
+                               f".some(e => e.innerText.startsWith('{folder.name} '))", timeout=60_000)
+    page.get_by_label("Save as").fill("textures")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.wait_for_function("document.querySelector('#train-metrics').innerText.includes('Saved')", timeout=300_000)
+    page.wait_for_selector("#confusion-table [data-testid=cell-0-1]", timeout=60_000)
+    cells = page.eval_on_selector_all(
+        "#confusion-table [data-testid^=cell-]",
+        "cells => cells.map(c => [+c.dataset.row, +c.dataset.col, +c.innerText]).filter(c => c[1] > 0 && c[2] > 0)")
+    row, col, _ = next((c for c in cells if c[0] != c[1] - 1), cells[0])
+    page.locator(f"#confusion-table [data-testid=cell-{row}-{col}]").click()
+    page.wait_for_function("document.querySelector('#mistakes').innerText.includes('→ predicted')", timeout=120_000)
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(2500)
+    page.screenshot(path=str(OUT / "train.png"), full_page=True)
+
+
+def only_train() -> None:
+    """Just the Train view's picture, on the everyday model's app with the texture classes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dataset, _ = texture_archive(tmp, mislabel=True)
+        in_app(tmp / "models", default_model(), lambda page: train_view(page, dataset))
+
+
+def in_app(models: Path, model: Path, view: Callable[[Any], None]) -> None:
+    """Launch the app on ``model``, and run ``view`` on a page of it in Chromium."""
+    demo, url = launch_app(models, default_model=model)
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(url)
+        view(page)
+        browser.close()
+    demo.close()
+
+
 def texture_archive(tmp: Path, mislabel: bool = False) -> tuple[Path, Path]:
     """(the texture patches' train folder, a .zip of it) as the Train view takes them; with
     ``mislabel``, one brick patch filed under grass (the data check should point at it)."""
@@ -72,14 +122,7 @@ def only_optimize() -> None:
         tmp = Path(tmp)
         dataset, archive = texture_archive(tmp)
         train_bundle(load_folder(dataset), TrainConfig(model="efficientnet_lite0"), tmp / "models" / "textures")
-        demo, url = launch_app(tmp / "models", default_model=tmp / "models" / "textures")
-        with sync_playwright() as playwright:
-            browser = launch_chromium(playwright)
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.goto(url)
-            optimize_view(page, archive)
-            browser.close()
-        demo.close()
+        in_app(tmp / "models", tmp / "models" / "textures", lambda page: optimize_view(page, archive))
 
 
 def web_trainer(web, dataset: Path) -> None:
@@ -107,6 +150,9 @@ def main() -> None:
     if sys.argv[1:] == ["--only", "optimize"]:
         only_optimize()
         return
+    if sys.argv[1:] == ["--only", "train"]:
+        only_train()
+        return
     if sys.argv[1:] == ["--only", "web-trainer"]:
         only_web_trainer()
         return
@@ -118,7 +164,7 @@ def main() -> None:
         clip = shape_clip(tmp / "clip.y4m", "star")
         # Few-shot on real photos: 10 texture patches per class, the Train view's defaults, and
         # one brick patch filed under grass by mistake (the data check should point at it).
-        dataset, archive = texture_archive(tmp, mislabel=True)
+        dataset, _ = texture_archive(tmp, mislabel=True)
         clean_archive = texture_archive(tmp / "clean")[1]  # the mislabelled patch left out
         # The reliability diagram of a model with enough validation images to calibrate.
         bigger = write_texture_task(tmp / "more-textures", train_per_class=40, test_per_class=0, patch=24, seed=1)
@@ -142,14 +188,7 @@ def main() -> None:
             page.screenshot(path=str(OUT / "live.png"))
             page.locator("#live-camera button[aria-label='capture photo']").click()
 
-            page.get_by_role("tab", name="Train").click()
-            page.locator("input[type=file][accept*='.zip']").set_input_files(str(archive))
-            page.get_by_label("Save as").fill("textures")
-            page.get_by_role("button", name="Train", exact=True).click()
-            page.wait_for_function("document.querySelector('#train-metrics').innerText.includes('Saved')",
-                                   timeout=300_000)
-            page.wait_for_timeout(2500)
-            page.screenshot(path=str(OUT / "train.png"), full_page=True)
+            train_view(page, dataset)  # the classes as cards, from the same photos as the archive
             # The label-issue gallery's tiles as the Train view builds them (Gradio's gallery
             # widget does not render reliably in a headless full-page screenshot).
             tiles = [tile for tile, _ in issue_gallery(audit_dataset(load_folder(dataset)))]

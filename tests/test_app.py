@@ -288,3 +288,38 @@ def test_models_view_imports_a_teachable_machine_zip_and_compares(client, tm_exp
     assert all(label in rows[0][-1] for label in labels)  # recall per class
     message = _error(client, handle_file(str(photos)), "x", api_name="/import_teachable_machine")
     assert "not a Teachable Machine export" in message
+
+
+def test_train_view_class_actions_and_confusion_cells(server, tmp_path):
+    """The Train view's card actions (remove a sample, rename, delete a class) and, after a
+    training from those samples, one confusion-matrix cell's images with their Grad-CAMs."""
+    client = Client(server[0], verbose=False)
+    colours = {"red": (200, 20, 20), "blue": (20, 20, 200), "spare": (20, 200, 20)}
+    for name, colour in colours.items():
+        files = []
+        for i in range(6 if name != "spare" else 1):
+            path = tmp_path / f"{name}{i}.png"
+            path.write_bytes(_png(tuple(min(255, c + 4 * i) for c in colour)))
+            files.append(handle_file(str(path)))
+        table = client.predict(name, None, files, api_name="/add_samples")[0]
+    table = client.predict("red", None, [files[0]], api_name="/add_samples")[0]  # red keeps its place
+    assert table["data"] == [["red", 7], ["blue", 6], ["spare", 1]]
+    assert client.predict("red", 6, api_name="/remove_sample") == [["red", 6], ["blue", 6], ["spare", 1]]
+    assert client.predict("blue", "navy", api_name="/rename_class") == [["red", 6], ["navy", 6], ["spare", 1]]
+    assert client.predict("spare", api_name="/delete_class") == [["red", 6], ["navy", 6]]
+    assert "no class named" in _error(client, "spare", api_name="/delete_class")
+    assert "already exists" in _error(client, "red", "navy", api_name="/rename_class")
+    assert "no sample 6" in _error(client, "red", 6, api_name="/remove_sample")
+
+    result = client.predict(None, "simple_cnn", 32, 2, False, False, "cards", api_name="/train")
+    table = result[8]["value"]  # the clickable confusion matrix: rows true, columns predicted
+    assert table["headers"][1:] == ["navy", "red"] and [row[0] for row in table["data"]] == ["navy", "red"]
+    counts = [[int(x) for x in row[1:]] for row in table["data"]]
+    row, col = next((r, c) for r in range(2) for c in range(2) if counts[r][c])
+    tiles = client.predict(f"{row}:{col}", api_name="/show_mistakes")
+    names = ["navy", "red"]
+    assert len(tiles) == counts[row][col]
+    assert all(tile["caption"].startswith(f"true {names[row]} → predicted {names[col]}") for tile in tiles)
+    image = np.asarray(Image.open(tiles[0]["image"]))
+    assert image.shape[1] >= 2 * (image.shape[0] - 22) - 2  # the picture and its Grad-CAM side by side
+    assert "no cell" in _error(client, "x", api_name="/show_mistakes")

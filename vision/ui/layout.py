@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from vision.explain.methods import METHODS
@@ -53,6 +55,8 @@ SAMPLES = dict(concurrency_id="samples", concurrency_limit=2)
 TRAIN = dict(concurrency_id="train", concurrency_limit=1)
 EXPORT = dict(concurrency_id="export", concurrency_limit=1)
 HUB = dict(concurrency_id="hub", concurrency_limit=2)
+#: Thumbnails per row on a class card.
+CARD_COLUMNS = 10
 
 
 def build_blocks(ctx: Context) -> gr.Blocks:
@@ -117,15 +121,23 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                 with gr.Column():
                     zip_file = gr.File(label="Dataset .zip (class folders)", file_types=[".zip"], type="filepath")
                 with gr.Column():
-                    class_name = gr.Textbox(label="Class name", placeholder="e.g. thumbs-up")
+                    class_name = gr.Textbox(label="Class name", placeholder="e.g. thumbs-up", elem_id="class-name")
                     with gr.Row():
                         snapshot = uploaded_file(gr.Image(sources=["webcam", "upload"], label="Snapshot", **UPLOAD))
                         uploads = gr.File(label=f"Images (up to {config.limits.files_per_call} at a time)",
-                                          file_count="multiple", file_types=["image"], type="filepath")
+                                          file_count="multiple", file_types=["image"], type="filepath",
+                                          elem_id="sample-uploads")
                     with gr.Row():
                         add = gr.Button("Add to class")
                         clear = gr.Button("Clear classes")
-                    samples = gr.Dataframe(headers=["class", "samples"], label="Your classes", interactive=False)
+            # The class table is what /add_samples and the card actions answer (scripts read it);
+            # the page shows the cards drawn from it instead.
+            samples = gr.Dataframe(headers=["class", "samples"], label="Your classes", interactive=False,
+                                   visible=False)
+
+            @gr.render(triggers=[samples.change, demo.load], **SAMPLES)
+            def class_cards(request: gr.Request) -> None:
+                _class_cards(train, samples, request)
             with gr.Row():
                 architecture = gr.Dropdown(architectures, value="efficientnet_lite0", label="Architecture")
                 size = gr.Slider(32, 224, value=224, step=16, label="Image size (px)")
@@ -151,16 +163,24 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                 board = gr.Button("TensorBoard", visible=not config.public)
             board_link = gr.Markdown(elem_id="tensorboard-link")
             status = gr.Markdown(elem_id="train-status")
-            with gr.Row():
-                curves = gr.Image(label="Loss and accuracy", interactive=False)
-                confusion = gr.Image(label="Confusion matrix", interactive=False)
+            # The results stay hidden until a training has produced them (see ``TrainView.reveal``).
+            curves = gr.Image(label="Loss and accuracy", interactive=False, visible=False, elem_id="train-curves")
+            # The picture, for scripts (/train answers its file); the page shows the table.
+            confusion = gr.Image(label="Confusion matrix", interactive=False, visible=False)
             metrics = gr.Markdown(elem_id="train-metrics")
-            reliability = gr.Image(label="Reliability (is p = 0.9 right 90 % of the time?)", interactive=False)
+            with gr.Row():
+                confusion_table = gr.Dataframe(label="Confusion matrix: rows true, columns predicted. Click a cell "
+                                               "to see its images", interactive=False, visible=False,
+                                               elem_id="confusion-table", scale=2)
+                mistakes = gr.Gallery(label="The clicked cell's validation images (at first every mistake), each "
+                                      "beside its Grad-CAM for the predicted class", columns=2, height=420,
+                                      object_fit="contain", visible=False, elem_id="mistakes", scale=3)
+            # The cell clicked ("true:predicted"), which /show_mistakes takes from scripts too.
+            cell = gr.Textbox(visible=False, label="Cell (true:predicted class indices, or all)")
+            reliability = gr.Image(label="Reliability (is p = 0.9 right 90 % of the time?)", interactive=False,
+                                   visible=False)
             issues = gr.Gallery(label="Likely label errors and near-duplicates (cleanlab)", columns=4,
-                                height="auto", elem_id="label-issues")
-            pair = gr.Dropdown([], label="Misclassified: which mistakes", elem_id="mistake-pair")
-            mistakes = gr.Gallery(label="Misclassified validation images, each beside its Grad-CAM for the "
-                                  "predicted class", columns=4, height="auto", elem_id="mistakes")
+                                height=420, object_fit="contain", elem_id="label-issues", visible=False)
 
         with gr.Tab("Models", id="models"):
             table = gr.Dataframe(headers=HEADERS, label="Models you can use", interactive=False)
@@ -243,7 +263,8 @@ def build_blocks(ctx: Context) -> gr.Blocks:
                                        "classes from the Train tab)", file_types=[".zip"], type="filepath",
                                        elem_id="optimize-data")
                 optimize_unlabelled = gr.File(label="More images, unlabelled, for distillation (optional)",
-                                              file_count="multiple", file_types=["image"], type="filepath")
+                                              file_count="multiple", file_types=["image"], type="filepath",
+                                          elem_id="sample-uploads")
             with gr.Row():
                 optimize_distil = gr.Checkbox(True, label="Distil into")
                 optimize_student = gr.Dropdown(students(), value="simple_cnn", label="Student")
@@ -279,9 +300,11 @@ def build_blocks(ctx: Context) -> gr.Blocks:
         clear.click(train.clear_samples, None, samples, api_name="clear_samples", **SAMPLES)
         start.click(train.train, [zip_file, architecture, size, epochs, augment, imagenet, model_name, loss,
                                   smoothing, mixing, class_weights],
-                    [status, curves, metrics, confusion, mistakes, choice, reliability, issues, pair], api_name="train",
-                    **TRAIN) \
-            .then(models.table, None, table, api_name=False, **QUICK)
+                    [status, curves, metrics, confusion, mistakes, choice, reliability, issues, confusion_table],
+                    api_name="train", **TRAIN) \
+            .then(models.table, None, table, api_name=False, **QUICK) \
+            .then(train.reveal, [curves, reliability, issues], [curves, reliability, issues], api_name=False,
+                  **QUICK)
         stop.click(train.cancel, None, status, api_name="cancel_training", queue=False)
         board.click(train.tensorboard, None, board_link, api_name="tensorboard", **QUICK)
         optimize_button.click(optimize.optimize,
@@ -292,7 +315,12 @@ def build_blocks(ctx: Context) -> gr.Blocks:
             .then(models.table, None, table, api_name=False, **QUICK) \
             .then(export.table, None, export_table, api_name=False, **QUICK)
         optimize_stop.click(optimize.cancel, None, optimize_status, api_name="cancel_optimize", queue=False)
-        pair.input(train.show_mistakes, pair, mistakes, api_name="show_mistakes", **QUICK)
+        confusion_table.select(train.pick_cell, None, cell, api_name=False, **QUICK) \
+            .then(train.show_mistakes, cell, mistakes, api_name="show_mistakes", **EXPLAIN)
+        # The card actions for scripts (the cards' own buttons call the same handlers).
+        gr.api(train.remove_sample, api_name="remove_sample", **SAMPLES)
+        gr.api(train.rename_class, api_name="rename_class", **SAMPLES)
+        gr.api(train.delete_class, api_name="delete_class", **SAMPLES)
         use.click(models.use, choice, chosen, api_name="use_model", **QUICK) \
             .then(models.show, choice, card_outputs, api_name=False, **QUICK) \
             .then(classify.class_choices, None, target, api_name=False, **QUICK)
@@ -311,6 +339,50 @@ def build_blocks(ctx: Context) -> gr.Blocks:
         demo.unload(_ender(ctx))
         gr.api(models.names, api_name="list_models", **QUICK)
     return demo
+
+
+def _class_cards(train: TrainView, samples: gr.Dataframe, request: gr.Request) -> None:
+    """One card per class: its name and count, its thumbnails (a click removes that sample),
+    rename and delete. Drawn inside ``gr.render``: each action answers the class table, whose
+    change draws the cards again."""
+    for i, (name, ids, thumbnails) in enumerate(train.class_cards(request)):
+        with gr.Column(variant="panel", elem_id=f"class-card-{i}", elem_classes="class-card"):
+            with gr.Row(equal_height=True):
+                count = f"{len(ids)} sample{'' if len(ids) == 1 else 's'}"
+                gr.Markdown(f"### {name.replace('_', chr(92) + '_')} · {count}", elem_classes="class-title")
+                new_name = gr.Textbox(name, label=f"Rename {name}", show_label=False, container=False, scale=2,
+                                      interactive=True, elem_classes="class-name")
+                rename = gr.Button("Rename", size="sm", scale=0, elem_classes="class-rename")
+                delete = gr.Button("Delete class", size="sm", variant="stop", scale=0, elem_classes="class-delete")
+            if thumbnails:
+                # Sized to its rows of thumbnails: "auto" leaves a gallery's default height, mostly empty.
+                rows = -(-len(thumbnails) // CARD_COLUMNS)
+                gallery = gr.Gallery(thumbnails, label="Click a picture to remove it", columns=CARD_COLUMNS,
+                                     height=48 + 128 * rows, allow_preview=False, buttons=[],
+                                     elem_classes="class-samples")
+                gallery.select(_card_actions(train, name, ids)[0], None, samples, api_visibility="private",
+                               **SAMPLES)
+            else:
+                gr.Markdown("No samples yet: add snapshots or images above.")
+            _, rename_fn, delete_fn = _card_actions(train, name, ids)
+            rename.click(rename_fn, new_name, samples, api_visibility="private", **SAMPLES)
+            delete.click(delete_fn, None, samples, api_visibility="private", **SAMPLES)
+
+
+def _card_actions(train: TrainView, name: str, ids: list[str]) -> tuple[Any, Any, Any]:
+    """The handlers of one card, bound to its class. Plain functions, not ``functools.partial``:
+    Gradio finds ``gr.Request`` and ``gr.SelectData`` parameters by their annotations."""
+    def remove(selected: gr.SelectData, request: gr.Request) -> list[list[Any]]:
+        # By the id the card showed: a click removes the picture it was on, whatever changed since.
+        return train.remove_sample_id(name, ids[selected.index], request)
+
+    def rename(new_name: str, request: gr.Request) -> list[list[Any]]:
+        return train.rename_class(name, new_name, request)
+
+    def delete(request: gr.Request) -> list[list[Any]]:
+        return train.delete_class(name, request)
+
+    return remove, rename, delete
 
 
 def _ender(ctx: Context):

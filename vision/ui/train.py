@@ -1,6 +1,7 @@
-"""The Train view: classes built from webcam snapshots and uploads, or a .zip of class
-folders; training with live curves, cancel, and the results (metrics, confusion matrix,
-misclassified images).
+"""The Train view: classes built from webcam snapshots and uploads (one card per class:
+its thumbnails, a click removes a sample, rename, delete), or a .zip of class folders;
+training with live curves, cancel, and the results once there are some (metrics, a
+clickable confusion matrix whose cells show their images beside their Grad-CAMs).
 
 In public mode a trained model belongs to the session that trained it (``mine/<name>``)
 until the owner publishes it; in private mode it is saved to the models folder as before.
@@ -32,12 +33,21 @@ from vision.trust.audit import audit_dataset
 from vision.ui.catalog import MINE, SHARED
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
-from vision.ui.review import ALL_MISTAKES, Mistakes, audit_summary, issue_gallery
+from vision.ui.review import Mistakes, audit_summary, cell_of, confusion_table, issue_gallery
 from vision.ui.session import Session
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 #: Where the app's trainings log for TensorBoard, inside the models folder (hidden: not a bundle).
 TENSORBOARD_DIR = ".tensorboard"
+#: A class card's thumbnails are at most this many pixels on a side.
+THUMBNAIL_SIDE = 96
+#: Where a session keeps its last training's cell images (see ``Mistakes.keep``).
+REVIEW_DIR = "review"
+
+
+def hidden() -> dict[str, Any]:
+    """An update that empties a result and hides it until a training produces it again."""
+    return gr.update(value=None, visible=False)
 
 
 class TrainView:
@@ -75,6 +85,49 @@ class TrainView:
     def clear_samples(self, request: gr.Request) -> list[list[Any]]:
         self.ctx.session(request).samples.clear()
         return []
+
+    def class_cards(self, request: gr.Request) -> list[tuple[str, list[str], list[np.ndarray]]]:
+        """Each class as its card shows it: (name, sample ids, thumbnails), in creation order."""
+        collection = self._samples(self.ctx.session(request))
+        cards = []
+        for name in collection.classes():
+            files = collection.samples(name)
+            cards.append((name, [path.stem for path in files], [_thumbnail(path) for path in files]))
+        return cards
+
+    @user_errors
+    def remove_sample(self, class_name: str, index: int, request: gr.Request) -> list[list[Any]]:
+        """Remove sample number ``index`` (0 = oldest, as the card shows them) from a class;
+        returns the class table."""
+        collection = self._samples(self.ctx.session(request))
+        files = collection.samples(class_name)
+        if not 0 <= int(index) < len(files):
+            raise DatasetError(f"class '{class_name}' has no sample {index}")
+        collection.remove_sample(class_name, files[int(index)].stem)
+        return self._table(collection)
+
+    @user_errors
+    def remove_sample_id(self, class_name: str, sample: str, request: gr.Request) -> list[list[Any]]:
+        """Remove the sample a card showed (by id: the card may be older than the folder)."""
+        collection = self._samples(self.ctx.session(request))
+        collection.remove_sample(class_name, sample)
+        return self._table(collection)
+
+    @user_errors
+    def rename_class(self, class_name: str, new_name: str, request: gr.Request) -> list[list[Any]]:
+        """Rename a class (its samples stay); returns the class table."""
+        collection = self._samples(self.ctx.session(request))
+        collection.rename_class(class_name, new_name)
+        return self._table(collection)
+
+    @user_errors
+    def delete_class(self, class_name: str, request: gr.Request) -> list[list[Any]]:
+        """Delete a class with its samples; returns the class table."""
+        collection = self._samples(self.ctx.session(request))
+        if class_name not in collection.classes():
+            raise DatasetError(f"no class named {class_name!r}")
+        collection.remove_class(class_name)
+        return self._table(collection)
 
     def destination(self, session: Session, name: str) -> tuple[str, Path]:
         """Where a model called ``name`` is saved, and its key, after the limits are checked."""
@@ -139,8 +192,9 @@ class TrainView:
                            + (" …" if len(dataset.skipped) > 5 else "") + ".")
             status = (f"Training **{architecture}** on {len(dataset.train)} images, validating on "
                       f"{len(dataset.val)}; classes: {', '.join(dataset.class_names)}.{skipped}")
-            yield (status + (" Waiting for another training to finish…" if waiting else ""), None, "", None, [],
-                   gr.update(), None, [], gr.update())
+            # The last training's results go until this one has its own.
+            yield (status + (" Waiting for another training to finish…" if waiting else ""), hidden(), "", None,
+                   hidden(), gr.update(), hidden(), hidden(), hidden())
             for update in job.updates():
                 if isinstance(update, JobFailed):
                     raise update.error
@@ -154,8 +208,9 @@ class TrainView:
                 if update.epoch_end:
                     logs = update.logs
                     yield (f"{status}\n\nEpoch {update.epoch + 1}/{update.epochs}: loss {logs.get('loss', 0):.3f}"
-                           f", val accuracy {logs.get('val_accuracy', 0):.3f}"), plot_history(update.history), \
-                        "", None, [], gr.update(), None, [], gr.update()
+                           f", val accuracy {logs.get('val_accuracy', 0):.3f}"), \
+                        gr.update(value=plot_history(update.history), visible=True), \
+                        "", None, gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
             evaluation = trained.evaluation
             where = "It is yours for this session" if key.startswith(MINE) else "Pick it in the Models tab"
             metrics = (f"Saved **{name}**: validation accuracy **{evaluation.accuracy:.3f}**, macro F1 "
@@ -169,13 +224,18 @@ class TrainView:
             progress(1.0, desc="checking the labels")
             audit = _audit(dataset)
             metrics += "\n\n" + (audit_summary(audit) if audit else "Data check skipped: every class needs 2 images.")
-            mistakes = session.mistakes = Mistakes.of(out, dataset.class_names, dataset.val.sources(), evaluation)
+            shutil.rmtree(session.root / REVIEW_DIR, ignore_errors=True)
+            mistakes = session.mistakes = Mistakes.of(out, dataset.class_names, dataset.val.sources(),
+                                                      evaluation).keep(session.root / REVIEW_DIR)
             reliability = out / RELIABILITY_FILE
+            # Plain values where scripts read them (gradio_client gets an update's dict, not its
+            # value); ``reveal`` shows those once this has ended.
             yield (status + "\n\nDone.", plot_history(trained.result.history), metrics, plot_confusion(evaluation),
-                   mistakes.gallery(), gr.update(choices=self.ctx.catalog.choices(session), value=key),
+                   gr.update(value=mistakes.gallery(), visible=True),
+                   gr.update(choices=self.ctx.catalog.choices(session), value=key),
                    Image.open(reliability).convert("RGB") if reliability.is_file() else None,
                    issue_gallery(audit) if audit else [],
-                   gr.update(choices=mistakes.pairs(), value=ALL_MISTAKES))
+                   gr.update(value=confusion_table(dataset.class_names, evaluation.confusion), visible=True))
         finally:
             # Also where Gradio closes this generator because the visitor dropped the stream:
             # the training stops after its current batch, and holds the app's training slot
@@ -184,9 +244,21 @@ class TrainView:
                 job.cancel()
             shutil.rmtree(workdir, ignore_errors=True)
 
+    @staticmethod
+    def reveal(*results: Any) -> tuple[dict[str, Any], ...]:
+        """Show each result that has a value, hide the others (after a training ends)."""
+        return tuple(gr.update(visible=result is not None and not (isinstance(result, list) and not result))
+                     for result in results)
+
+    @staticmethod
+    def pick_cell(selected: gr.SelectData) -> str:
+        """The cell a click on the confusion table chose, as ``show_mistakes`` takes it."""
+        return cell_of(selected.index)
+
     @user_errors
     def show_mistakes(self, pair: str | None, request: gr.Request) -> list[tuple[np.ndarray, str]]:
-        """The last training's mistakes for one (true, predicted) pair, with their Grad-CAMs."""
+        """The last training's validation images of one (true, predicted) cell ("t:p", class
+        indices; "t:*" a whole row; "all" every mistake), each beside its Grad-CAM."""
         mistakes = self.ctx.session(request).mistakes
         return mistakes.gallery(pair) if mistakes is not None else []
 
@@ -213,6 +285,12 @@ def cancel_session_job(ctx: Context, request: gr.Request, idle: str) -> str:
         return idle
     session.job.cancel()
     return "Cancelling after the current batch…"
+
+
+def _thumbnail(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        return np.asarray(image.convert("RGB"))
 
 
 def _audit(dataset: Any) -> Any:
