@@ -90,11 +90,12 @@ class FairQueue:
     def refusal(self, session: str, fn_index: Any) -> str | None:
         """Why ``session`` may not join event ``fn_index`` now, or None."""
         function = self.blocks.fns.get(fn_index) if isinstance(fn_index, int) else None
-        if function is None:
-            return None  # Gradio refuses an unknown function itself
         held = Counter(event.fn.concurrency_id for event in list(self.blocks._queue.event_ids_to_events.values())
                        if event.session_hash == session)
-        group = function.concurrency_id
+        # Events ``gr.render`` makes (the Train view's class cards) live in the session's own
+        # state, not in ``blocks.fns``: their group is unknown here, but the session's total
+        # share still applies to them. Gradio refuses an index that is nobody's itself.
+        group = function.concurrency_id if function is not None else None
         limit = self.shares.per_group.get(group)
         if limit is not None and held[group] >= limit:
             what = "a training" if group == "train" else f"{held[group]} {group} requests"
