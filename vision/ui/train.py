@@ -222,7 +222,7 @@ class TrainView:
                         f"\n\nConfidence not calibrated: {len(dataset.val)} validation images are too few to fit a "
                         "temperature.")
             progress(1.0, desc="checking the labels")
-            audit = _audit(dataset)
+            audit = _audit(dataset, trained.trust.out_of_fold)
             metrics += "\n\n" + (audit_summary(audit) if audit else "Data check skipped: every class needs 2 images.")
             shutil.rmtree(session.root / REVIEW_DIR, ignore_errors=True)
             mistakes = session.mistakes = Mistakes.of(out, dataset.class_names, dataset.val.sources(),
@@ -293,10 +293,12 @@ def _thumbnail(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _audit(dataset: Any) -> Any:
-    """cleanlab's review of the dataset, or None where a class is too small for k folds."""
+def _audit(dataset: Any, out_of_fold: Any = None) -> Any:
+    """cleanlab's review of the dataset, or None where a class is too small for k folds.
+    ``out_of_fold``: the training's own out-of-fold probabilities where it computed them (a
+    few-shot calibration): the audit ranks those instead of training its own folds."""
 
     try:
-        return audit_dataset(dataset)
+        return audit_dataset(dataset, probabilities=out_of_fold)
     except DatasetError:
         return None
