@@ -47,7 +47,7 @@ def test_a_fresh_space_serves_a_working_web_page(tmp_path):
 
     from app_server import free_port, running
     from browser import launch_chromium
-    from web_harness import classify_files, open_page
+    from web_harness import classify_files, open_page, settled_backend
 
     clone = tmp_path / "space"
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
@@ -74,10 +74,10 @@ def test_a_fresh_space_serves_a_working_web_page(tmp_path):
             browser = launch_chromium(playwright)
             page = open_page(browser, f"{url}web/")
             probabilities, _ = classify_files(page, [cat])
-            backend = page.evaluate("tf.getBackend()")
+            backend, expected = settled_backend(page)
             browser.close()
     labels = load_bundle(clone / "models" / "everyday").labels
-    assert labels[int(np.argmax(probabilities[0]))] == "Egyptian Mau" and backend == "wasm"
+    assert labels[int(np.argmax(probabilities[0]))] == "Egyptian Mau" and backend == expected
 
 
 def _web_statuses_from_the_first_connection(url: str, process: subprocess.Popen, timeout: float) -> list[int]:

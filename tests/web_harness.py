@@ -53,6 +53,19 @@ def open_page(browser, url: str, timeout_ms: int = 120_000):
     return page
 
 
+def settled_backend(page, timeout_ms: int = 300_000) -> tuple[str, str]:
+    """(the backend TF.js runs once the page has finished timing the others, the one its rule
+    should have kept: wasm unless a rival was at least 1.5x faster). While timing runs, TF.js's
+    global backend is briefly each rival in turn, so reading it earlier is a race."""
+    page.wait_for_function("['done', 'remembered', 'forced'].includes(document.body.dataset.timing)",
+                           timeout=timeout_ms)
+    times = {entry["name"]: entry["ms"] for entry in page.evaluate("window.visionStats.backendTimes || []")}
+    rivals = {name: ms for name, ms in times.items() if ms is not None and name != "wasm"}
+    wasm = times.get("wasm")
+    faster = wasm is not None and rivals and min(rivals.values()) * 1.5 < wasm
+    return page.evaluate("tf.getBackend()"), min(rivals, key=rivals.get) if faster else "wasm"
+
+
 def classify_files(page, paths: list[Path]) -> tuple[list[list[float]], list[float]]:
     """Feed each file through the page's file input; return probabilities and latencies (ms)."""
     probabilities, latencies = [], []
