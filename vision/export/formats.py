@@ -156,17 +156,24 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
             metadata["serving"] = serving_metadata(bundle, (metadata.get("features") or {}).get("size"))
         elif fmt == "onnx":  # inside the model too: an ONNX user needs no other file
             write_metadata_props(staging / ONNX_FILE, metadata)
-        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
-        parity = parity_record(fmt, quantize, staging, result, metadata, inputs[0])
-        write_parity(staging, parity)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(out)
+        return _publish(staging, out, fmt, quantize, result, metadata, inputs[0])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, out: Path, fmt: str, quantize: str | None, result: dict[str, Any],
+             metadata: dict[str, Any], x: np.ndarray) -> ExportResult:
+    """Write ``metadata.json`` and ``parity.json`` (latency timed on the model input ``x``) into
+    the checked export in ``staging``, and move it to ``out`` in one rename."""
+    (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    parity = parity_record(fmt, quantize, staging, result, metadata, x)
+    write_parity(staging, parity)
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(out)
     return ExportResult(out, fmt, quantize, parity["size_bytes"], result["max_abs_diff"], result["top1_agreement"],
-                        len(images), metadata, parity)
+                        result["images"], metadata, parity)
 
 
 def _export_flatbuffer_as_is(bundle: Bundle, out: Path, images: list[np.ndarray]) -> ExportResult:
@@ -186,18 +193,10 @@ def _export_flatbuffer_as_is(bundle: Bundle, out: Path, images: list[np.ndarray]
         result["checked_with"] = "the copied tflite model in LiteRT, against the imported one"
         metadata = export_metadata(bundle, "tflite", None, result)
         metadata["tflite_io"] = describe_flatbuffer((staging / "model.tflite").read_bytes())
-        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
         x = np.asarray(preprocess(images[0], bundle.preprocessing), np.float32)
-        parity = parity_record("tflite", None, staging, result, metadata, x)
-        write_parity(staging, parity)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(out)
+        return _publish(staging, out, "tflite", None, result, metadata, x)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(out, "tflite", None, parity["size_bytes"], result["max_abs_diff"], result["top1_agreement"],
-                        len(images), metadata, parity)
 
 
 def probe_images(bundle: Bundle, count: int = 16, seed: int = 0) -> list[np.ndarray]:
