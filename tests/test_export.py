@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -147,83 +147,49 @@ def test_uint8_tfjs_export_is_per_channel_with_the_sensitive_kernels_in_float16(
     assert result.size_bytes < 0.6 * fp16.size_bytes
 
 
-CONVERTER = "tensorflowjs.converters.tf_saved_model_conversion_v2.convert_tf_saved_model"
-
-
-@pytest.fixture
-def tfjs_importable(monkeypatch):
-    """What ``_export_tfjs`` sets before it imports tensorflowjs, for tests that patch it first."""
-    monkeypatch.setenv("TFDF_DISABLE_WELCOME_MESSAGE", "1")
-
-
-def test_two_tfjs_exports_at_once_leave_stdout_alone(tmp_path, monkeypatch, tfjs_importable):
-    """Both reach the converter together (a barrier just before it), and the first to start
-    would finish first: the order in which two overlapping ``redirect_stdout`` blocks leave
-    ``sys.stdout`` on the other's buffer. Both exports must also succeed."""
-    import tensorflowjs.converters.tf_saved_model_conversion_v2 as converter
-
+def test_tfjs_export_leaves_stdout_alone(tmp_path):
+    """The converter prints; it runs in a child process, so this process's ``sys.stdout`` (one
+    per process, written by every session's threads) is never swapped while it works."""
     import vision.export.formats as formats
 
-    monkeypatch.setattr(sys, "stdout", sys.stdout)  # put back after the test, whatever happens
-    before = sys.stdout
-    save, convert = formats._export_savedmodel, converter.convert_tf_saved_model
-    both_saved, order = threading.Barrier(2, timeout=120), itertools.count()
-    second_in, first_done = threading.Event(), threading.Event()
+    before, swapped, done = sys.stdout, [], threading.Event()
 
-    def save_then_meet(*args, **kwargs):
-        predicted = save(*args, **kwargs)
-        both_saved.wait()
-        return predicted
+    def watch() -> None:
+        while not done.is_set():
+            if sys.stdout is not before:
+                swapped.append(sys.stdout)
+            time.sleep(0.002)
 
-    def overlapping(*args, **kwargs):  # runs where the converter's prints are redirected
-        turn = next(order)
-        if turn == 0:
-            second_in.wait(timeout=3)  # at once without a lock; with one, the second waits outside
-        else:
-            second_in.set()
-            first_done.wait(timeout=120)
-        try:
-            return convert(*args, **kwargs)
-        finally:
-            if turn == 0:
-                first_done.set()
-
-    monkeypatch.setattr(formats, "_export_savedmodel", save_then_meet)
-    monkeypatch.setattr(CONVERTER, overlapping)
-    bundles = [load_bundle(SHAPES_MODEL) for _ in range(2)]
-    results, errors = [None, None], []
-
-    def worker(index: int) -> None:
-        try:
-            results[index] = export(bundles[index], "tfjs", tmp_path / f"out{index}")
-        except BaseException as error:  # surfaced below
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sys.stdout is before
-    assert not errors, errors
-    assert all(result.top1_agreement == 1.0 and (result.path / "model.json").is_file() for result in results)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = formats.export(load_bundle(SHAPES_MODEL), "tfjs", tmp_path / "out")
+    finally:
+        done.set()
+        watcher.join()
+    assert not swapped
+    assert result.top1_agreement == 1.0 and (result.path / "model.json").is_file()
 
 
-def test_tfjs_converter_failures_name_no_server_paths(bundle, tmp_path, monkeypatch, tfjs_importable):
-    def failing(saved_model_dir, output_dir, **kwargs):
-        raise OSError(f"{saved_model_dir}/variables/variables.index: not found (writing {output_dir}/model.json)")
+def _converter_that(monkeypatch, script: str) -> None:
+    """The TF.js converter replaced by a real child process that runs ``script`` (its argv ends
+    with the SavedModel and output folders, as the converter's does)."""
+    import vision.export.formats as formats
 
-    monkeypatch.setattr(CONVERTER, failing)
+    monkeypatch.setattr(formats, "TFJS_CONVERTER", (sys.executable, "-c", script))
+
+
+def test_tfjs_converter_failures_name_no_server_paths(bundle, tmp_path, monkeypatch):
+    _converter_that(monkeypatch, "import sys; saved, out = sys.argv[-2:]; raise OSError("
+                                 "f'{saved}/variables/variables.index: not found (writing {out}/model.json)')")
     with pytest.raises(ExportError) as failed:
         export(bundle, "tfjs", tmp_path / "out")
     message = str(failed.value)
-    assert "conversion failed (OSError): saved_model/variables/variables.index: not found" in message
+    assert "conversion failed: OSError: saved_model/variables/variables.index: not found" in message
     assert "/tmp" not in message and str(tmp_path) not in message and "writing model.json" in message
 
-    def says_why_and_returns(saved_model_dir, output_dir, **kwargs):
-        print("Can not freeze saved model v1.")  # what the converter does instead of raising
-
-    monkeypatch.setattr(CONVERTER, says_why_and_returns)
+    # What the converter does instead of raising when it cannot freeze a graph.
+    _converter_that(monkeypatch, "print('Can not freeze saved model v1.')")
     with pytest.raises(ExportError, match="wrote no model.json: Can not freeze saved model v1."):
         export(bundle, "tfjs", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -22,6 +21,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from vision import redact
 from vision.bundle.store import (
     CONFUSION_FILE,
     CURVES_FILE,
@@ -52,7 +52,6 @@ REQUIRED_FILES = (INFO_FILE, *KERAS_FILES)
 OPTIONAL_FILES = ("metadata.json", "README.md", OOD_FILE, CURVES_FILE, CONFUSION_FILE, RELIABILITY_FILE)
 ASSETS_FOLDER = "assets"  # Keras's per-layer assets; none of this package's models write any
 MAX_ASSET_FILES = 100  # each file is two requests: a repo of thousands would keep the server busy
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])(?:/|[A-Za-z]:\\)[^\s'\"`)]+")  # POSIX or Windows
 
 
 
@@ -184,15 +183,9 @@ def named_paths(names: Mapping[Path, str]) -> Iterator[None]:
 
 
 def without_paths(text: str, names: Mapping[Path, str]) -> str:
-    """``text`` with each folder of ``names`` (absolute, resolved, or as given when that has a
-    separator: a bare ``.`` or ``shapes`` would match inside other words) replaced by its name,
-    and any other absolute path by ``<path>``."""
-    for folder, name in names.items():
-        forms = {str(Path(folder).absolute()), str(Path(folder).resolve())}
-        forms |= {str(folder)} if os.sep in str(folder) else set()
-        for form in sorted(forms, key=len, reverse=True):  # the longest first: one may contain another
-            text = text.replace(form, name)
-    return _ABSOLUTE_PATH.sub("<path>", text)
+    """``text`` with each folder of ``names`` replaced by its name, and any other absolute path
+    by ``<path>`` (``vision.redact``)."""
+    return redact.without_paths(text, names, unknown="<path>")
 
 
 def _fetch(api: Any, repo_id: str, revision: str | None, cache_dir: str | Path | None,

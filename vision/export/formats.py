@@ -12,19 +12,16 @@ layers models (tensorflow/tfjs#8328).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
-import re
 import shutil
+import subprocess
+import sys
 import tempfile
-import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +42,7 @@ from vision.export.teachable import check_teachable, export_teachable
 from vision.export.webweights import quantize_graph_model, uint8_kernels
 from vision.models.heads import LOGITS_LAYER, OUTPUT_LAYER
 from vision.models.serving import serving_model, split_outputs
+from vision.redact import without_paths
 from vision.runtime.tflite import TFLiteRunner, convert_to_tflite
 
 #: The page, and the Keras features of the "unknown" detector's background photos its trainer uses.
@@ -60,11 +58,10 @@ FP32_TOLERANCE = 1e-4
 MIN_QUANTIZED_AGREEMENT = 0.9
 
 log = logging.getLogger(__name__)
-#: ``sys.stdout`` is one per process: only one block at a time may swap it (``_prints_to_log``),
-#: or two overlapping swaps restore each other's buffer instead of the real stream.
-_STDOUT_SWAP = threading.Lock()
-#: An absolute POSIX path in a message: a "/" that starts a word (not "1/2", not "http://").
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:~/-])/[^\s'\"`,;()\[\]{}<>]+")
+#: The TensorFlow.js converter's command line, run in a child process (``_convert_to_tfjs``).
+TFJS_CONVERTER = (sys.executable, "-m", "tensorflowjs.converters.converter")
+#: Seconds a conversion may take (the everyday model's takes about 20 s on 2 busy cores).
+TFJS_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -279,29 +276,11 @@ def _export_tflite(model: Any, folder: Path, inputs: np.ndarray, quantize: str |
 
 def _export_tfjs(model: Any, folder: Path, inputs: np.ndarray, quantize: str | None, classifier: Any,
                  classes: int) -> np.ndarray:
-    # tensorflowjs imports tensorflow_decision_forests, which imports IPython to greet
-    # "notebooks" whenever stdout is not a terminal (a server's log, a test): opt out.
-    os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
-    from tensorflowjs.converters.tf_saved_model_conversion_v2 import convert_tf_saved_model
-
     with tempfile.TemporaryDirectory() as tmp:
         predicted = _export_savedmodel(model, Path(tmp), inputs, classes)
         # uint8 is ours, per channel (vision.export.webweights): TF.js's one range per tensor kept
         # the Keras top-1 on only 88 % of real photos once batch norm is folded in.
-        dtype_map = {"float16": "*"} if quantize == "float16" else None
-        try:
-            with _prints_to_log("the TensorFlow.js converter") as printed:
-                convert_tf_saved_model(str(Path(tmp) / "saved_model"), str(folder),
-                                       quantization_dtype_map=dtype_map)
-        except Exception as error:  # the converter raises many kinds; all mean "not exported"
-            log.warning("TensorFlow.js conversion failed", exc_info=True)
-            # Shown to the app's visitors: files named inside the export, never the server's paths.
-            reason = _without_paths(str(error), Path(tmp), folder)
-            raise ExportError(f"TensorFlow.js conversion failed ({type(error).__name__}): {reason}") from None
-    if not (folder / "model.json").is_file():
-        # It prints why and returns when it cannot freeze the graph, instead of raising.
-        said = _without_paths(printed.getvalue().strip(), Path(tmp), folder) or "it gave no reason"
-        raise ExportError(f"TensorFlow.js conversion wrote no model.json: {said}")
+        _convert_to_tfjs(Path(tmp) / "saved_model", folder, quantize)
     if quantize == "uint8":
         quantize_graph_model(folder, uint8_kernels(classifier, inputs))
     # The graph model runs the SavedModel's graph; quantization is checked in the browser
@@ -309,36 +288,40 @@ def _export_tfjs(model: Any, folder: Path, inputs: np.ndarray, quantize: str | N
     return predicted
 
 
-@contextlib.contextmanager
-def _prints_to_log(source: str) -> Iterator[io.StringIO]:
-    """What ``print`` writes during the block: kept (yielded) and logged, not on stdout.
+def _convert_to_tfjs(saved_model: Path, folder: Path, quantize: str | None) -> None:
+    """The TensorFlow.js converter on ``saved_model``, in a child process.
 
-    For a library that reports with ``print`` and has no switch for it. The swap of
-    ``sys.stdout`` is process-wide, so these blocks run one at a time, and another
-    thread's prints made meanwhile land in this log too.
+    The converter reports some failures with ``print`` and returns (no switch turns that into
+    an exception), so its output is the reason a visitor reads. Capturing ``print`` in this
+    process would mean swapping ``sys.stdout``, which is process-wide: other sessions' threads
+    would write into the capture meanwhile. A child's output is its own, and a converter crash
+    cannot take the server down with it.
     """
-    captured = io.StringIO()
-    with _STDOUT_SWAP:
-        try:
-            with contextlib.redirect_stdout(captured):
-                yield captured
-        finally:
-            if captured.getvalue().strip():
-                log.info("%s printed: %s", source, captured.getvalue().strip())
+    command = [*TFJS_CONVERTER, "--input_format=tf_saved_model", "--output_format=tfjs_graph_model",
+               *(["--quantize_float16=*"] if quantize == "float16" else []), str(saved_model), str(folder)]
+    # tensorflowjs imports tensorflow_decision_forests, which imports IPython to greet
+    # "notebooks" whenever stdout is not a terminal: opt out.
+    env = {**os.environ, "TFDF_DISABLE_WELCOME_MESSAGE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    roots = {saved_model.parent: "", folder: ""}  # files named inside the export, never the server's paths
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=TFJS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ExportError(f"TensorFlow.js conversion took over {TFJS_TIMEOUT_S:.0f} s and was stopped") from None
+    printed = "\n".join(part.strip() for part in (done.stdout, done.stderr) if part.strip())
+    if printed:
+        log.info("the TensorFlow.js converter printed: %s", without_paths(printed, roots))
+    if done.returncode != 0:
+        reason = without_paths(_last_line(done.stderr) or f"exit status {done.returncode}", roots)
+        raise ExportError(f"TensorFlow.js conversion failed: {reason}")
+    if not (folder / "model.json").is_file():
+        said = without_paths(_last_line(done.stdout), roots) or "it gave no reason"
+        raise ExportError(f"TensorFlow.js conversion wrote no model.json: {said}")
 
 
-def _without_paths(text: str, *roots: Path) -> str:
-    """``text`` with each absolute path named relative to the first of ``roots`` holding it,
-    else by its last part: converters name the server's files in their messages."""
-
-    def name(match: re.Match[str]) -> str:
-        path = PurePosixPath(match.group())
-        for root in roots:
-            if path.is_relative_to(PurePosixPath(root)):
-                return path.relative_to(PurePosixPath(root)).as_posix()
-        return path.name or "/"
-
-    return _ABSOLUTE_PATH.sub(name, text)
+def _last_line(text: str) -> str:
+    """The last non-empty line: a traceback's exception, or the converter's last word."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def build_web_site(export_dir: str | Path, site: str | Path, web_root: str | Path | None = None,

@@ -11,23 +11,19 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import re
 from typing import Any, Callable
 
 import gradio as gr
 
 from vision.errors import VisionError
+from vision.redact import without_paths
 
 log = logging.getLogger("vision.app")
-# An absolute POSIX path: a "/" at the start of the text or after a space, quote, bracket or
-# "=", up to the next space or quote, less any punctuation that ends the sentence.
-# "hf://user/repo" does not match: its slashes follow ":" and "/".
-_ABSOLUTE_PATH = re.compile(r"""(?:(?<=^)|(?<=[\s'"`(\[=]))/[^\s'"`]*[^\s'"`.,;:)\]]""")
 
 
 def for_visitor(message: str) -> str:
     """``message`` with every absolute path cut to its last part (``/srv/x/models/pets`` -> ``pets``)."""
-    return _ABSOLUTE_PATH.sub(lambda match: match.group(0).rstrip("/").rsplit("/", 1)[-1], message)
+    return without_paths(message)
 
 
 def _translate(error: Exception, where: str) -> gr.Error:
