@@ -20,6 +20,7 @@ as data and bounded: an import is as untrusted as any upload.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from vision.bundle.store import make_info, save_bundle, save_tflite_bundle
 from vision.data.archives import extract_zip
 from vision.data.images import Preprocessing
 from vision.errors import InvalidModelFileError, UnsafeArchiveError, VisionError
+from vision.models.layers_config import check_cost
 
 #: TM's library scales pixels by ``x / 127 - 1``, not MobileNet's ``x / 127.5 - 1``; the
 #: import keeps TM's so that predictions match the page the model came from.
@@ -43,6 +45,18 @@ MAX_JSON_BYTES = 20 * 1024**2
 MAX_WEIGHT_BYTES = 250 * 1024**2
 MAX_CLASSES = 1000
 MAX_LABEL_CHARS = 200
+#: Brackets open at once in a JSON file: TM's model.json nests about 10 deep; Python's parser
+#: recurses once per level and ends in a RecursionError near 1,000.
+MAX_JSON_DEPTH = 64
+#: HDF5 filters a weight may be stored with: HDF5's own deflate, shuffle and checksum, and
+#: h5py's LZF. Anything else would load a filter plugin from the disk.
+H5_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 32000: "lzf"}
+#: What h5py and the parsing raise for a damaged or hostile file: OSError (HDF5 itself),
+#: KeyError (a missing object), ValueError (bad data, JSON, Unicode), TypeError (an attribute
+#: of an unexpected kind), RuntimeError (HDF5's internal errors, RecursionError included),
+#: IndexError and AttributeError (a link or attribute that is not what its name says).
+_H5_FAILURES = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError)
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 KINDS = ("tfjs", "keras", "tflite")
 #: An attribute of a ``keras_model.h5`` exported here (``vision.export.teachable``): what its
 #: input is divided by before subtracting 1. TM's own Keras exports carry none and expect 127.
@@ -117,7 +131,7 @@ def load_teachable_model(export: TeachableExport) -> tuple[Any, Preprocessing]:
     Raises:
         InvalidModelFileError: see ``import_teachable``.
     """
-    from vision.models.layers_config import rebuild  # lazy: Keras
+    from vision.models.layers_config import rebuild
 
     divisor = 1 / TM_SCALE
     if export.kind == "tfjs":
@@ -185,10 +199,34 @@ def _read_text(path: Path, cap: int) -> str:
 
 
 def _read_json(path: Path) -> Any:
+    return parse_json(_read_text(path, MAX_JSON_BYTES), path.name)
+
+
+def parse_json(text: str, where: str) -> Any:
+    """``json.loads`` of an untrusted ``text``, its nesting bounded by ``MAX_JSON_DEPTH``
+    before it is parsed (the parser recurses once per level).
+
+    Raises:
+        InvalidModelFileError: not JSON, or nested deeper than the bound.
+    """
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidModelFileError(f"{where} nests {depth:,} levels deep; at most {MAX_JSON_DEPTH} are accepted")
     try:
-        return json.loads(_read_text(path, MAX_JSON_BYTES))
+        return json.loads(text)
     except json.JSONDecodeError as error:
-        raise InvalidModelFileError(f"{path.name} is not valid JSON ({error.msg}, line {error.lineno})") from None
+        raise InvalidModelFileError(f"{where} is not valid JSON ({error.msg}, line {error.lineno})") from None
+    except RecursionError:  # not reached under the bound; kept so no parse can end in a traceback
+        raise InvalidModelFileError(f"{where} nests too deep to read") from None
+
+
+def json_depth(text: str) -> int:
+    """The most brackets (``[`` and ``{``) open at once in ``text``, strings left out: a linear
+    scan in numpy, so a 20 MB file costs milliseconds and no recursion."""
+    skeleton = _JSON_STRING.sub("", text).encode("utf-8", "replace")
+    codes = np.frombuffer(skeleton, np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int64) - np.isin(codes, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
@@ -222,6 +260,8 @@ def _read_tfjs(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         topology = topology["model_config"]
     if not isinstance(topology, dict):
         raise InvalidModelFileError("model.json has no modelTopology")
+    # Counted from the config alone, before any weight file is read or any layer built.
+    check_cost(topology, "model.json")
     manifest = model.get("weightsManifest")
     if not isinstance(manifest, list):
         raise InvalidModelFileError("model.json has no weightsManifest")
@@ -276,7 +316,10 @@ def _weight_spec(spec: Any) -> tuple[str, tuple[int, ...], int]:
 
 def _read_h5(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], float]:
     """The topology, the weights, and what the input is divided by: TM's 127, or what a Keras
-    export made here records (``vision.export.teachable.DIVISOR_ATTRIBUTE``)."""
+    export made here records (``vision.export.teachable.DIVISOR_ATTRIBUTE``).
+
+    The topology is costed (``check_cost``) before any weight is read; any failure of h5py on
+    a damaged or hostile file becomes a refusal that names the file, never a traceback."""
     import h5py  # installed with Keras
 
     if path.stat().st_size > MAX_WEIGHT_BYTES:
@@ -286,26 +329,52 @@ def _read_h5(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], float]:
             config = h5.attrs.get("model_config")
             if config is None:
                 raise InvalidModelFileError(f"{path.name} holds weights only; TM's Keras export has the model too")
-            topology = json.loads(config.decode() if isinstance(config, bytes) else str(config))
-            group = h5["model_weights"] if "model_weights" in h5 else h5
-            weights = _h5_weights(group)
+            if len(config) > MAX_JSON_BYTES:
+                raise InvalidModelFileError(f"{path.name}: model_config is over {MAX_JSON_BYTES:,} bytes")
+            topology = parse_json(config.decode() if isinstance(config, bytes) else str(config), path.name)
+            if not isinstance(topology, dict):
+                raise InvalidModelFileError(f"{path.name}: model_config is not an object")
+            check_cost(topology, path.name)
+            group = _h5_child(h5, "model_weights", path.name) if "model_weights" in h5 else h5
+            weights = _h5_weights(group, path.name)
             divisor = float(h5.attrs.get(DIVISOR_ATTRIBUTE, 1 / TM_SCALE))
             if divisor not in (127.0, 127.5):
                 raise InvalidModelFileError(f"{path.name}: input divisor {divisor:g} is neither 127 nor 127.5")
-    except (OSError, KeyError, ValueError) as error:
-        if isinstance(error, InvalidModelFileError):
-            raise
+    except InvalidModelFileError:
+        raise
+    except _H5_FAILURES as error:
         raise InvalidModelFileError(f"{path.name} is not a readable Keras HDF5 file ({type(error).__name__})") from None
-    if not isinstance(topology, dict):
-        raise InvalidModelFileError(f"{path.name}: model_config is not an object")
     return topology, weights, divisor
 
 
-def _h5_weights(group: Any) -> dict[str, np.ndarray]:
+def _h5_child(group: Any, path: str, where: str) -> Any:
+    """``group[path]``, following hard links only, checked on every component of ``path``: a
+    soft or external link anywhere on the way (``ext`` in ``ext/kernel``) could lead to another
+    object or another file, which an upload must not reach."""
+    import h5py
+
+    node = group
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidModelFileError(f"{where}: object {path[:60]!r} is not a plain path inside the file")
+        # The link itself, read without following it: following an external link opens its file.
+        link = node.get(part, getlink=True) if isinstance(node, h5py.Group) else None
+        if link is None:
+            raise InvalidModelFileError(f"{where}: object {path[:60]!r} is missing")
+        if not isinstance(link, h5py.HardLink):
+            raise InvalidModelFileError(f"{where}: {path[:60]!r} passes through a link ({part[:40]!r}); "
+                                        "links are not accepted")
+        node = node[part]
+    return node
+
+
+def _h5_weights(group: Any, where: str) -> dict[str, np.ndarray]:
     """Every dataset named by the ``weight_names`` attributes under ``group``.
 
     Only hard links inside the file and plain datasets are read: HDF5 can point at other
-    files (external links, external storage, virtual datasets), which an upload must not."""
+    files (external links, external storage, virtual datasets) or load filter plugins, which
+    an upload must not. Bytes are counted at the stored dtype's size and at float32's, the
+    larger, before anything is read."""
     import h5py
 
     weights: dict[str, np.ndarray] = {}
@@ -314,18 +383,14 @@ def _h5_weights(group: Any) -> dict[str, np.ndarray]:
     def visit(node: Any, depth: int) -> None:
         nonlocal total
         if depth > 6:
-            raise InvalidModelFileError("keras_model.h5: weight groups nested too deep")
+            raise InvalidModelFileError(f"{where}: weight groups nested too deep")
         for name in node.attrs.get("weight_names", []):
             name = name.decode() if isinstance(name, bytes) else str(name)
-            if not isinstance(node.get(name, getlink=True), h5py.HardLink):
-                raise InvalidModelFileError(f"keras_model.h5: weight {name[:60]!r} links outside the file")
-            dataset = node[name]
-            if not isinstance(dataset, h5py.Dataset) or dataset.external or dataset.is_virtual \
-                    or dataset.dtype.kind != "f" or dataset.ndim > 5:
-                raise InvalidModelFileError(f"keras_model.h5: weight {name[:60]!r} is not a plain float array")
-            total += dataset.size * 4
+            dataset = _h5_child(node, name, where)
+            _check_dataset(dataset, name, where)
+            total += dataset.size * max(dataset.dtype.itemsize, 4)
             if total > MAX_WEIGHT_BYTES:
-                raise InvalidModelFileError(f"keras_model.h5: weights over {MAX_WEIGHT_BYTES:,} bytes")
+                raise InvalidModelFileError(f"{where}: weights over {MAX_WEIGHT_BYTES:,} bytes")
             weights[name] = np.asarray(dataset[()], np.float32)
         for key in node:
             if isinstance(node.get(key, getlink=True), h5py.HardLink) and isinstance(node[key], h5py.Group):
@@ -333,6 +398,19 @@ def _h5_weights(group: Any) -> dict[str, np.ndarray]:
 
     visit(group, 0)
     return weights
+
+
+def _check_dataset(dataset: Any, name: str, where: str) -> None:
+    import h5py
+
+    if not isinstance(dataset, h5py.Dataset) or dataset.external or dataset.is_virtual \
+            or dataset.dtype.kind != "f" or dataset.dtype.itemsize > 8 or dataset.ndim > 5:
+        raise InvalidModelFileError(f"{where}: weight {name[:60]!r} is not a plain float array")
+    plist = dataset.id.get_create_plist()
+    for index in range(plist.get_nfilters()):
+        if plist.get_filter(index)[0] not in H5_FILTERS:
+            raise InvalidModelFileError(f"{where}: weight {name[:60]!r} is stored with an HDF5 filter that is not "
+                                        f"accepted (only {', '.join(H5_FILTERS.values())})")
 
 
 def _preprocessing(input_shape: Any, metadata: dict[str, Any], divisor: float = 1 / TM_SCALE) -> Preprocessing:
@@ -355,18 +433,16 @@ def _provenance(export: TeachableExport, **extra: Any) -> dict[str, Any]:
 # --- TFLite -----------------------------------------------------------------------------------
 
 def _import_tflite(export: TeachableExport, out: Path, name: str, overwrite: bool) -> Path:
-    from vision.runtime.tflite import describe_flatbuffer
+    from vision.bundle.tflite_check import check_tflite
 
     file = export.folder / ("model_unquant.tflite" if (export.folder / "model_unquant.tflite").is_file()
                             else "model.tflite")
     if file.stat().st_size > MAX_WEIGHT_BYTES:
         raise InvalidModelFileError(f"{file.name} is over {MAX_WEIGHT_BYTES:,} bytes")
     flatbuffer = file.read_bytes()
-    try:
-        details = describe_flatbuffer(flatbuffer)
-    except Exception as error:  # LiteRT's errors for a bad flatbuffer are RuntimeErrors and ValueErrors
-        raise InvalidModelFileError(f"{file.name} is not a TFLite model LiteRT can run ({type(error).__name__})") \
-            from None
+    # Checked against the schema, then built and run once in a child process: a file that
+    # crashes LiteRT takes down the child, never this process (possibly the app's server).
+    details = check_tflite(flatbuffer, file.name)
     shape = details["input"]["shape"]
     if len(shape) != 4 or details["output"]["shape"][-1] != len(export.labels):
         raise InvalidModelFileError(f"{file.name}: input {shape} / output {details['output']['shape']} do not fit "
@@ -376,4 +452,3 @@ def _import_tflite(export: TeachableExport, out: Path, name: str, overwrite: boo
                      source=_provenance(export, file=file.name, input_dtype=details["input"]["dtype"]),
                      runtime={"kind": "tflite-only", "input": details["input"], "output": details["output"]})
     return save_tflite_bundle(flatbuffer, info, out, overwrite=overwrite)
-

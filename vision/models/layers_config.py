@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from vision.errors import InvalidModelFileError
+from vision.models.config_cost import Cost, layer_output
 from vision.models.heads import LOGITS_LAYER, OUTPUT_LAYER
 
 #: Largest input side and channel count accepted: a declared shape beyond this is hostile or
@@ -39,6 +40,13 @@ MAX_KERNEL = 15
 MAX_LAYERS = 2000
 MAX_DEPTH = 4
 MAX_PARAMETERS = 50_000_000
+#: float32 weights; TM's own exports hold 2-10 MB.
+MAX_WEIGHT_BYTES = 4 * MAX_PARAMETERS
+#: Values one forward pass (batch 1) writes, added over every layer, and in its largest
+#: layer. Counted by ``config_cost``: Keras's MobileNetV2 at 224 px writes 21.8 M (largest
+#: layer 1.2 M) at alpha 1.0 and 31.2 M (1.8 M) at alpha 1.4; these bounds leave 3-9x that.
+MAX_ACTIVATIONS = 100_000_000
+MAX_LAYER_ACTIVATION = 16_000_000
 
 _ACTIVATIONS = ("linear", "relu", "relu6", "softmax", "sigmoid", "tanh", "swish", "hard_sigmoid", "elu",
                 "selu", "softplus", "gelu")
@@ -87,6 +95,10 @@ class Rebuilt:
 def rebuild(topology: Mapping[str, Any], where: str) -> Rebuilt:
     """A Keras 3 model built from a Keras 2 ``model_config`` or TF.js ``modelTopology``.
 
+    The config is costed first (``config_cost``): parameters, weight bytes and activation
+    values at the declared input are counted from the config alone, and a model over the
+    bounds is refused before Keras (or even its import) allocates anything.
+
     Args:
         topology: ``{"class_name": "Sequential" | "Model" | "Functional", "config": ...}``,
             parsed JSON.
@@ -94,9 +106,11 @@ def rebuild(topology: Mapping[str, Any], where: str) -> Rebuilt:
 
     Raises:
         InvalidModelFileError: a layer type that is not allowed (Lambda, custom classes, ...),
-            a value out of bounds, or a graph that does not hold together.
+            a value out of bounds, a model over the cost bounds (the figure named), or a
+            graph that does not hold together.
     """
-    import keras  # lazy: importing the package for its names needs no Keras
+    check_cost(topology, where)
+    import keras  # lazy, and only after the cost check: importing it costs seconds
 
     builder = _Builder(keras, where)
     inputs = builder.input_for(topology)
@@ -105,23 +119,68 @@ def rebuild(topology: Mapping[str, Any], where: str) -> Rebuilt:
         raise InvalidModelFileError(f"{where}: the model has {len(outputs)} outputs; a classifier has one")
     outputs = builder.split_softmax(outputs[0])
     model = keras.Model(inputs, outputs, name=_safe_name(_config(topology, where).get("name", "imported")))
-    parameters = model.count_params()
-    if parameters > MAX_PARAMETERS:
-        raise InvalidModelFileError(f"{where}: {parameters:,} parameters is over the {MAX_PARAMETERS:,} accepted")
     return Rebuilt(model, builder.weight_names)
 
 
-class _Builder:
-    """Turns config dicts into Keras 3 tensors; one per rebuild."""
+def config_cost(topology: Mapping[str, Any], where: str) -> Cost:
+    """Parameters and activation values of ``topology`` at its declared input (batch 1),
+    walked as data: no layer is built and nothing proportional to the model is allocated.
 
-    def __init__(self, keras: Any, where: str) -> None:
-        self.keras = keras
+    Raises:
+        InvalidModelFileError: the config is malformed or uses a layer that is not accepted
+            (the same checks as ``rebuild``).
+    """
+    planner = _Planner(where)
+    outputs = planner.call(topology, [planner.input_for(topology)], depth=0)
+    if len(outputs) != 1:
+        raise InvalidModelFileError(f"{where}: the model has {len(outputs)} outputs; a classifier has one")
+    return planner.cost
+
+
+def check_cost(topology: Mapping[str, Any], where: str) -> Cost:
+    """``config_cost`` of ``topology``, refused above the bounds with the figure named.
+
+    Raises:
+        InvalidModelFileError: over ``MAX_PARAMETERS``, ``MAX_WEIGHT_BYTES``,
+            ``MAX_ACTIVATIONS`` or ``MAX_LAYER_ACTIVATION``; or see ``config_cost``.
+    """
+    cost = config_cost(topology, where)
+    error = _over_bounds(cost, where)
+    if error is not None:
+        raise error
+    return cost
+
+
+def _over_bounds(cost: Cost, where: str) -> InvalidModelFileError | None:
+    """The refusal for the first bound ``cost`` is over, naming the figure; None if under all."""
+    if cost.parameters > MAX_PARAMETERS:
+        return InvalidModelFileError(f"{where}: {cost.parameters:,} parameters is over the {MAX_PARAMETERS:,} accepted")
+    if cost.weight_bytes > MAX_WEIGHT_BYTES:
+        return InvalidModelFileError(f"{where}: {cost.weight_bytes:,} bytes of weights is over the "
+                                     f"{MAX_WEIGHT_BYTES:,} accepted")
+    if cost.largest > MAX_LAYER_ACTIVATION:
+        return InvalidModelFileError(f"{where}: layer {cost.largest_layer[:60]!r} outputs {cost.largest:,} values "
+                                     f"per image, over the {MAX_LAYER_ACTIVATION:,} accepted for one layer")
+    if cost.activations > MAX_ACTIVATIONS:
+        return InvalidModelFileError(f"{where}: the layers output {cost.activations:,} values per image, over the "
+                                     f"{MAX_ACTIVATIONS:,} accepted")
+    return None
+
+
+class _Walk:
+    """The graph walk that costing and building share: nested models inlined, every layer
+    checked against the allowlist and applied in order. Subclasses say what a tensor is
+    (a shape, or a Keras tensor) and what applying a layer does."""
+
+    def __init__(self, where: str) -> None:
         self.where = where
         self.layers = 0
-        self.names: set[str] = set()
-        self.weight_names: dict[str, list[str]] = {}
-        #: id(output tensor) -> (the layer that made it, its keyword arguments)
-        self.producers: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+    def make_input(self, shape: tuple[int, ...]) -> Any:
+        raise NotImplementedError
+
+    def apply(self, class_name: str, source_name: str, kwargs: dict[str, Any], inputs: list[Any]) -> Any:
+        raise NotImplementedError
 
     # --- the graph ------------------------------------------------------------------------
 
@@ -130,7 +189,7 @@ class _Builder:
         shape = self._declared_input_shape(topology, depth=0)
         if shape is None:
             raise InvalidModelFileError(f"{self.where}: the model declares no input shape")
-        return self.keras.Input(shape, name="image")
+        return self.make_input(shape)
 
     def _declared_input_shape(self, node: Mapping[str, Any], depth: int) -> tuple[int, ...] | None:
         if depth > MAX_DEPTH:
@@ -215,11 +274,51 @@ class _Builder:
         if self.layers > MAX_LAYERS:
             raise InvalidModelFileError(f"{self.where}: more than {MAX_LAYERS} layers")
         source_name = _layer_name(node, self.where)
-        name = self._unique(source_name)
         kwargs = make(_config(node, self.where), self.where)
+        if class_name not in ("Add", "Concatenate", "Multiply"):
+            inputs = [_single(inputs, source_name, self.where)]
+        return self.apply(class_name, source_name, kwargs, inputs)
+
+
+class _Planner(_Walk):
+    """Walks a config with shapes for tensors, adding up what each layer costs."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.cost = Cost()
+
+    def make_input(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        self.cost.add("input", shape, 0)
+        return shape
+
+    def apply(self, class_name: str, source_name: str, kwargs: dict[str, Any], inputs: list[Any]) -> Any:
+        shape, parameters = layer_output(class_name, kwargs, inputs, source_name, self.where)
+        self.cost.add(source_name, shape, parameters)
+        # Refused at the first layer over a bound: the walk itself stays cheap.
+        error = _over_bounds(self.cost, self.where)
+        if error is not None:
+            raise error
+        return shape
+
+
+class _Builder(_Walk):
+    """Turns config dicts into Keras 3 tensors; one per rebuild."""
+
+    def __init__(self, keras: Any, where: str) -> None:
+        super().__init__(where)
+        self.keras = keras
+        self.names: set[str] = set()
+        self.weight_names: dict[str, list[str]] = {}
+        #: id(output tensor) -> (the layer that made it, its keyword arguments)
+        self.producers: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+    def make_input(self, shape: tuple[int, ...]) -> Any:
+        return self.keras.Input(shape, name="image")
+
+    def apply(self, class_name: str, source_name: str, kwargs: dict[str, Any], inputs: list[Any]) -> Any:
+        name = self._unique(source_name)
         layer = getattr(self.keras.layers, class_name)(name=name, **kwargs)
-        x = inputs if class_name in ("Add", "Concatenate", "Multiply") else _single(inputs, source_name, self.where)
-        output = layer(x)
+        output = layer(inputs if class_name in ("Add", "Concatenate", "Multiply") else inputs[0])
         self.weight_names[name] = [f"{source_name}/{_variable_name(v)}" for v in layer.weights]
         self.producers[id(output)] = (layer, kwargs)
         return output
