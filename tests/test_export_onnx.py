@@ -56,6 +56,8 @@ def test_the_onnx_file_carries_labels_preprocessing_and_the_unknown_threshold(bu
                                 "threshold": bundle.info["ood"]["threshold"]}
     assert props["format"] == "onnx" and props["features"]["output"] == "features"
     assert props["verification"]["max_abs_diff"] == exported.max_abs_diff
+    # Orientation is named as the caller's job: the model takes float pixels, not a JPEG.
+    assert "exif_transpose" in props["input"]["orientation"]
     # The same description as metadata.json, so the file alone is enough.
     assert props == json.loads((exported.path / "metadata.json").read_text())
 

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from vision.bundle.store import TFLITE_FILE, Bundle, versions
+from vision.data.datasets import Split
 from vision.data.images import preprocess
 from vision.data.photos import photographed_at, probe_photos
 from vision.data.synthetic import make_shapes
@@ -58,6 +59,14 @@ FP32_TOLERANCE = 1e-4
 MIN_QUANTIZED_AGREEMENT = 0.9
 
 log = logging.getLogger(__name__)
+#: Who turns a phone's photo upright, in words for an export's user: float inputs need the pixels
+#: as the photo is meant to be seen; the SavedModel's bytes signature reads EXIF itself.
+ORIENTATION = {
+    False: "the caller's: turn the photo upright by its EXIF orientation before preprocessing "
+           "(Pillow: ImageOps.exif_transpose), as the library does",
+    True: "serving_default applies a JPEG's EXIF orientation as the library does; the preprocessed "
+          "signature takes pixels already upright",
+}
 #: The TensorFlow.js converter's command line, run in a child process (``_convert_to_tfjs``).
 TFJS_CONVERTER = (sys.executable, "-m", "tensorflowjs.converters.converter")
 #: Seconds a conversion may take (the everyday model's takes about 20 s on 2 busy cores).
@@ -80,7 +89,7 @@ class ExportResult:
 
 def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = None,
            images: list[np.ndarray] | None = None, overwrite: bool = False, features: bool = False,
-           int8_method: str | None = None) -> ExportResult:
+           int8_method: str | None = None, calibration: Split | None = None) -> ExportResult:
     """Export ``bundle`` as ``fmt`` into the folder ``out`` (written atomically).
 
     Args:
@@ -90,6 +99,8 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
             them in the browser).
         int8_method: For TFLite's full-integer quantizations: ``"ptq"`` or ``"qat"``
             (``vision.export.int8``); its ``DEFAULT_METHOD`` when None.
+        calibration: For the full-integer quantizations: the caller's own labelled images to
+            calibrate on; package photos when None (never what ``vision.json`` records).
 
     Raises:
         ExportError: unknown format or quantization, an existing ``out``, a failed
@@ -128,7 +139,7 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
                                             features), classes)
         elif fmt == "tflite" and quantize in FULL_INTEGER:
             outputs, full_integer = export_full_integer(bundle, staging, inputs, quantize, features,
-                                                        int8_method or DEFAULT_METHOD)
+                                                        int8_method or DEFAULT_METHOD, calibration)
             predicted = _joined(outputs, classes)
         elif fmt == "tflite":
             predicted = _export_tflite(model, staging, inputs, quantize, classes)
@@ -217,7 +228,7 @@ def export_metadata(bundle: Bundle, fmt: str, quantize: str | None, check: dict[
         "architecture": bundle.info.get("architecture"),
         "labels": bundle.labels,
         "input": {"height": bundle.preprocessing.size[0], "width": bundle.preprocessing.size[1],
-                  "channels": 3, "dtype": "float32"},
+                  "channels": 3, "dtype": "float32", "orientation": ORIENTATION[fmt == "savedmodel"]},
         "preprocessing": bundle.preprocessing.to_dict(),
         "output": OUTPUT_LAYER,
         # A second output of shape [1, 1]: below the threshold, the answer is "unknown".

@@ -10,13 +10,19 @@ vertical one, in float64 (integers below 2**53, so every sum is exact), and for 
 images on premultiplied alpha. Transparency is then flattened onto white, grey repeated into
 three channels, as ``load_image`` does.
 
+A JPEG's EXIF orientation is applied last, as ``load_image`` applies it (``graph_exif``): a
+phone's sideways photo answers as it does in the library.
+
 What TensorFlow's decoders cannot do is not done: JPEG, PNG, GIF and BMP only (no WebP or
-TIFF in TF 2.19), no EXIF orientation, and a GIF's transparent colour is not flattened.
+TIFF in TF 2.19), EXIF orientation in JPEGs only (a PNG's rare eXIf chunk is ignored), and a
+GIF's transparent colour is not flattened.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from vision.export.graph_exif import orientation, oriented
 
 #: Pillow's fixed-point precision for 8-bit resampling (``PRECISION_BITS`` in Resample.c).
 _PRECISION = 2.0**22
@@ -39,7 +45,8 @@ def decode(data: Any, max_side: int) -> Any:
     height, width = tf.shape(rgba)[0], tf.shape(rgba)[1]
     rgba = tf.cond(tf.maximum(height, width) > max_side,
                    lambda: _reduced(rgba, *_thumbnail_size(height, width, max_side)), lambda: rgba)
-    return _on_white(rgba)
+    turn = tf.cond(tf.io.is_jpeg(data), lambda: orientation(data), lambda: tf.constant(1))
+    return _on_white(oriented(rgba, turn))
 
 
 def _decoded(data: Any, max_side: int) -> Any:
