@@ -213,3 +213,118 @@ def test_training_hands_its_memory_back_when_it_ends_or_fails(task, tmp_path, mo
     with pytest.raises(TrainingCancelledError):
         recipe.train_bundle(dataset, config, tmp_path / "cancelled", cancel=cancel)
     assert released == [True, True] and not (tmp_path / "cancelled").exists()
+
+
+def _tiny_classes(root: Path, classes: int, per_class: int, seed: int = 0) -> Path:
+    """``classes`` folders of ``per_class`` 32 px photos: a colour each, with noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True)
+        colour = rng.integers(0, 256, 3)
+        for i in range(per_class):
+            pixels = np.clip(colour + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+#: The Train view's sizes, at their edges: 2 and 5 classes, 2 photos a class (two folds), 5 a
+#: class (the "five photos a class" report: cleanlab's 10 neighbours for 10 images), 10 a class.
+@pytest.mark.parametrize("classes, per_class", [(2, 2), (5, 2), (2, 5), (3, 10)])
+def test_every_small_dataset_trains_saves_and_reports(tmp_path, classes, per_class):
+    """What the Train view runs (fast path, calibration folds, the label audit, saving) on a
+    handful of photos: each size trains, is saved, and has its data check."""
+    from vision.data.datasets import load_folder
+    from vision.training.config import TrainConfig
+    from vision.training.recipe import train_bundle
+
+    dataset = load_folder(_tiny_classes(tmp_path / "data", classes, per_class))
+    trained = train_bundle(dataset, TrainConfig(model="efficientnet_lite0", input_size=32, epochs=2, batch_size=16),
+                           tmp_path / "model", audit=True)
+    info = json.loads((tmp_path / "model" / "vision.json").read_text())
+    assert len(info["labels"]) == classes
+    assert trained.audit is not None and len(trained.audit.ranked) == classes * per_class
+    assert trained.trust.calibration is not None and trained.trust.calibration.method == "k-fold out-of-fold"
+
+
+def test_cancel_after_fit_stops_the_folds_the_audit_and_saving(tmp_path):
+    """Cancel pressed once the last epoch has ended: the calibration folds, the audit and saving
+    still stop, and nothing is left."""
+    import threading
+
+    from vision.data.datasets import load_folder
+    from vision.errors import TrainingCancelledError
+    from vision.training.config import TrainConfig
+    from vision.training.recipe import train_bundle
+
+    dataset = load_folder(_tiny_classes(tmp_path / "data", 2, 6))
+    config = TrainConfig(model="efficientnet_lite0", input_size=32, epochs=2, batch_size=16)
+    cancel, seen = threading.Event(), []
+
+    def progress(update):
+        seen.append(update.stage)
+        if update.epoch_end and update.epoch == config.epochs - 1:
+            cancel.set()  # fit itself has no batch left to notice it
+
+    with pytest.raises(TrainingCancelledError, match="cancelled"):
+        train_bundle(dataset, config, tmp_path / "model", progress=progress, cancel=cancel, audit=True)
+    assert "train" in seen and "checking" not in seen
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_training_over_its_time_limit_stops_says_so_and_frees_the_slot(tmp_path):
+    import threading
+
+    from vision.data.datasets import load_folder
+    from vision.errors import TrainingCancelledError
+    from vision.training.config import TrainConfig
+    from vision.training.jobs import JobFailed, JobFinished, TrainingJob
+
+    dataset = load_folder(_tiny_classes(tmp_path / "data", 2, 4))
+    slot = threading.Lock()
+    # Hundreds of epochs without early stopping: far past a 3 s limit.
+    config = TrainConfig(model="efficientnet_lite0", input_size=32, epochs=400, patience=1000, batch_size=16)
+    job = TrainingJob.training(dataset, config, tmp_path / "model", slot=slot, time_limit_s=3).start()
+    final = [update for update in job.updates() if isinstance(update, (JobFailed, JobFinished))][-1]
+    assert isinstance(final, JobFailed) and isinstance(final.error, TrainingCancelledError), final
+    assert "time limit of 3 s" in str(final.error) and job.timed_out
+    assert job.join(timeout=30) and not slot.locked()
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_training_in_a_thread_leaves_the_global_random_generators_alone(tmp_path):
+    """No ``set_random_seed`` from a session's work: NumPy's global state is untouched, TensorFlow
+    has no global seed, and Python's generator only moved on (Keras draws a seed from it for
+    each unseeded initializer it builds), never was reset."""
+    import random
+    import threading
+
+    import tensorflow as tf
+
+    from vision.data.datasets import load_folder
+    from vision.training.config import TrainConfig
+    from vision.training.recipe import train_bundle
+
+    dataset = load_folder(_tiny_classes(tmp_path / "data", 2, 3))
+    np.random.seed(1234)
+    random.seed(1234)
+    numpy_before, python_before = np.random.get_state(), random.getstate()
+    worker = threading.Thread(target=train_bundle, args=(dataset, TrainConfig(
+        model="efficientnet_lite0", input_size=32, epochs=1, batch_size=16, seed=7), tmp_path / "model"))
+    worker.start()
+    worker.join()
+    assert (tmp_path / "model" / "vision.json").is_file()
+    numpy_after = np.random.get_state()
+    assert all(np.array_equal(a, b) for a, b in zip(numpy_before, numpy_after))
+    assert tf.compat.v1.random.get_seed(None) == (None, None)
+    python_after = random.getstate()
+    replay = random.Random()
+    replay.setstate(python_before)
+    for _ in range(200_000):  # each of Keras's draws takes whole 32-bit words
+        if replay.getstate() == python_after:
+            break
+        replay.getrandbits(32)
+    else:
+        pytest.fail("Python's global random generator was reset, not only advanced")

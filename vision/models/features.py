@@ -3,7 +3,9 @@
 Fast training, and later the "unknown" detector and the label audit, all work on the
 pooled 1280-number features of EfficientNet-Lite0. Each image goes through the backbone
 once per view (as is, and mirrored): the cache is keyed by the image's content, so
-training again after adding a few webcam samples only embeds the new ones.
+training again after adding a few webcam samples only embeds the new ones. One cache serves every
+extractor, bounded in bytes (least recently used first out), so the process keeps at most
+``CACHE_BYTES`` of features whatever sizes and images its visitors train on.
 """
 
 from __future__ import annotations
@@ -11,20 +13,32 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
+from cachetools import LRUCache
 
 from vision.data.images import ImageSource, Preprocessing, input_side, load_image, preprocess, resized
 from vision.models.efficientnet_lite import efficientnet_lite0, load_imagenet_weights
 from vision.models.heads import LITE0_FEATURES
 from vision.models.registry import get_spec
 
-#: Features kept in memory per extractor (5 KB each): ~100 MB at most.
-CACHE_ENTRIES = 20_000
+#: Bytes of features kept in memory, all extractors together (5 KB per image and view: ~20,000).
+CACHE_BYTES = 100 * 2**20
 VIEWS = ("original", "mirrored")
+
+#: (input size, image content, view) -> that view's features, each its own small array (never a
+#: view into a batch, which would keep the whole batch alive behind a 5 KB size).
+_CACHE: LRUCache[tuple[int, str, str], np.ndarray] = LRUCache(CACHE_BYTES, getsizeof=lambda features: features.nbytes)
+#: cachetools' caches are not thread-safe on their own.
+_LOCK = threading.Lock()
+
+
+def cached_bytes() -> int:
+    """Bytes of features the process keeps now (never above ``CACHE_BYTES``)."""
+    with _LOCK:
+        return int(_CACHE.currsize)
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
 
@@ -41,6 +55,7 @@ class FeatureExtractor:
     # same speed (10-18 ms per image either way on 2 busy cores).
     def __init__(self, input_size: int = 224, batch_size: int = 8) -> None:
         self.preprocessing: Preprocessing = get_spec("efficientnet_lite0").preprocessing(input_size)
+        self.input_size = input_size
         self.batch_size = batch_size
         backbone = load_imagenet_weights(efficientnet_lite0(include_top=False,
                                                             input_shape=(input_size, input_size, 3)))
@@ -49,8 +64,6 @@ class FeatureExtractor:
             lambda pixels: backbone(preprocess(pixels, spec), training=False),
             input_signature=[tf.TensorSpec([None, input_size, input_size, 3], tf.float32)],
         )
-        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
 
     def features(self, images: Sequence[ImageSource], views: Sequence[str] = ("original",),
                  progress: Progress | None = None) -> np.ndarray:
@@ -62,12 +75,12 @@ class FeatureExtractor:
         unknown = [view for view in views if view not in VIEWS]
         if unknown:
             raise ValueError(f"unknown views {unknown}; choose from {VIEWS}")
-        keys = [_content_key(image) for image in images]
+        keys = [(self.input_size, _content_key(image)) for image in images]
         result = np.zeros((len(views), len(images), LITE0_FEATURES), np.float32)
         missing: list[int] = []
-        with self._lock:
+        with _LOCK:
             for i, key in enumerate(keys):
-                cached = [self._cache.get((key, view)) for view in views]
+                cached = [_CACHE.get((*key, view)) for view in views]
                 if any(c is None for c in cached):
                     missing.append(i)
                 else:
@@ -81,12 +94,10 @@ class FeatureExtractor:
             for v, view in enumerate(views):
                 batch = pixels[:, :, ::-1] if view == "mirrored" else pixels
                 result[v, chunk] = self._embed(np.ascontiguousarray(batch)).numpy()
-            with self._lock:
+            with _LOCK:
                 for i in chunk:
                     for v, view in enumerate(views):
-                        self._cache[(keys[i], view)] = result[v, i]
-                while len(self._cache) > CACHE_ENTRIES:
-                    self._cache.popitem(last=False)
+                        _CACHE[(*keys[i], view)] = result[v, i].copy()
             done += len(chunk)
             if progress:
                 progress(done, len(images))

@@ -41,6 +41,16 @@ class ProgressCallback(keras.callbacks.Callback):
                                     self.history, epoch_end=True))
 
 
+def stop_if_cancelled(cancel: threading.Event | None) -> None:
+    """Between the stages of a run (folds, calibration, audit, saving): stop if cancelled.
+
+    Raises:
+        TrainingCancelledError: ``cancel`` is set.
+    """
+    if cancel is not None and cancel.is_set():
+        raise TrainingCancelledError("training was cancelled; nothing was saved")
+
+
 def _floats(logs: dict | None) -> dict[str, float]:
     return {k: float(v) for k, v in (logs or {}).items()}
 

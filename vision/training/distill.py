@@ -30,6 +30,7 @@ from vision.models.heads import LOGITS_LAYER
 from vision.models.registry import get_spec
 from vision.training.callbacks import ProgressCallback
 from vision.training.config import DistillConfig, ProgressHook, TrainProgress, TrainResult
+from vision.training.seeding import ShuffledArrays, seed_weights
 from vision.training.teacher import TeacherViews, teacher_views
 
 
@@ -93,8 +94,9 @@ def distill(teacher: Bundle, dataset: LabelledDataset, config: DistillConfig | N
     inputs, targets = _student_inputs(views, preprocessing, classes)
     val_inputs = _val_inputs(dataset, preprocessing) if len(dataset.val) else None
 
-    keras.utils.set_random_seed(config.seed)
-    student = spec.builder(num_classes=classes, input_size=size)
+    # Seeded locally, never through the process's generators (a transfer student keeps its base).
+    student = seed_weights(spec.builder(num_classes=classes, input_size=size), config.seed,
+                           fresh=lambda layer: not spec.transfer or layer.name in (LOGITS_LAYER, "dropout"))
     logits_model = keras.Model(student.input, student.get_layer(LOGITS_LAYER).output)
     steps = -(-len(inputs) // config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.epochs * steps,
@@ -105,7 +107,7 @@ def distill(teacher: Bundle, dataset: LabelledDataset, config: DistillConfig | N
     callbacks: list[Any] = [hook]
     if val_inputs is not None:
         callbacks.insert(0, _ValidationAccuracy(student, val_inputs, np.asarray(dataset.val.labels)))
-    logits_model.fit(inputs, targets, epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
+    logits_model.fit(ShuffledArrays(inputs, targets, config.batch_size, config.seed), epochs=config.epochs,
                      callbacks=callbacks, verbose=0)
     if hook.cancelled:
         raise TrainingCancelledError("distillation was cancelled; nothing was saved")

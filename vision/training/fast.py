@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -28,6 +28,7 @@ from vision.training.config import ProgressHook, TrainConfig, TrainProgress, Tra
 from vision.training.objectives import check as check_objectives
 from vision.training.objectives import class_weight_of, feature_batches, make_loss
 from vision.training.objectives import metrics as objective_metrics
+from vision.training.seeding import seed_weights
 from vision.training.tensorboard import tensorboard_callbacks
 
 #: Mirrored copies help few-shot training (a webcam class seen from both sides) and cost an
@@ -50,7 +51,6 @@ def train_on_features(dataset: LabelledDataset, config: TrainConfig, progress: P
     check_objectives(config, features=True)
     size = config.input_size or spec.default_size
     preprocessing = spec.preprocessing(size)
-    keras.utils.set_random_seed(config.seed)
     summary = summarize(dataset)
     started = time.perf_counter()
     extractor, views = _extractor_and_views(dataset, config)
@@ -94,7 +94,7 @@ def fit_head(views: np.ndarray, labels: np.ndarray, classes: int, config: TrainC
     """
     x = views.reshape(-1, views.shape[-1])
     y = np.tile(labels, len(views))
-    head = _head(views.shape[-1], classes)
+    head = seed_weights(_head(views.shape[-1], classes), config.seed)  # a local seed, never the process's
     head.compile(optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
                  loss=make_loss(config), metrics=objective_metrics(), jit_compile=config.jit_compile)
     weights = class_weight_of(y, class_weights)
@@ -113,16 +113,25 @@ class FoldHead(ClassifierMixin, BaseEstimator):
     original view first. ``decision_function`` answers from the original view, as the model does.
     """
 
-    def __init__(self, config: TrainConfig | None = None, epochs: int = 20, views: int = 1) -> None:
+    def __init__(self, config: TrainConfig | None = None, epochs: int = 20, views: int = 1,
+                 cancelled: Callable[[], bool] | None = None) -> None:
         self.config = config
         self.epochs = epochs
         self.views = views
+        #: Polled before each fold's head trains (a plain function: scikit-learn deep-copies params).
+        self.cancelled = cancelled
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> FoldHead:  # noqa: N803 (scikit-learn's names)
         """Train a head for ``epochs`` epochs (no early stopping: no validation split to watch),
-        class-weighted as the config asks; returns ``self``."""
+        class-weighted as the config asks; returns ``self``.
+
+        Raises:
+            TrainingCancelledError: ``cancelled()`` returned True.
+        """
         from sklearn.utils.class_weight import compute_class_weight
 
+        if self.cancelled is not None and self.cancelled():
+            raise TrainingCancelledError("training was cancelled; nothing was saved")
         config = self.config or TrainConfig(model="efficientnet_lite0")
         self.classes_ = np.unique(y)
         labels = np.searchsorted(self.classes_, y)
@@ -131,7 +140,6 @@ class FoldHead(ClassifierMixin, BaseEstimator):
         weights = (dict(enumerate(compute_class_weight("balanced", classes=np.arange(len(self.classes_)),
                                                        y=labels)))
                    if config.class_weights else None)
-        keras.utils.set_random_seed(config.seed)
         head = fit_head(views, labels, len(self.classes_), config, self.epochs, weights)
         self.kernel_, self.bias_ = head.get_layer(LOGITS_LAYER).get_weights()
         return self
@@ -145,7 +153,8 @@ class FoldHead(ClassifierMixin, BaseEstimator):
         return self.classes_[self.decision_function(X).argmax(axis=1)]
 
 
-def out_of_fold_logits(dataset: LabelledDataset, config: TrainConfig, epochs: int) -> np.ndarray:
+def out_of_fold_logits(dataset: LabelledDataset, config: TrainConfig, epochs: int,
+                       cancelled: Callable[[], bool] | None = None) -> np.ndarray:
     """Logits of every image of ``dataset.everything()`` (training images first, then validation
     ones), each from a head trained by ``fit_head`` for ``epochs`` epochs on the other folds'
     images, in the views the deployed head trained on. The features come from the cache the
@@ -153,6 +162,7 @@ def out_of_fold_logits(dataset: LabelledDataset, config: TrainConfig, epochs: in
 
     Raises:
         DatasetError: a class has fewer than 2 images.
+        TrainingCancelledError: ``cancelled()`` returned True before a fold.
     """
     from vision.trust.folds import out_of_fold
 
@@ -160,8 +170,8 @@ def out_of_fold_logits(dataset: LabelledDataset, config: TrainConfig, epochs: in
     everything = dataset.everything()
     features = extractor.features(everything.sources(), views)
     side_by_side = np.concatenate(list(features), axis=1)
-    return out_of_fold(FoldHead(config, epochs, len(views)), side_by_side, everything.labels, "decision_function",
-                       seed=config.seed, purpose="calibrating on out-of-fold logits")
+    return out_of_fold(FoldHead(config, epochs, len(views), cancelled), side_by_side, everything.labels,
+                       "decision_function", seed=config.seed, purpose="calibrating on out-of-fold logits")
 
 
 def _extractor_and_views(dataset: LabelledDataset, config: TrainConfig) -> tuple[Any, tuple[str, ...]]:

@@ -105,15 +105,17 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         """Train a fresh copy of the head on features ``X`` and classes ``y``; returns ``self``."""
         import keras
 
+        from vision.training.seeding import ShuffledArrays, seed_weights
+
         self.classes_ = np.unique(y)
-        keras.utils.set_random_seed(self.seed)
         head = keras.Sequential([keras.Input((X.shape[1],)),
                                  *(keras.layers.Dense.from_config({**c, "name": f"fold_{i}"})
                                    for i, c in enumerate(self.layers or []))])
+        seed_weights(head, self.seed)  # a local seed, never the process's generators
         head.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        head.fit(np.asarray(X, np.float32), np.searchsorted(self.classes_, y), epochs=self.epochs,
-                 batch_size=16, verbose=0)
+        head.fit(ShuffledArrays(np.asarray(X, np.float32), np.searchsorted(self.classes_, y), 16, self.seed),
+                 epochs=self.epochs, verbose=0)
         self.head_ = head
         return self
 

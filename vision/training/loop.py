@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from vision.data.datasets import LabelledDataset, make_pipeline, summarize
+from vision.models.heads import LOGITS_LAYER
 from vision.models.registry import get_spec
 from vision.training import distributed
 from vision.training.callbacks import fit_outcome, training_callbacks
@@ -22,7 +23,11 @@ from vision.training.config import ProgressHook, TrainConfig, TrainResult
 from vision.training.objectives import check as check_objectives
 from vision.training.objectives import make_loss, mixed_batches, one_hot_batches
 from vision.training.objectives import metrics as objective_metrics
+from vision.training.seeding import seed_weights
 from vision.training.tensorboard import tensorboard_callbacks
+
+#: The layers ``classification_head`` adds on a pretrained base (the only ones initialized at random).
+_HEAD = ("dropout", LOGITS_LAYER)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +56,6 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
     else:
         size = config.input_size or spec.default_size
         preprocessing = spec.preprocessing(size)
-    keras.utils.set_random_seed(config.seed)
     summary = summarize(dataset)
     for warning in summary.warnings:
         log.warning(warning)
@@ -86,6 +90,10 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
                 if spec.transfer:
                     kwargs = {"weights": config.weights, "fine_tune_layers": config.fine_tune_layers}
                 model = spec.builder(num_classes=len(dataset.class_names), input_size=size, **kwargs)
+            # Seeded locally (never the process's generators): every weight of a model built from
+            # scratch, only the new head of a pretrained one; dropout and augmentation layers too.
+            pretrained = spec is None or (spec.transfer and config.weights is not None)
+            seed_weights(model, config.seed, fresh=lambda layer: not pretrained or layer.name in _HEAD)
             if start_from is not None:
                 for layer in start_from.layers:
                     model.get_layer(layer.name).set_weights(layer.get_weights())

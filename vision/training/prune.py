@@ -24,6 +24,7 @@ import numpy as np
 
 from vision.errors import TrainingCancelledError, VisionError
 from vision.training.callbacks import ProgressCallback
+from vision.training.seeding import ShuffledArrays, seed_weights
 
 #: Layers whose kernels get masks. Not DepthwiseConv2D (a subclass of neither): its kernels hold
 #: 5.3 % of EfficientNet-Lite0's parameters (182k of 3.42M, against 92.1 % in Conv2D kernels),
@@ -192,8 +193,7 @@ def prune(model: Any, inputs: np.ndarray, targets: np.ndarray, sparsity: float, 
         raise VisionError(f"prune needs inputs (N, H, W, C) and targets (N, {classes}) with N >= 1; "
                           f"got {inputs.shape} and {targets.shape}")
     started = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    student = _copy(model)
+    student = seed_weights(_copy(model), seed, fresh=lambda layer: False)  # its dropout, locally seeded
     # Everything trains but batch norm; the setter of a nested model (a transfer base) reaches
     # its layers, so the leaves are set after.
     for layer in student.layers:
@@ -218,8 +218,7 @@ def prune(model: Any, inputs: np.ndarray, targets: np.ndarray, sparsity: float, 
     if progress:
         callbacks.append(keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: progress(epoch, epochs, pruning.sparsity)))
-    student.fit(inputs, targets, epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=callbacks,
-                verbose=0)
+    student.fit(ShuffledArrays(inputs, targets, batch_size, seed), epochs=epochs, callbacks=callbacks, verbose=0)
     if hook.cancelled:
         raise TrainingCancelledError("pruning was cancelled; nothing was kept")
 

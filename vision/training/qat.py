@@ -36,6 +36,7 @@ import tensorflow as tf
 from vision.export.int8_convert import convert
 from vision.export.weight_rounding import bias_corrected, consumers, int8_kernel, kernel_axes
 from vision.models.heads import LOGITS_LAYER
+from vision.training.seeding import seed_weights
 
 #: Layers TFLite fuses into the op before them: their input is never stored in int8.
 _FUSED = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation)
@@ -166,9 +167,9 @@ def fine_tune(model: Any, images: np.ndarray, epochs: int = 3, batch_size: int =
         fake-quant layers): convert it with ``vision.export.int8``.
     """
     started = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    # Bias-corrected first (what post-training quantization does here): a better start.
-    student = bias_corrected(model, images, batch_size)
+    # Bias-corrected first (what post-training quantization does here): a better start. Its dropout is
+    # seeded locally, never through the process's generators.
+    student = seed_weights(bias_corrected(model, images, batch_size), seed, fresh=lambda layer: False)
     # Distilled on the logits: TFLite's int8 softmax rounds the small probabilities of a
     # 1000-class output to 0, which a loss on probabilities turns into huge, useless gradients.
     logits = keras.Model(student.input, student.get_layer(LOGITS_LAYER).output)

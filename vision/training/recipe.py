@@ -18,13 +18,18 @@ from vision.errors import DatasetError, InvalidBundleError, TrainingConfigError,
 from vision.models.registry import get_spec, registered_names
 from vision.plots import plot_confusion, plot_history, plot_reliability
 from vision.training import distributed
-from vision.training.config import ProgressHook, TrainConfig, TrainResult
+from vision.training.callbacks import stop_if_cancelled
+from vision.training.config import ProgressHook, TrainConfig, TrainProgress, TrainResult
 from vision.training.evaluate import Evaluation, evaluation_from_probabilities
 from vision.training.fast import out_of_fold_logits, train_on_features
 from vision.training.loop import fit_on_images
 from vision.training.memory import release_memory
 from vision.training.tensorboard import log_evaluation, new_run, stage
+from vision.trust.audit import Audit, audit_dataset
 from vision.trust.fit import MIN_CALIBRATION_IMAGES, Trust, fit_trust
+
+#: The label audit's backbone input size for models that did not train on cached features.
+AUDIT_SIZE = 224
 
 
 def train(dataset: LabelledDataset, config: TrainConfig, progress: ProgressHook | None = None,
@@ -68,15 +73,22 @@ class TrainedBundle:
     result: TrainResult
     evaluation: Evaluation
     trust: Trust
+    #: cleanlab's label issues and near-duplicates, when asked for (``train_bundle(audit=True)``)
+    #: and every class has the 2 images k folds need.
+    audit: Audit | None = None
 
 
 def train_bundle(dataset: LabelledDataset, config: TrainConfig, out: str | Path,
                  name: str | None = None, overwrite: bool = False,
                  progress: ProgressHook | None = None,
-                 cancel: threading.Event | None = None) -> TrainedBundle:
+                 cancel: threading.Event | None = None, audit: bool = False) -> TrainedBundle:
     """Train ``config.model`` on ``dataset``, calibrate it and fit its "unknown" detector
     (``vision.trust.fit``), evaluate on its validation split, and save a bundle at ``out`` with
     metrics, dataset summary, model card, the detector and the plots.
+
+    ``cancel`` is checked through every stage, after ``fit`` too (the calibration folds, the
+    audit, saving): a cancelled run raises ``TrainingCancelledError`` and leaves nothing at
+    ``out``. ``audit`` adds cleanlab's label audit (``TrainedBundle.audit``), run before saving.
 
     Whether it succeeds, fails or is cancelled, the memory the run freed is handed back to
     the system at the end (``vision.training.memory``): a long-running app would otherwise
@@ -88,33 +100,45 @@ def train_bundle(dataset: LabelledDataset, config: TrainConfig, out: str | Path,
         raise InvalidBundleError(f"a model already exists at '{out}'; choose another name or overwrite")
     config = new_run(config, name or out.name)  # TensorBoard: a run folder of its own
     try:
-        return _train_and_save(dataset, config, out, name, overwrite, progress, cancel)
+        result = train(dataset, config, progress=progress, cancel=cancel)
+        return save_trained(result, dataset, out, name, overwrite, cancel=cancel, audit=audit, progress=progress)
     finally:
         release_memory()
 
 
-def _train_and_save(dataset: LabelledDataset, config: TrainConfig, out: Path, name: str | None,
-                    overwrite: bool, progress: ProgressHook | None,
-                    cancel: threading.Event | None) -> TrainedBundle:
-    result = train(dataset, config, progress=progress, cancel=cancel)
-    return save_trained(result, dataset, out, name, overwrite)
-
-
 def save_trained(result: TrainResult, dataset: LabelledDataset, out: str | Path, name: str | None = None,
-                 overwrite: bool = False, out_of_fold: Any = None) -> TrainedBundle:
+                 overwrite: bool = False, out_of_fold: Any = None, cancel: threading.Event | None = None,
+                 audit: bool = False, progress: ProgressHook | None = None) -> TrainedBundle:
     """Calibrate ``result.model`` (in place), fit its "unknown" detector, evaluate it on
     ``dataset.val`` and save it as a bundle at ``out``: what every trained model goes through,
     whether trained here, distilled or pruned. ``result.info`` adds to ``vision.json``.
 
     A head on cached features with too few validation images to calibrate on (few-shot) is
     calibrated on the out-of-fold logits of k-fold heads over every image instead; a caller
-    that trained another kind of head passes its own ``out_of_fold`` logits (``fit_trust``)."""
+    that trained another kind of head passes its own ``out_of_fold`` logits (``fit_trust``).
+
+    ``cancel`` is checked between the stages and during the folds and the audit; ``audit``
+    runs cleanlab's label audit before anything is saved (``progress`` hears a ``"checking"``
+    stage). A run cancelled once the bundle is written removes it.
+
+    Raises:
+        TrainingCancelledError: ``cancel`` was set; nothing is left at ``out``.
+    """
     out = Path(out)
     config = result.config
+    stop_if_cancelled(cancel)
     # Calibrates result.model in place; the validation answers come from the same pass.
     if out_of_fold is None:
-        out_of_fold = _out_of_fold(result, dataset)
+        out_of_fold = _out_of_fold(result, dataset, cancel)
+    stop_if_cancelled(cancel)
     trust = fit_trust(result.model, dataset, result.preprocessing, result.features, out_of_fold)
+    found = None
+    if audit:
+        stop_if_cancelled(cancel)
+        if progress:
+            progress(TrainProgress(config.epochs, config.epochs, 1, 1, {}, {}, stage="checking"))
+        found = _audit(result, dataset, trust, cancel)
+    stop_if_cancelled(cancel)
     evaluation = evaluation_from_probabilities(dataset.class_names, trust.val_labels, trust.val_probabilities)
     metrics: dict[str, Any] = evaluation.to_dict()
     metrics["best_epoch"] = result.best_epoch + 1
@@ -138,12 +162,34 @@ def save_trained(result: TrainResult, dataset: LabelledDataset, out: str | Path,
     if trust.calibration is not None:
         info["calibration"] = trust.calibration.to_dict()
         files[RELIABILITY_FILE] = _png(plot_reliability(info["calibration"]))
+    stop_if_cancelled(cancel)
     save_bundle(result.model, info, out, overwrite=overwrite, extra_files=files)
-    log_evaluation(result, dataset, files)  # TensorBoard, when the run logs
-    return TrainedBundle(out, result, evaluation, trust)
+    try:
+        log_evaluation(result, dataset, files)  # TensorBoard, when the run logs
+        stop_if_cancelled(cancel)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # a run that did not end well keeps nothing
+        raise
+    return TrainedBundle(out, result, evaluation, trust, found)
 
 
-def _out_of_fold(result: TrainResult, dataset: LabelledDataset) -> Any:
+def _audit(result: TrainResult, dataset: LabelledDataset, trust: Trust,
+           cancel: threading.Event | None) -> Audit | None:
+    """cleanlab's label audit of every image, on the training's own out-of-fold probabilities
+    where the calibration computed them; None where a class is too small for k folds. Its
+    features come from the cache the fast path filled (at the training's size), else at ``AUDIT_SIZE``."""
+    size = (result.preprocessing.size[0] if result.features is not None else None) or AUDIT_SIZE
+
+    def embedded(_done: int, _total: int) -> None:
+        stop_if_cancelled(cancel)
+
+    try:
+        return audit_dataset(dataset, progress=embedded, input_size=size, probabilities=trust.out_of_fold)
+    except DatasetError:
+        return None
+
+
+def _out_of_fold(result: TrainResult, dataset: LabelledDataset, cancel: threading.Event | None = None) -> Any:
     """Out-of-fold logits to fit the temperature on, where the validation split is too small
     and the model is a head on cached features (k more heads cost seconds): None otherwise.
     An end-to-end or fine-tuned model would need k more trainings on images; it stays uncalibrated."""
@@ -151,7 +197,8 @@ def _out_of_fold(result: TrainResult, dataset: LabelledDataset) -> Any:
         return None
     try:
         # As many epochs as the model's head kept: the folds have no validation split to stop on.
-        return out_of_fold_logits(dataset, result.config, result.best_epoch + 1)
+        return out_of_fold_logits(dataset, result.config, result.best_epoch + 1,
+                                  cancelled=(lambda: cancel.is_set()) if cancel is not None else None)
     except DatasetError:  # a class of one image: no fold can hold it out
         return None
 

@@ -6,27 +6,28 @@ a class, the teacher's soft answers on a few hundred strongly augmented views ar
 small student gets its knowledge. Running the teacher is the expensive part (EfficientNet-Lite0
 at 224 px), so the views and the teacher's logits are kept in memory, keyed by the teacher's
 fingerprint and the images' content, the way ``vision.models.features`` keeps features: a second
-student, another size or another sparsity reuses them.
+student, another size or another sparsity reuses them. The cache is bounded in bytes, not entries
+(views at 224 px weigh 150 KB each, and a run may label thousands): least recently used first out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 
 from vision.bundle.store import Bundle
 from vision.data.images import ImageSource, input_side, load_image, preprocess, resized
 from vision.models.heads import LOGITS_LAYER
 
-#: Teachers' views kept in memory (a few hundred views at 224 px each, ~70 MB at most per entry
-#: while kept at the teacher's side; far less once reduced to a student's).
-CACHE_ENTRIES = 4
+#: Bytes of teachers' views (and their logits) kept in memory, process-wide: 30 photos at 24 views
+#: of 224 px weigh ~110 MB. An entry larger than this is returned but not kept.
+CACHE_BYTES = 256 * 2**20
 #: Views labelled per batch: bounds the memory of views at the teacher's input size.
 BATCH = 32
 
@@ -47,6 +48,11 @@ class TeacherViews:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def nbytes(self) -> int:
+        """The memory its arrays hold."""
+        return int(self.images.nbytes + self.logits.nbytes + self.labels.nbytes)
+
 
 def strong_augmenter(seed: int = 0) -> Any:
     """Flip, zoom (mostly in), rotation, shift and RandAugment's photometric and geometric ops,
@@ -65,26 +71,30 @@ def strong_augmenter(seed: int = 0) -> Any:
 
 
 class _ViewCache:
-    def __init__(self, entries: int) -> None:
-        self._entries: OrderedDict[str, TeacherViews] = OrderedDict()
-        self._limit = entries
+    """A thread-safe, byte-bounded LRU of ``TeacherViews`` (cachetools' ``LRUCache`` sized by
+    ``nbytes``: cachetools is not thread-safe on its own)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._entries: LRUCache[str, TeacherViews] = LRUCache(max_bytes, getsizeof=lambda views: views.nbytes)
         self._lock = threading.Lock()
 
     def get(self, key: str) -> TeacherViews | None:
         with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
-                self._entries.move_to_end(key)
-            return found
+            return self._entries.get(key)
 
     def put(self, key: str, views: TeacherViews) -> None:
         with self._lock:
-            self._entries[key] = views
-            while len(self._entries) > self._limit:
-                self._entries.popitem(last=False)
+            if views.nbytes <= self._entries.maxsize:  # cachetools refuses a larger one
+                self._entries[key] = views
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held now (never above the ceiling)."""
+        with self._lock:
+            return int(self._entries.currsize)
 
 
-_CACHE = _ViewCache(CACHE_ENTRIES)
+_CACHE = _ViewCache(CACHE_BYTES)
 
 
 def _key(teacher: Bundle, pixels: Sequence[np.ndarray], labels: np.ndarray, views: int, seed: int) -> str:
@@ -138,9 +148,7 @@ def teacher_views(teacher: Bundle, images: Sequence[ImageSource], labels: Sequen
             progress(len(cached), len(cached))
         return cached
 
-    import keras
-
-    keras.utils.set_random_seed(seed)
+    # The augmentation layers carry their own seeds: no process-wide seed is set.
     augment = strong_augmenter(seed)
     logits_of = teacher_logits_model(teacher)
     # The model's own resize (identity at its size), rounded back to pixels.

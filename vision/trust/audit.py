@@ -10,6 +10,7 @@ ranking is its own, not ours.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,16 @@ from typing import Any
 import numpy as np
 
 from vision.data.datasets import LabelledDataset
+from vision.errors import DatasetError, VisionError
 from vision.models.features import get_extractor
 from vision.trust.folds import FOLDS, out_of_fold
+
+#: Neighbours cleanlab compares each image with for near-duplicates (its default), fewer when
+#: the dataset has fewer other images.
+NEIGHBOURS = 10
+#: cleanlab's ``filter.find_label_issues`` hands its per-class arrays to its helpers through
+#: module globals, even single-process: two audits at once in one process would mix them up.
+_CLEANLAB = threading.Lock()
 
 
 @dataclass
@@ -103,6 +112,8 @@ def audit_features(features: np.ndarray, labels: np.ndarray, class_names: list[s
     from cleanlab import Datalab
 
     labels = np.asarray(labels, int)
+    if len(labels) < 3:
+        raise DatasetError(f"checking the labels needs at least 3 images; got {len(labels)}")
     sources = list(sources) if sources is not None else list(range(len(labels)))
     splits = list(splits) if splits is not None else ["train"] * len(labels)
     if probabilities is None:
@@ -112,10 +123,22 @@ def audit_features(features: np.ndarray, labels: np.ndarray, class_names: list[s
     # Zero-padded class numbers: Datalab orders classes lexicographically, as the
     # out-of-fold columns are ordered numerically.
     lab = Datalab(data={"label": [f"{label:06d}" for label in labels]}, label_name="label", verbosity=0)
-    with warnings.catch_warnings():
+    issue_types = {
+        # n_jobs=1: by default cleanlab prunes in a multiprocessing Pool, which on Linux forks the
+        # whole (threaded) server; a lock another thread held at the fork is never released in the
+        # child, and the training hangs for good.
+        "label": {"clean_learning_kwargs": {"find_label_issues_kwargs": {"n_jobs": 1}}},
+        # cleanlab's k must stay below the number of images (it refuses k >= N).
+        "near_duplicate": {"k": min(NEIGHBOURS, len(labels) - 1)},
+    }
+    with _CLEANLAB, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lab.find_issues(pred_probs=probabilities, features=np.asarray(features, np.float32),
-                        issue_types={"label": {}, "near_duplicate": {}})
+                        issue_types=issue_types)
+    missing = [name for name in issue_types if name not in lab.issue_summary["issue_type"].tolist()]
+    if missing:  # cleanlab prints a check's failure and carries on without it
+        raise VisionError(f"the data check could not run its {' and '.join(missing)} check on "
+                          f"{len(labels)} images")
     found = lab.get_issues("label")
     ranked = [LabelIssue(int(i), sources[i], splits[i], class_names[labels[i]],
                          class_names[int(probabilities[i].argmax())], float(found["label_score"].iloc[i]),

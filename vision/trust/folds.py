@@ -50,4 +50,5 @@ def out_of_fold(head: Any, features: np.ndarray, labels: np.ndarray, method: str
     splitter = StratifiedKFold(fold_count(labels, folds, purpose), shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter from small folds
-        return cross_val_predict(head, features, labels, cv=splitter, method=method)
+        # n_jobs=1: in the folds' own thread, never joblib workers (processes) beside a threaded server.
+        return cross_val_predict(head, features, labels, cv=splitter, method=method, n_jobs=1)

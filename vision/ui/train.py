@@ -12,8 +12,11 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 import numpy as np
@@ -25,11 +28,12 @@ from vision.data.samples import SampleCollection
 from vision.errors import AccessDeniedError, BundleExistsError, DatasetError, LimitExceededError
 from vision.models.registry import get_spec
 from vision.plots import plot_confusion, plot_history
-from vision.training.config import TrainConfig
+from vision.training.callbacks import stop_if_cancelled
+from vision.training.config import ProgressHook, TrainConfig
 from vision.training.jobs import JobFailed, JobFinished, TrainingJob
 from vision.training.objectives import check as check_objectives
+from vision.training.recipe import TrainedBundle, train_bundle
 from vision.training.tensorboard import start_tensorboard
-from vision.trust.audit import audit_dataset
 from vision.ui.catalog import MINE, SHARED
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
@@ -43,6 +47,19 @@ TENSORBOARD_DIR = ".tensorboard"
 THUMBNAIL_SIDE = 96
 #: Where a session keeps its last training's cell images (see ``Mistakes.keep``).
 REVIEW_DIR = "review"
+#: A training's work (fit, calibration folds, label audit, Grad-CAM gallery, saving) is cancelled
+#: past this, and the app's training slot is free again.
+TIME_LIMIT_S = 30 * 60
+
+
+@dataclass
+class Trained:
+    """What a Train-view job hands back: the saved bundle with its audit, and the validation
+    images by confusion-matrix cell with the Grad-CAM gallery of the mistakes."""
+
+    bundle: TrainedBundle
+    mistakes: Mistakes
+    gallery: list[tuple[np.ndarray, str]]
 
 
 def hidden() -> dict[str, Any]:
@@ -178,13 +195,19 @@ class TrainView:
                                  class_weights=bool(class_weights))
             check_objectives(config, features=get_spec(architecture).cached_features and bool(imagenet))
 
-            def keep(trained: Any) -> None:  # in the job's thread: the model is listed even if nobody watches
+            review = session.root / REVIEW_DIR / uuid.uuid4().hex
+
+            def keep(done: Trained) -> None:  # in the job's thread: kept even if nobody watches
                 if key.startswith(MINE):
                     session.models[key] = out
+                session.mistakes = done.mistakes
+                for older in (session.root / REVIEW_DIR).iterdir():  # the last training's cells go
+                    if older != review:
+                        shutil.rmtree(older, ignore_errors=True)
 
             waiting = self.ctx.training_slot.locked()
-            job = session.job = TrainingJob.training(dataset, config, out, name=name, slot=self.ctx.training_slot,
-                                            on_success=keep).start()
+            job = session.job = TrainingJob(_work(dataset, config, out, name, review), slot=self.ctx.training_slot,
+                                            on_success=keep, time_limit_s=TIME_LIMIT_S).start()
             skipped = ""
             if dataset.skipped:
                 skipped = (f" Skipped {len(dataset.skipped)} unreadable files: "
@@ -199,8 +222,11 @@ class TrainView:
                 if isinstance(update, JobFailed):
                     raise update.error
                 if isinstance(update, JobFinished):
-                    trained = update.trained
+                    done: Trained = update.trained
                     break
+                if update.stage == "checking":
+                    progress(1.0, desc="checking the labels")
+                    continue
                 if update.stage == "features":
                     progress(update.fraction, desc=f"features {update.batch}/{update.batches} images")
                     continue
@@ -211,6 +237,7 @@ class TrainView:
                            f", val accuracy {logs.get('val_accuracy', 0):.3f}"), \
                         gr.update(value=plot_history(update.history), visible=True), \
                         "", None, gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            trained, audit = done.bundle, done.bundle.audit
             evaluation = trained.evaluation
             where = "It is yours for this session" if key.startswith(MINE) else "Pick it in the Models tab"
             metrics = (f"Saved **{name}**: validation accuracy **{evaluation.accuracy:.3f}**, macro F1 "
@@ -221,17 +248,12 @@ class TrainView:
                         f"error {calibration.ece_before:.3f} → {calibration.ece_after:.3f}." if calibration else
                         f"\n\nConfidence not calibrated: {len(dataset.val)} validation images are too few to fit a "
                         "temperature.")
-            progress(1.0, desc="checking the labels")
-            audit = _audit(dataset, trained.trust.out_of_fold)
             metrics += "\n\n" + (audit_summary(audit) if audit else "Data check skipped: every class needs 2 images.")
-            shutil.rmtree(session.root / REVIEW_DIR, ignore_errors=True)
-            mistakes = session.mistakes = Mistakes.of(out, dataset.class_names, dataset.val.sources(),
-                                                      evaluation).keep(session.root / REVIEW_DIR)
             reliability = out / RELIABILITY_FILE
             # Plain values where scripts read them (gradio_client gets an update's dict, not its
             # value); ``reveal`` shows those once this has ended.
             yield (status + "\n\nDone.", plot_history(trained.result.history), metrics, plot_confusion(evaluation),
-                   gr.update(value=mistakes.gallery(), visible=True),
+                   gr.update(value=done.gallery, visible=True),
                    gr.update(choices=self.ctx.catalog.choices(session), value=key),
                    Image.open(reliability).convert("RGB") if reliability.is_file() else None,
                    issue_gallery(audit) if audit else [],
@@ -240,9 +262,12 @@ class TrainView:
             # Also where Gradio closes this generator because the visitor dropped the stream:
             # the training stops after its current batch, and holds the app's training slot
             # until it has (see ``TrainingJob``).
+            # The images it reads (a zip's extraction) go once its thread has ended.
             if job is not None:
                 job.cancel()
-            shutil.rmtree(workdir, ignore_errors=True)
+                threading.Thread(target=_remove_after, args=(job, workdir), daemon=True).start()
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
 
     @staticmethod
     def reveal(*results: Any) -> tuple[dict[str, Any], ...]:
@@ -293,12 +318,30 @@ def _thumbnail(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _audit(dataset: Any, out_of_fold: Any = None) -> Any:
-    """cleanlab's review of the dataset, or None where a class is too small for k folds.
-    ``out_of_fold``: the training's own out-of-fold probabilities where it computed them (a
-    few-shot calibration): the audit ranks those instead of training its own folds."""
+def _remove_after(job: TrainingJob, folder: Path) -> None:
+    job.join()
+    shutil.rmtree(folder, ignore_errors=True)
 
-    try:
-        return audit_dataset(dataset, probabilities=out_of_fold)
-    except DatasetError:
-        return None
+
+def _work(dataset: Any, config: TrainConfig, out: Path, name: str,
+          review: Path) -> Callable[[ProgressHook, threading.Event], Trained]:
+    """A Train-view training as one job: train, calibrate, audit the labels and save
+    (``train_bundle``), then the validation images by cell and the Grad-CAM gallery of the
+    mistakes, all inside the job (and the app's training slot). Cancelled or failed at any
+    point, it leaves no model and no review folder behind."""
+
+    def work(progress: ProgressHook, cancel: threading.Event) -> Trained:
+        trained = train_bundle(dataset, config, out, name=name, progress=progress, cancel=cancel, audit=True)
+        try:
+            stop_if_cancelled(cancel)
+            mistakes = Mistakes.of(out, dataset.class_names, dataset.val.sources(), trained.evaluation).keep(review)
+            stop_if_cancelled(cancel)
+            gallery = mistakes.gallery()  # Grad-CAMs: the model's work, so inside the slot
+            stop_if_cancelled(cancel)
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(review, ignore_errors=True)
+            raise
+        return Trained(trained, mistakes, gallery)
+
+    return work
