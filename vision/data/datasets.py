@@ -37,6 +37,9 @@ IMBALANCE_WARNING_RATIO = 1.5
 #: Longest side a file is decoded at when scanned: small, so a JPEG decodes at 1/8 scale,
 #: yet every byte of every image is read, as training will read it.
 SCAN_SIDE = 64
+#: ``synth:N`` renders every image in memory (64x64x3 bytes each, 4 classes): 10,000 a class
+#: is ~0.5 GB, 40x the default.
+MAX_SYNTH_PER_CLASS = 10_000
 
 
 @dataclass
@@ -117,8 +120,10 @@ def load_dataset(source: str | Path, val_fraction: float = 0.2, seed: int = 0,
     """
     text = str(source)
     if text == "synth" or text.startswith("synth:"):
-        per_class = int(text.split(":", 1)[1]) if ":" in text else 250
-        return load_synthetic(per_class=per_class, val_fraction=val_fraction, seed=seed)
+        count = text.split(":", 1)[1] if ":" in text else "250"
+        if not count.isdigit() or not 2 <= int(count) <= MAX_SYNTH_PER_CLASS:
+            raise DatasetError(f"{text[:40]!r}: write synth:N with N from 2 to {MAX_SYNTH_PER_CLASS:,} images a class")
+        return load_synthetic(per_class=int(count), val_fraction=val_fraction, seed=seed)
     if text in KERAS_DATASETS:
         return load_keras_dataset(text, limit=limit)
     path = Path(source)

@@ -9,10 +9,13 @@ Quantizations (``vision.export.options.QUANTIZATIONS["tflite"]``)::
     int8-uint8-io  uint8 input and output tensors (the Edge TPU, Teachable Machine's model.tflite)
 
 Activation ranges are calibrated on a representative dataset (``calibration_images``): the
-bundle's own training images where ``vision.json`` records where they are, else photos that
-ship with the installed packages (the everyday-objects model's case: its training set is
-ImageNet). Those are never the images the export is checked on (``formats.probe_images``) nor
-those the benchmarks score: the check stays held out.
+images the caller hands over (the Optimize view's training images, the session's own
+samples), else photos that ship with the installed packages (the everyday-objects model's
+case: its training set is ImageNet). What ``vision.json`` records about the training data is
+never read: a bundle pulled from the Hub or imported says what it likes there ("synth:5000000"
+would render 20 M images, "/" would walk the disk), and it is data, not a recipe. Those are
+never the images the export is checked on (``formats.probe_images``) nor those the benchmarks
+score: the check stays held out.
 
 Preprocessing is not compiled in: the flatbuffer takes the model's fixed-size input, as the
 float one does. Resizing and a float scale are what an int8 accelerator cannot do, and the
@@ -57,11 +60,10 @@ from typing import Any
 import numpy as np
 
 from vision.bundle.store import Bundle
-from vision.data.datasets import load_dataset
+from vision.data.datasets import Split
 from vision.data.images import load_image, preprocess
 from vision.data.photos import photographed_at, with_crops
-from vision.defaults import REPO
-from vision.errors import ExportError, VisionError
+from vision.errors import ExportError
 from vision.export.int8_convert import convert
 from vision.export.options import INT8_METHODS
 from vision.export.weight_rounding import bias_corrected
@@ -91,29 +93,44 @@ def io_dtype(quantize: str) -> str:
     return FULL_INTEGER[quantize]
 
 
-def calibration_images(bundle: Bundle, count: int = CALIBRATION_IMAGES, seed: int = 0) -> tuple[list[np.ndarray], str]:
+def calibration_images(bundle: Bundle, count: int = CALIBRATION_IMAGES, seed: int = 0,
+                       images: Split | None = None) -> tuple[list[np.ndarray], str]:
     """Representative uint8 RGB images at the model's size, and where they came from.
 
-    The bundle's training split when ``vision.json`` records a source that is here (a folder,
-    or ``synth:N``), ``count`` of them spread evenly over the classes; otherwise package
-    photos (``CALIBRATION_PHOTOS``) and random crops of them. The first image gets one black
-    and one white pixel, so the input's range is exactly 0..255 and the quantized input is
-    the pixel itself (one pixel moves no activation range measurably).
+    Args:
+        images: The caller's own labelled images (e.g. the model's training split as the
+            caller loaded it); ``count`` of them are taken, spread evenly over the classes.
+            Without them, package photos (``CALIBRATION_PHOTOS``) and random crops of them.
+            Nothing the bundle records is loaded (see the module's docstring).
+
+    The first image gets one black and one white pixel, so the input's range is exactly
+    0..255 and the quantized input is the pixel itself (one pixel moves no activation range
+    measurably).
     """
     size = bundle.preprocessing.size
-    source = str((bundle.info.get("dataset") or {}).get("source") or "")
-    images = _training_images(source, count, seed)
     # Named without the folder: metadata.json and the app's message go to visitors.
-    described = f"{len(images)} training images" if images is not None else ""
-    if images is None:
+    if images is not None and len(images):
+        chosen = _round_robin(images, count)
+        described = f"{len(chosen)} training images"
+    else:
         photos = package_photos(CALIBRATION_PHOTOS)
         crops = max(0, -(-count // max(len(photos), 1)) - 1)
-        images = with_crops(photos, crops, seed)[:count]
-        described = f"{len(images)} package photos and crops of them (the training images are not here)"
-    images = [photographed_at(image, size) if image.shape[:2] != tuple(size) else image for image in images]
-    first = images[0].copy()
+        chosen = with_crops(photos, crops, seed)[:count]
+        described = f"{len(chosen)} package photos and crops of them (no training images were given)"
+    chosen = [photographed_at(image, size) if image.shape[:2] != tuple(size) else image for image in chosen]
+    first = chosen[0].copy()
     first[0, 0], first[-1, -1] = 0, 255
-    return [first, *images[1:]], described
+    return [first, *chosen[1:]], described
+
+
+def _round_robin(split: Split, count: int) -> list[np.ndarray]:
+    """Up to ``count`` images of ``split``, the classes taking turns, so a small count still
+    sees every class."""
+    seen: dict[int, int] = {}
+    turn = [seen.__setitem__(label, seen.get(label, -1) + 1) or seen[label] for label in split.labels.tolist()]
+    order = np.argsort(turn, kind="stable")
+    sources = split.sources()
+    return [load_image(sources[i]) for i in order[:count]]
 
 
 def package_photos(names: tuple[str, ...]) -> list[Path]:
@@ -134,25 +151,6 @@ def package_photos(names: tuple[str, ...]) -> list[Path]:
         pass
     paths = [roots[package] / file for package, file in (name.split(":", 1) for name in names) if package in roots]
     return [path for path in paths if path.is_file()]
-
-
-def _training_images(source: str, count: int, seed: int) -> list[np.ndarray] | None:
-    """Up to ``count`` training images of a recorded dataset source, classes taking turns;
-    None when it is not here (a deleted folder, a zip, a Keras dataset needing a download)."""
-    folder = next((p for p in (Path(source), REPO / source) if source and p.is_dir()), None)
-    if not source.startswith("synth") and folder is None:
-        return None
-    try:
-        split = load_dataset(folder or source, seed=seed).train
-    except (VisionError, OSError) as error:
-        log.info("calibrating on package photos: the training images at %s cannot be read (%s)", source, error)
-        return None
-    # Round robin over the classes, so a small count still sees every class.
-    seen: dict[int, int] = {}
-    turn = [seen.__setitem__(label, seen.get(label, -1) + 1) or seen[label] for label in split.labels.tolist()]
-    order = np.argsort(turn, kind="stable")
-    sources = split.sources()
-    return [load_image(sources[i]) for i in order[:count]]
 
 
 def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -228,7 +226,8 @@ def int8_ready(model: Any, calibration: np.ndarray, method: str = DEFAULT_METHOD
 
 
 def export_full_integer(bundle: Bundle, folder: Path, inputs: np.ndarray, quantize: str, features: bool = False,
-                        method: str = DEFAULT_METHOD) -> tuple[list[np.ndarray], dict[str, Any]]:
+                        method: str = DEFAULT_METHOD,
+                        calibration: Split | None = None) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Write ``folder/model.tflite``, the full-integer serving model of ``bundle``, and run
     ``inputs`` (preprocessed check images) through it.
 
@@ -236,6 +235,7 @@ def export_full_integer(bundle: Bundle, folder: Path, inputs: np.ndarray, quanti
         quantize: A ``FULL_INTEGER`` name.
         features: Add the pooled features as an output (``serving_model``).
         method: ``"ptq"`` or ``"qat"`` (``int8_ready``).
+        calibration: The caller's own images to calibrate on (``calibration_images``).
 
     Returns:
         The outputs (dequantized, in the interpreter's order) and what ``metadata.json`` adds
@@ -246,7 +246,7 @@ def export_full_integer(bundle: Bundle, folder: Path, inputs: np.ndarray, quanti
     from vision.runtime.tflite import TFLiteRunner
 
     started = time.perf_counter()
-    images, source = calibration_images(bundle)
+    images, source = calibration_images(bundle, images=calibration)
     calibration = np.asarray(preprocess(np.stack(images), bundle.preprocessing))
     classifier, tuning = int8_ready(bundle.model, calibration, method)
     model = serving_model(classifier, bundle.detector, features=features)

@@ -208,7 +208,9 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
                                     {"sparsity": round(pruned.sparsity, 4), "seconds": round(pruned.seconds, 1)})[0])
     if plan.int8:
         report("int8", 0, 1)
-        exported = export(current, "tflite", targets["int8"], quantize="int8", overwrite=overwrite)
+        # Calibrated on the images this call was given, never on what the bundle records.
+        exported = export(current, "tflite", targets["int8"], quantize="int8", overwrite=overwrite,
+                          calibration=dataset.train)
         made.append("int8")
         flatbuffer = (exported.path / "model.tflite").read_bytes()
         rows.append(_measure("+".join(made), exported.path, "tflite", flatbuffer, current, pixels, labels, reference,

@@ -16,12 +16,17 @@ from typing import Any
 
 import gradio as gr
 
+from vision.bundle.store import Bundle
+from vision.data.datasets import Split, load_folder
+from vision.errors import DatasetError
 from vision.export.formats import export
+from vision.export.int8 import FULL_INTEGER
 from vision.export.parity import COLUMNS, PARITY_FILE, table_row
 from vision.export.webpage import tfjs_installed
 from vision.ui.cache import get_bundle
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
+from vision.ui.session import Session
 
 
 class ExportView:
@@ -41,7 +46,8 @@ class ExportView:
         archive_folder = self.ctx.sessions.archive_folder(export_id)
         progress(0.1, desc=f"exporting to {fmt}")
         try:
-            result = export(bundle, fmt, out, quantize=quantization)
+            calibration = _session_images(session, bundle) if quantization in FULL_INTEGER else None
+            result = export(bundle, fmt, out, quantize=quantization, calibration=calibration)
             progress(0.9, desc="zipping")
             archive = shutil.make_archive(str(archive_folder / f"{bundle.name}-{fmt}"), "zip", result.path)
         except BaseException:
@@ -85,3 +91,16 @@ class ExportView:
                 continue
             rows[(name, record["format"], record["quantization"])] = [name, *table_row(record)]
         return list(rows.values())
+
+
+def _session_images(session: Session, bundle: Bundle) -> Split | None:
+    """The session's own samples, to calibrate a full-integer export on, when they are the
+    model's classes (a model trained here from them); else None, and package photos are used.
+    Never the folder a bundle's ``vision.json`` names: a pulled or imported bundle's record is
+    data, not a path to read."""
+    if sorted(session.samples.classes()) != sorted(bundle.labels):
+        return None
+    try:
+        return load_folder(session.samples.root).everything()
+    except DatasetError:  # too few samples a class to split: package photos serve
+        return None
