@@ -275,10 +275,33 @@ def measure_trainings(model: str | Path, trainings: int, classifies: int) -> dic
     return figures
 
 
+def measure_hostile_json(folder: str) -> dict[str, Any]:
+    """The 300-byte Teachable Machine ``model.json`` (Flatten 32x32x4 -> Dense 65536, no weights)
+    through ``import_teachable``, as ``python -m vision import-tm`` runs it: seconds to the
+    refusal and the peak over the resident memory just before the import started."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from vision.bundle.teachable import import_teachable
+    from vision.errors import VisionError
+
+    from hostile_models import dense_bomb_zip
+
+    archive = dense_bomb_zip(Path(folder) / "bomb.zip")
+    with measured() as usage:
+        started = time.perf_counter()
+        try:
+            import_teachable(archive, Path(folder) / "out")
+            said = "ACCEPTED (a bug)"
+        except VisionError as error:
+            said = str(error)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "peak_added": usage.peak_added, "said": said, "bytes": archive.stat().st_size}
+
+
 MEASUREMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "classify": measure_classify,
     "explain": measure_explain,
     "trainings": measure_trainings,
+    "hostile_json": measure_hostile_json,
 }
 
 
@@ -492,6 +515,132 @@ def hub_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check
 
 
 
+def hostile_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check]:
+    """Untrusted model files: the 300-byte ``model.json`` refused from its description, and a
+    crafted ``.tflite`` that segfaults LiteRT imported through the running app's Models view."""
+    import psutil
+    from gradio_client import Client, handle_file
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from app_server import launch_app
+    from hostile_models import crashing_tflite_zip
+
+    with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
+        bomb = run_child("hostile_json", folder=tmp)
+        print(f"  {bomb['bytes']}-byte model.json: refused in {bomb['seconds']:.2f} s, "
+              f"peak {bomb['peak_added']:+.0f} MB: {bomb['said']}")
+        app, url = launch_app(Path(tmp) / "models", default_model=args.model, public=True)
+        try:
+            client = Client(url, verbose=False)
+            children_before = {child.pid for child in psutil.Process().children(recursive=True)}
+            try:
+                client.predict(handle_file(str(crashing_tflite_zip(Path(tmp) / "crash.zip"))), "crash",
+                               api_name="/import_teachable_machine")
+                said = "ACCEPTED (a bug)"
+            except Exception as error:  # gradio_client raises the app's gr.Error as AppError
+                said = str(error)
+            time.sleep(1)
+            left = {child.pid for child in psutil.Process().children(recursive=True)} - children_before
+            alive = bool(client.predict(handle_file(str(small_photo())), 3, api_name="/classify"))
+        finally:
+            app.close()
+    print(f"  crafted .tflite through the Models view: {said}; the app answers a classify after it: {alive}")
+    return [Check("seconds to refuse the 300-byte model.json", bomb["seconds"], 1, unit="s"),
+            Check("peak memory of that refusal over the import's own start", bomb["peak_added"], 100),
+            Check("crafted .tflite: app dead after the import (0 = alive)", int(not alive), 0, unit=""),
+            Check("crafted .tflite: child processes left behind", len(left), 0, unit="")]
+
+
+def _classify_during(client: Any, photo: Path, repeats: int, load: Callable[[], Any]) -> tuple[list[float], Any]:
+    """``repeats`` classify round trips while ``load()`` runs in another thread; and what it returned."""
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(value=load()), daemon=True)
+    thread.start()
+    try:
+        times = _classify_ms(client, photo, repeats)
+    finally:
+        thread.join()
+    return times, result.get("value")
+
+
+def queue_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check]:
+    """Every way into Gradio's queue, flooded in public mode from a second client address, while
+    an honest visitor (127.0.0.1) classifies: 200 joins under fresh session hashes, then 71
+    ``/call/train`` from one session."""
+    import statistics
+
+    from gradio_client import Client
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from app_server import launch_app
+    from flood_clients import call_route_flood, fresh_hash_flood
+
+    photo, flooder = small_photo(), "127.0.0.2"
+    with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
+        app, url = launch_app(Path(tmp) / "models", default_model=args.model, public=True)
+        try:
+            visitor = Client(url, verbose=False)
+            _classify_ms(visitor, photo, 3)  # warm
+            idle = _classify_ms(visitor, photo, args.latency_repeats)
+            train = next(i for i, fn in app.demo.fns.items() if fn.api_name == "train")
+            inputs = [None, "simple_cnn", 64, 60, True, False, "flood"]
+            joins, by_joins = _classify_during(visitor, photo, args.latency_repeats, lambda: fresh_hash_flood(
+                url, 200, fn_index=str(train), data=inputs, source_ip=flooder))
+            calls, by_calls = _classify_during(visitor, photo, args.latency_repeats, lambda: call_route_flood(
+                url, "train", 71, "one-session", data=inputs, source_ip=flooder))
+        finally:
+            app.close()
+    idle_ms = statistics.median(idle)
+    for what, flood in (("200 fresh-hash joins", by_joins), ("71 /call/train of one session", by_calls)):
+        print(f"  {what}: {flood.accepted} accepted, refused {dict(flood.statuses - {200: flood.accepted})}, "
+              f"in {flood.seconds:.1f} s")
+    print(f"  another visitor's classify: idle median {idle_ms:.0f} ms; during the joins "
+          f"{statistics.median(joins):.0f} ms, during the calls {statistics.median(calls):.0f} ms")
+    return [Check("classify median during 200 fresh-hash joins", statistics.median(joins), 2 * idle_ms,
+                  f"idle {idle_ms:.0f} ms; target 2x idle", unit="ms"),
+            Check("classify median during 71 /call/train", statistics.median(calls), 2 * idle_ms,
+                  f"idle {idle_ms:.0f} ms; target 2x idle", unit="ms")]
+
+
+def rest_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check]:
+    """TF Serving's REST route under big and stalled bodies, in public mode: 4 senders of 64 MB
+    bodies while another client classifies, then 100 stalled 60 MB bodies from one client."""
+    import statistics
+
+    from gradio_client import Client
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from app_server import launch_app
+    from flood_clients import rest_big_senders, stalled_bodies
+
+    photo = small_photo()
+    with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp:
+        app, url = launch_app(Path(tmp) / "models", default_model=args.model, public=True)
+        try:
+            visitor = Client(url, verbose=False)
+            _classify_ms(visitor, photo, 3)
+            idle = _classify_ms(visitor, photo, args.latency_repeats)
+            busy, sent = _classify_during(visitor, photo, args.latency_repeats, lambda: rest_big_senders(
+                url, 4, 64 * MB, duration_s=10, source_ip="127.0.0.2"))
+            gc.collect()
+            with measured() as usage:
+                stalls = stalled_bodies(url, 100, 60 * MB, source_ip="127.0.0.3", wait_s=45)
+        finally:
+            app.close()
+    idle_ms, busy_ms = statistics.median(idle), statistics.median(busy)
+    statuses = sorted({body.status for body in sent})
+    print(f"  {len(sent)} bodies of 64 MB from 4 senders, answered {statuses}; classify p50 idle {idle_ms:.0f} ms, "
+          f"during {busy_ms:.0f} ms")
+    closed = [seconds for seconds in stalls.closed_after if seconds is not None]
+    print(f"  100 stalled 60 MB bodies: answered {sorted(set(stalls.statuses))}, {stalls.still_open} still open "
+          f"after 45 s, the last closed after {max(closed, default=0):.1f} s, peak {usage.peak_added:+.0f} MB")
+    return [Check("classify p50 during 4 senders of 64 MB REST bodies", busy_ms, 2 * idle_ms,
+                  f"idle {idle_ms:.0f} ms; target 2x idle", unit="ms"),
+            Check("resident memory added by 100 stalled 60 MB bodies", usage.peak_added, 300),
+            Check("seconds until the last stalled body is closed", max(closed, default=0) if not stalls.still_open
+                  else float("inf"), 30, unit="s")]
+
+
 #: Report sections in the order they run. Each takes the arguments and the 40 MP photos and
 #: returns its checks; a section that needs the running app or the Hub starts it itself.
 SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Path]], list[Check]]] = {
@@ -501,6 +650,9 @@ SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Path]], list[Check]]
     "training": training_section,
     "flood": flood_section,
     "hub": hub_section,
+    "hostile": hostile_section,
+    "queue": queue_section,
+    "rest": rest_section,
 }
 
 

@@ -193,3 +193,20 @@ def test_tfjs_converter_failures_name_no_server_paths(bundle, tmp_path, monkeypa
     with pytest.raises(ExportError, match="wrote no model.json: Can not freeze saved model v1."):
         export(bundle, "tfjs", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_export_that_answers_differently_is_refused():
+    """The rule the README states: fp32 within 1e-4 and the same top-1 everywhere; quantized at
+    least ``MIN_QUANTIZED_AGREEMENT`` of the top-1 labels."""
+    from vision.export.formats import FP32_TOLERANCE, _verify
+
+    expected = np.eye(3, dtype=np.float32)[np.arange(20) % 3] * 0.8 + 0.2 / 3
+    assert _verify("tflite", None, expected, expected + FP32_TOLERANCE / 2, 3)["top1_agreement"] == 1.0
+    with pytest.raises(ExportError, match="differs from Keras"):
+        _verify("tflite", None, expected, expected + 2 * FP32_TOLERANCE, 3)
+    swapped = expected.copy()
+    swapped[:2] = np.roll(expected[:2], 1, axis=1)  # 2 of 20 answers change: 90 % agree
+    assert _verify("tflite", "int8", expected, swapped, 3)["top1_agreement"] == MIN_QUANTIZED_AGREEMENT
+    swapped[:3] = np.roll(expected[:3], 1, axis=1)  # 3 of 20: 85 %
+    with pytest.raises(ExportError, match="agrees with Keras on only 85%"):
+        _verify("tflite", "int8", expected, swapped, 3)
