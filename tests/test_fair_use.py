@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from upload_files import eps_file
 
 from app_server import free_port, launch_app, running
 from conftest import REPO, SHAPES_MODEL
+from flood_clients import call_route_flood, fresh_hash_flood
 
 pytestmark = pytest.mark.slow
 STAR = REPO / "docs" / "examples" / "star.png"
@@ -117,6 +119,63 @@ def test_case1_one_session_cannot_fill_the_queue_for_everyone(public_app, pictur
     finally:
         flooder.predict(api_name="/cancel_training")
         _wait(lambda: not _training_threads(), 60, "the cancelled training did not stop")
+
+
+def _queued(app, group: str) -> list:
+    return [event for event in list(app.demo._queue.event_ids_to_events.values()) if event.fn.concurrency_id == group]
+
+
+@contextmanager
+def _train_group_busy(app, url: str, pictures: list[Path]):
+    """Gradio's train group (one event at a time) busy with a training that waits for the
+    training slot, which the test holds as another training would: whatever joins the group
+    waits behind it, and no CPU is spent. Yields the waiting training's client."""
+    holder = _with_samples(url, pictures)
+    with app.ctx.training_slot:
+        job = holder.submit(*_train_args("waits"), api_name="/train")
+        _wait(lambda: any("Waiting for another training" in str(out[0]) for out in job.outputs()), 60,
+              "the training never started waiting for the slot")
+        try:
+            yield holder
+        finally:
+            holder.predict(api_name="/cancel_training")
+    # What the floods got in runs next and fails at once (its model name is refused): gone
+    # before the next test, whose training would wait behind it.
+    _wait(lambda: not _training_threads() and not _queued(app, "train"), 60, "the train group did not drain")
+
+
+def _named(url: str, api_name: str, values: list) -> dict:
+    """``values`` by the endpoint's parameter names, as ``/call/v2/<api_name>`` takes them."""
+    with urllib.request.urlopen(url + "gradio_api/info", timeout=30) as response:
+        parameters = json.loads(response.read())["named_endpoints"][f"/{api_name}"]["parameters"]
+    return {parameter["parameter_name"]: value for parameter, value in zip(parameters, values)}
+
+
+def test_every_way_into_the_queue_is_counted_per_session_and_per_address(public_app, pictures):
+    app, url = public_app
+    train, refused_name = _fn_index(app, "train"), _train_args("../bad")
+    with _train_group_busy(app, url, pictures) as holder:
+        # The holder's session has its training: fn_index in every form Gradio's own model
+        # reads as that index, and Gradio's call-then-stream route, find the share taken.
+        for spelled in (str(train), float(train), f" {train} ", f"+{train}", f"0{train}"):
+            status, text = _join(url, holder.session_hash, spelled, refused_name)
+            assert status == 429 and "this session already has a training" in text, (spelled, status, text)
+        calls = call_route_flood(url, "train", 71, holder.session_hash, data=refused_name)
+        assert calls.statuses == {429: 71}, calls
+        assert all("this session already has a training" in text for text in calls.refusals), calls.refusals
+        # Another address, a session hash made up for every entry: its address's share of
+        # trainings (2) is all it gets, through /queue/join, /call and /call/v2 together.
+        flood = fresh_hash_flood(url, 200, fn_index=str(train), data=refused_name, source_ip="127.0.0.2")
+        calls = call_route_flood(url, "train", 20, data=refused_name, source_ip="127.0.0.2")
+        calls_v2 = call_route_flood(url, "train", 20, data=_named(url, "train", refused_name), v2=True,
+                                    source_ip="127.0.0.2")
+        assert flood.accepted + calls.accepted + calls_v2.accepted == 2, (flood, calls, calls_v2)
+        refusals = flood.refusals + calls.refusals + calls_v2.refusals
+        assert all("this address" in text and "2 trainings" in text for text in refusals), refusals
+        assert len(_queued(app, "train")) == 3  # the holder's training and the two
+        # The queue has room: a visitor at another address is answered while all that waits.
+        labels, _ = Client(url, verbose=False).predict(handle_file(str(STAR)), 3, api_name="/classify")
+        assert labels["label"] == "star"
 
 
 def test_case2_a_dropped_stream_stops_the_training_before_its_slot_frees(public_app, pictures):

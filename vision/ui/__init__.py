@@ -54,7 +54,8 @@ class VisionApp:
         # for middleware, which Starlette takes only before the app starts.
         # run_history=False: the browser must not keep past inputs (tokens, uploads) around.
         app_kwargs = {"routes": static_routes(self.web_page, self.ctx.sessions),
-                      "middleware": [Middleware(FairQueue, blocks=self.demo, shares=self.config.shares)]}
+                      "middleware": [Middleware(FairQueue, blocks=self.demo, shares=self.config.shares,
+                                                 pace=self.config.serving.pace)]}
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
                          prevent_thread_lock=True, run_history=False, app_kwargs=app_kwargs, **kwargs)
         # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):

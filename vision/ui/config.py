@@ -10,6 +10,7 @@ from typing import Mapping
 
 from vision.data.photos import example_photos
 from vision.defaults import EVERYDAY_MODEL, MODELS_DIR, REPO
+from vision.ui.bodies import MB, BodyPace
 from vision.ui.fairness import QueueShares
 
 
@@ -27,6 +28,23 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ServingLimits:
+    """What clients of the REST API (``vision.ui.serving_rest``) may ask of it. The rate limit and
+    the batch size apply in public mode; the bounds on bodies in flight always do."""
+
+    images_per_s: float = 5.0  # the per-client token bucket's refill rate; GETs cost one token too
+    burst: int = 20  # the bucket's size
+    max_instances: int = 16  # images in one request
+    pace: BodyPace = BodyPace()  # a body slower than this is refused and its connection closed
+    # Bodies being read or decoded, counted from their Content-Length: a client that announces
+    # more waits for its earlier answers (429); the server as a whole holds at most ``total_bytes``
+    # (503). Room for two full-size images (50 MB as base64 is 67 MB) per client.
+    client_bytes: int = 160 * MB
+    total_bytes: int = 512 * MB
+    decoders: int = 2  # requests parsed, decoded and run at once; each holds ~3x its body at its peak
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """The app's settings. ``public`` turns on visitor roles (see ``vision.ui.access``)."""
 
@@ -40,6 +58,7 @@ class AppConfig:
     state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vision-app-")))
     limits: Limits = Limits()
     shares: QueueShares = QueueShares()
+    serving: ServingLimits = ServingLimits()
     max_file_size: str = "50mb"
 
     @classmethod

@@ -1,12 +1,21 @@
 """Fair use of the shared queue and upload folder: one visitor cannot take them from the others.
 
-Gradio's queue has one size limit for everybody, so a single session that joins the same
-expensive event 65 times fills it and every other visitor gets "Queue is full". Gradio has
-no per-session limit, so this ASGI middleware sits in front of its app and answers a
-``/queue/join`` itself (429, with the reason) when the session already holds its share:
-``QueueShares.per_group[concurrency_id]`` events of one kind, ``per_session`` in all,
-counting events that wait and events that run. Joins are checked one at a time, so a burst
-of parallel joins cannot all slip under the limit together.
+Gradio's queue has one size limit for everybody (64 events), so a single visitor that joins the
+same expensive event 65 times fills it and every other visitor gets "Queue is full". Gradio has
+no per-visitor limit, so this ASGI middleware sits in front of its app and answers a request
+that would add an event (429, with the reason) when its session, or its client, already holds
+its share, counting events that wait and events that run:
+
+- per session: ``QueueShares.per_group[concurrency_id]`` events of one kind, ``per_session`` in all;
+- per client (``vision.ui.client``: one address, whatever session hashes it makes up, since a
+  session hash is whatever the caller sends): ``per_client_group`` of one kind, ``per_client`` in all.
+
+Every way into the queue is counted: ``/queue/join`` (``fn_index``), and Gradio's call-then-stream
+routes ``/call/<api_name>`` and ``/call/v2/<api_name>``. A body is read the way Gradio reads it
+(``json.loads``, then Gradio's own pydantic models), so ``"3"``, ``3.0`` or ``true`` name the event
+Gradio will run, and a body Gradio refuses is passed on for Gradio to refuse. An entry counts
+from its check until Gradio has answered it (by then its event is in the queue), so a burst of
+parallel requests cannot all slip under the limit together, and no entry waits for another's.
 
 It also refuses an upload when Gradio's upload folder holds more than ``upload_cap_bytes``:
 uploads arrive before any event and carry no session, so the only bound that holds for them
@@ -15,10 +24,10 @@ is one on the folder, kept small by the app's short cache sweep (``delete_cache`
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -26,7 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
+from gradio.data_classes import PredictBody, SimplePredictBody
 from gradio.utils import get_upload_folder
+from pydantic import ValidationError
+
+from vision.ui.bodies import BodyError, BodyPace, read_body
+from vision.ui.client import client_id
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +50,44 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_JOIN_BODY = 1024 * 1024
 #: Seconds between counts of the upload folder (the ceiling is coarse: a few seconds late is fine).
 RECOUNT_S = 5.0
+#: Gradio's call-then-stream routes (``routes.py``): ``/call/v2`` takes named inputs and no session.
+_CALL = re.compile(r"/call/(?P<v2>v2/)?(?P<api_name>[^/]+)$")
 
 
 @dataclass(frozen=True)
 class QueueShares:
-    """What one session may hold in the queue at once (waiting and running together)."""
+    """What one session, and one client, may hold in the queue at once (waiting and running)."""
 
     per_group: Mapping[str, int] = field(default_factory=lambda: {"train": 1, "export": 2, "explain": 3, "hub": 2})
     per_session: int = 8
+    # A client may be a household or an office behind one address: twice a session's share,
+    # and well under the queue's 64, so four flooding addresses still leave room for others.
+    per_client_group: Mapping[str, int] = field(
+        default_factory=lambda: {"train": 2, "export": 4, "explain": 6, "hub": 4})
+    per_client: int = 12
     upload_cap_bytes: int = 2 * 1024**3  # Gradio's upload folder, all visitors together
 
 
+@dataclass(frozen=True)
+class Entry:
+    """What a request into the queue asks for: who, and which event (None: unknown here)."""
+
+    client: str
+    session: str | None
+    function: Any | None
+
+
 class FairQueue:
-    """ASGI middleware: per-session shares of Gradio's queue, and a ceiling on uploads.
+    """ASGI middleware: per-session and per-client shares of Gradio's queue, and a ceiling on uploads.
 
     ``blocks`` is the app's ``gr.Blocks``: the events already in its queue are the ones Gradio
-    keeps in ``Queue.event_ids_to_events`` until they end, and an event's kind is its
-    function's ``concurrency_id`` (see ``vision.ui.layout``).
+    keeps in ``Queue.event_ids_to_events`` until they end, each with its request (hence its
+    client), and an event's kind is its function's ``concurrency_id`` (see ``vision.ui.layout``).
     """
 
-    def __init__(self, app: Any, blocks: Any, shares: QueueShares) -> None:
-        self.app, self.blocks, self.shares = app, blocks, shares
-        self._join_lock = asyncio.Lock()
+    def __init__(self, app: Any, blocks: Any, shares: QueueShares, pace: BodyPace | None = None) -> None:
+        self.app, self.blocks, self.shares, self.pace = app, blocks, shares, pace or BodyPace()
+        self._entering: list[Entry] = []  # checked, and not yet answered by Gradio
         self._upload_bytes: tuple[float, int] = (0.0, 0)  # (when measured, bytes)
         self._recounting = threading.Lock()
 
@@ -66,44 +96,82 @@ class FairQueue:
             return await self.app(scope, receive, send)
         path = scope["path"].rstrip("/")
         if path.endswith("/queue/join"):
-            return await self._join(scope, receive, send)
+            return await self._enter(scope, receive, send, None)
+        call = _CALL.search(path)
+        if call:
+            return await self._enter(scope, receive, send, call)
         if path.endswith("/upload") and self._uploads_full():
             return await _refuse(send, 507, "the server holds too many uploads right now; try again in a few minutes")
         return await self.app(scope, receive, send)
 
-    async def _join(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        body = await _read_body(receive, MAX_JOIN_BODY)
-        if body is None:
-            return await _refuse(send, 413, "request too large")
+    async def _enter(self, scope: dict[str, Any], receive: Receive, send: Send, call: re.Match | None) -> None:
+        try:
+            body = bytes(await read_body(receive, MAX_JOIN_BODY, self.pace, too_large="request too large"))
+        except BodyError as error:
+            return await _refuse(send, error.status, str(error), close=True)
+        entry = self.entry(client_id(scope), body, call)
+        if entry is None:  # Gradio refuses it without making an event
+            return await self.app(scope, _replay(body), send)
+        # No await between the check and the append: on the event loop the two are one step.
+        reason = self.refusal(entry)
+        if reason:
+            log.info("refused a queue entry: %s", reason)
+            return await _refuse(send, 429, reason)
+        self._entering.append(entry)
+        answered = False
+
+        def leave() -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                self._entering.remove(entry)
+
+        async def send_then_leave(message: dict[str, Any]) -> None:
+            # Gradio answers once the event is in its queue (or refused): from here on the
+            # queue counts it, so it stops counting as entering.
+            if message["type"] == "http.response.start":
+                leave()
+            await send(message)
+
+        try:
+            await self.app(scope, _replay(body), send_then_leave)
+        finally:
+            leave()
+
+    def entry(self, client: str, body: bytes, call: re.Match | None) -> Entry | None:
+        """What ``body`` asks for, read as Gradio reads it; None when Gradio will refuse it itself
+        (so no event is made)."""
         try:
             payload = json.loads(body)
-            session, fn_index = payload.get("session_hash"), payload.get("fn_index")
-        except (ValueError, AttributeError):
-            session = fn_index = None  # Gradio answers malformed joins itself
-        async with self._join_lock:  # count and join as one step
-            reason = self.refusal(session, fn_index) if session else None
-            if reason:
-                log.info("refused a queue join: %s", reason)
-                return await _refuse(send, 429, reason)
-            await self.app(scope, _replay(body), send)
+            if call is None:  # /queue/join: Gradio's PredictBody coerces fn_index ("3", 3.0, true)
+                parsed = PredictBody.model_validate(payload)
+                function = None if parsed.fn_index is None else self.blocks.fns.get(parsed.fn_index)
+                return Entry(client, parsed.session_hash, function)
+            # /call/<api_name>: the first function of that name, as ``route_utils.get_fn`` finds it;
+            # /call/v2 builds a body without a session hash, so Gradio gives the event a fresh one.
+            session = None if call["v2"] else SimplePredictBody.model_validate(payload).session_hash
+            function = next((fn for fn in self.blocks.fns.values() if fn.api_name == call["api_name"]), None)
+            return Entry(client, session, function)
+        except (ValueError, RecursionError, ValidationError):  # not JSON, too deep, not Gradio's shape
+            return None
 
-    def refusal(self, session: str, fn_index: Any) -> str | None:
-        """Why ``session`` may not join event ``fn_index`` now, or None."""
-        function = self.blocks.fns.get(fn_index) if isinstance(fn_index, int) else None
-        held = Counter(event.fn.concurrency_id for event in list(self.blocks._queue.event_ids_to_events.values())
-                       if event.session_hash == session)
+    def refusal(self, entry: Entry) -> str | None:
+        """Why ``entry`` may not join the queue now, or None."""
         # Events ``gr.render`` makes (the Train view's class cards) live in the session's own
-        # state, not in ``blocks.fns``: their group is unknown here, but the session's total
-        # share still applies to them. Gradio refuses an index that is nobody's itself.
-        group = function.concurrency_id if function is not None else None
-        limit = self.shares.per_group.get(group)
-        if limit is not None and held[group] >= limit:
-            what = "a training" if group == "train" else f"{held[group]} {group} requests"
-            return f"this session already has {what} waiting or running; wait for it to finish (or cancel it)"
-        if sum(held.values()) >= self.shares.per_session:
-            return (f"this session already has {sum(held.values())} requests waiting or running; "
-                    "wait for them to finish")
-        return None
+        # state, not in ``blocks.fns``: their group is unknown here, but the total shares still
+        # apply to them. Gradio refuses an index that is nobody's itself.
+        held = [(event.session_hash, _client_of(event), event.fn.concurrency_id)
+                for event in list(self.blocks._queue.event_ids_to_events.values())]
+        held += [(other.session, other.client, _group(other.function)) for other in self._entering]
+        group = _group(entry.function)
+        if entry.session is not None:
+            mine = Counter(kind for session, _, kind in held if session == entry.session)
+            reason = _over(mine, group, self.shares.per_group, self.shares.per_session, "this session")
+            if reason:
+                return reason
+        mine = Counter(kind for _, client, kind in held if client == entry.client)
+        return _over(mine, group, self.shares.per_client_group, self.shares.per_client,
+                     "this address (all its sessions together)")
 
     def _uploads_full(self) -> bool:
         """Whether the upload folder was over its ceiling when last counted. The count runs in a
@@ -144,17 +212,26 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
+def _over(held: Counter, group: str | None, per_group: Mapping[str, int], total: int, who: str) -> str | None:
+    """Why one more event of ``group`` is over ``who``'s share when it ``held`` these, or None."""
+    limit = per_group.get(group) if group is not None else None
+    if limit is not None and held[group] >= limit:
+        what = ("a training" if held[group] == 1 else f"{held[group]} trainings") if group == "train" \
+            else f"{held[group]} {group} requests"
+        wait = "wait for it to finish (or cancel it)" if held[group] == 1 else "wait for one to finish"
+        return f"{who} already has {what} waiting or running; {wait}"
+    if sum(held.values()) >= total:
+        return f"{who} already has {sum(held.values())} requests waiting or running; wait for them to finish"
+    return None
+
+
+def _group(function: Any | None) -> str | None:
+    return function.concurrency_id if function is not None else None
+
+
+def _client_of(event: Any) -> str | None:
+    request = getattr(event, "request", None)
+    return client_id(request.scope) if request is not None else None
 
 
 def _replay(body: bytes) -> Receive:
@@ -171,9 +248,11 @@ def _replay(body: bytes) -> Receive:
     return receive
 
 
-async def _refuse(send: Send, status: int, reason: str) -> None:
+async def _refuse(send: Send, status: int, reason: str, close: bool = False) -> None:
     # Gradio's own join errors are {"detail": ...}; its clients show the detail to the visitor.
     content = json.dumps({"detail": reason}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+    if close:  # the body was not read to its end: uvicorn closes the socket rather than read on
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})

@@ -13,14 +13,19 @@ floats; both answer ``probabilities``, ``label`` and, for a model with an "unkno
 ``familiarity`` and ``unknown``. Images are decoded by ``load_image`` (its formats and pixel
 cap) at the size the app's Classify view uses, then run by the app's cached ``Classifier``.
 
-Every request body is capped at what one upload may be (``AppConfig.max_file_size``, as base64).
-In public mode each client host also has a token bucket (one token per image, one per other
-request) and a request holds at most ``ServingLimits.max_instances`` images. Errors are TF
-Serving's ``{"error": "..."}`` and name no server path.
+Every request body is capped at what one upload may be (``AppConfig.max_file_size``, as base64),
+counted as it streams, and must keep up a floor rate; the bodies in flight are bounded per client
+and in total (``vision.ui.bodies``, ``ServingLimits``). Parsing, decoding, model loading and the
+model itself run in worker threads, at most ``ServingLimits.decoders`` requests at once: the event
+loop that answers every other visitor only moves bytes. In public mode each client (``vision.ui.
+client``) also has a token bucket (one token per image, one per other request) and a request holds
+at most ``ServingLimits.max_instances`` images. Errors are TF Serving's ``{"error": "..."}`` and
+name no server path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -29,7 +34,6 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +55,11 @@ from vision.export.savedmodel import (
     output_names,
     signature_defs,
 )
+from vision.ui.bodies import BodyError, InFlight, declared_length, read_body
 from vision.ui.cache import get_bundle, get_classifier
 from vision.ui.catalog import MINE, Catalog
-from vision.ui.config import AppConfig
+from vision.ui.client import client_id
+from vision.ui.config import AppConfig, ServingLimits
 from vision.ui.errors import for_visitor
 from vision.ui.session import Session
 
@@ -62,15 +68,6 @@ log = logging.getLogger("vision.app")
 _PATH = re.compile(r"^(?P<name>.+?)(?:/versions/(?P<version>[^/:]+))?(?P<verb>/metadata|:[a-z]+)?$")
 #: A REST caller's "session": no models of its own, so ``Catalog.resolve`` finds only shared ones.
 _NO_SESSION = Session(root=Path("/nonexistent"))
-
-
-@dataclass(frozen=True)
-class ServingLimits:
-    """What one client host may ask of the REST API in public mode."""
-
-    images_per_s: float = 5.0  # the bucket's refill rate; GETs cost one token too
-    burst: int = 20  # the bucket's size
-    max_instances: int = 16  # images in one request
 
 
 class RestError(Exception):
@@ -115,33 +112,42 @@ class ServingAPI:
     """The REST endpoint's handler (one per app)."""
 
     def __init__(self, config: AppConfig, limits: ServingLimits | None = None) -> None:
-        self.config, self.limits = config, limits or ServingLimits()
+        self.config, self.limits = config, limits or config.serving
         self.catalog = Catalog(config)
         self.buckets = TokenBuckets(self.limits.images_per_s, self.limits.burst)
+        self.in_flight = InFlight(self.limits.client_bytes, self.limits.total_bytes)
+        # Bound to the server's loop at its first use (Python >= 3.10), not here.
+        self._decoders = asyncio.Semaphore(self.limits.decoders)
         upload = _parse_file_size(config.max_file_size)
         # One upload's worth of image, as base64 (4 characters per 3 bytes), plus the JSON around it.
         self.max_body = None if upload is None else math.ceil(upload * 4 / 3) + 64 * 1024
 
     async def handle(self, request: Request) -> JSONResponse:
         """Answer one request to ``/v1/models/...``."""
+        # A POST refused before its body was read whole leaves the rest of it on the socket:
+        # "Connection: close" makes uvicorn close it instead of reading on for the next request.
+        closing = {"Connection": "close"} if request.method == "POST" else {}
         try:
             return JSONResponse(await self._answer(request))
+        except BodyError as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status, headers=closing)
         except RestError as error:
             shown = for_visitor(str(error))
             log.debug("visitor sees: %s", shown)
-            return JSONResponse({"error": shown}, status_code=error.status, headers=error.headers)
+            return JSONResponse({"error": shown}, status_code=error.status, headers={**error.headers, **closing})
         except Exception as error:  # a bug: logged in full, the caller gets its type only
             log.exception("REST request %s failed", request.url.path)
             return JSONResponse({"error": f"Something went wrong ({type(error).__name__}); see the server log."},
-                                status_code=500)
+                                status_code=500, headers=closing)
 
     async def _answer(self, request: Request) -> dict[str, Any]:
-        self._charge(request, 1)
+        client = client_id(request.scope)
+        self._charge(client, 1)
         match = _PATH.match(request.path_params["rest"])
         if match is None:
             raise RestError(404, "Malformed request: expected /v1/models/<name>[/versions/<n>][/metadata|:predict]")
         name, version, verb = match["name"], match["version"], match["verb"] or ""
-        folder = self._resolve(name, version)
+        folder = await run_in_threadpool(self._resolve, name, version)  # the disk, maybe a bundle's files
         expected = "POST" if verb.startswith(":") else "GET"
         if request.method != expected:
             raise RestError(405, f"use {expected} for {verb or 'the status'} of a model")
@@ -149,19 +155,31 @@ class ServingAPI:
             return {"model_version_status": [{"version": str(VERSION), "state": "AVAILABLE",
                                               "status": {"error_code": "OK", "error_message": ""}}]}
         if verb == "/metadata":
-            return self._metadata(name, folder)
+            return await run_in_threadpool(self._metadata, name, folder)
         if verb != ":predict":
             raise RestError(400, f"this server answers :predict only, not {verb}")
-        payload = await self._json(request)
-        signature, images = self._instances(payload, folder)
-        self._charge(request, len(images) - 1)
-        return await run_in_threadpool(self._predict, folder, signature, images, "instances" in payload)
+        # The body counts as in flight from its first byte (its whole Content-Length, when
+        # declared) until the answer is made: the JSON, the base64 and the pixels made from it
+        # are bounded with it.
+        with self.in_flight.hold(client) as held:
+            # In a list the worker can empty: the raw body is freed once parsed, not when the answer is.
+            body = [await read_body(request.receive, self.max_body, self.limits.pace,
+                                    declared=declared_length(request.scope["headers"]), held=held,
+                                    too_large=str(self._too_large()))]
+            async with self._decoders:
+                return await run_in_threadpool(self._predict_body, body, folder, client)
 
-    def _charge(self, request: Request, cost: int) -> None:
+    def _predict_body(self, body: list[bytearray], folder: Path, client: str) -> dict[str, Any]:
+        """Parse, decode and run one :predict body (in a worker thread)."""
+        payload = _parse_json(body.pop())
+        signature, images = self._instances(payload, folder)
+        self._charge(client, len(images) - 1)
+        return self._predict(folder, signature, images, "instances" in payload)
+
+    def _charge(self, client: str, cost: int) -> None:
         if not self.config.public or cost <= 0:
             return
-        host = request.client.host if request.client else "unknown"
-        wait = self.buckets.take(host, cost)
+        wait = self.buckets.take(client, cost)
         if wait:
             raise RestError(429, f"too many requests from this client: {self.limits.images_per_s:g} images a "
                             f"second at most; retry in {wait:.1f} s", {"Retry-After": str(math.ceil(wait))})
@@ -187,20 +205,6 @@ class ServingAPI:
                                         "preprocessing": bundle.preprocessing.to_dict(),
                                         "unknown": ({k: detector[k] for k in ("method", "threshold")}
                                                     if detector else None)}}}
-
-    async def _json(self, request: Request) -> Any:
-        declared = request.headers.get("content-length", "")
-        if self.max_body is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise self._too_large()
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if self.max_body is not None and len(body) > self.max_body:
-                raise self._too_large()
-        try:
-            return json.loads(body)  # Python's json takes NaN and Infinity, as TF Serving does
-        except (ValueError, UnicodeDecodeError) as error:
-            raise RestError(400, f"JSON Parse error: {error}") from None
 
     def _too_large(self) -> RestError:
         return RestError(413, f"request body over {self.max_body:,} bytes: the limit for one image "
@@ -261,6 +265,15 @@ class ServingAPI:
         if rows:
             return {"predictions": [dict(zip(outputs, values)) for values in zip(*outputs.values())]}
         return {"outputs": outputs}
+
+
+def _parse_json(body: bytearray) -> Any:
+    try:
+        return json.loads(body)  # Python's json takes NaN and Infinity, as TF Serving does
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RestError(400, f"JSON Parse error: {str(error)[:200]}") from None
+    except RecursionError:
+        raise RestError(400, "JSON Parse error: nested too deeply") from None
 
 
 def _image_bytes(value: Any, index: int) -> bytes:
