@@ -178,6 +178,25 @@ def test_every_way_into_the_queue_is_counted_per_session_and_per_address(public_
         assert labels["label"] == "star"
 
 
+def test_an_address_has_a_share_of_the_queue_in_all(tmp_path_factory, pictures):
+    from vision.ui.fairness import QueueShares
+
+    # Two entries an address, whatever the kind: a flood of trainings (5 allowed) meets it first.
+    app, url = launch_app(tmp_path_factory.mktemp("shares") / "models", public=True,
+                          shares=QueueShares(per_client=2, per_client_group={"train": 5}))
+    try:
+        train, refused_name = _fn_index(app, "train"), _train_args("../bad")
+        with _train_group_busy(app, url, pictures):
+            floods = [fresh_hash_flood(url, 50, fn_index=train, data=refused_name, source_ip=address)
+                      for address in ("127.0.0.2", "127.0.0.3")]
+        for flood in floods:  # each address its own two, the rest refused with the reason
+            assert flood.statuses == {200: 2, 429: 48}, flood
+            assert set(flood.refusals) == {"this address (all its sessions together) already has 2 requests "
+                                           "waiting or running; wait for them to finish"}, flood.refusals
+    finally:
+        app.close()
+
+
 def test_case2_a_dropped_stream_stops_the_training_before_its_slot_frees(public_app, pictures):
     app, url = public_app
     client = _with_samples(url, pictures)
