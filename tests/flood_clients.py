@@ -182,6 +182,34 @@ def send_big_body(url: str, size: int, *, model: str = "default", source_ip: str
     return Sent(status, sent, time.perf_counter() - started, error)
 
 
+def chunked_body(url: str, total: int, *, model: str = "default", source_ip: str | None = None,
+                 timeout: float = 60) -> Sent:
+    """POST a :predict body of up to ``total`` bytes in chunked encoding (no ``Content-Length``:
+    only counting as it streams can stop it), stopping as soon as the server answers."""
+    host, port = _where(url)
+    started, sent, error = time.perf_counter(), 0, ""
+    with socket.create_connection((host, port), timeout=timeout,
+                                  source_address=(source_ip, 0) if source_ip else None) as sock:
+        sock.sendall((f"POST /v1/models/{model}:predict HTTP/1.1\r\nHost: {host}\r\n"
+                      "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+        piece = b"A" * (64 * 1024)
+        frame = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+        watch = selectors.DefaultSelector()
+        watch.register(sock, selectors.EVENT_READ)
+        try:
+            while sent < total and not watch.select(timeout=0):  # stop once an answer is waiting
+                sock.sendall(frame)
+                sent += len(piece)
+            if sent >= total:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError as failure:
+            error = type(failure).__name__
+        finally:
+            watch.close()
+        status = _read_status(sock)
+    return Sent(status, sent, time.perf_counter() - started, error)
+
+
 def _read_status(sock: socket.socket) -> int:
     try:
         first = sock.recv(65536)
@@ -228,11 +256,18 @@ class Stalls:
         return sum(seconds is None for seconds in self.closed_after)
 
 
-def stalled_bodies(url: str, n: int, size_bytes: int, *, source_ip: str | None = None, send_bytes: int = 1024,
-                   wait_s: float = 60.0, model: str = "default") -> Stalls:
+def stalled_bodies(url: str, n: int, size_bytes: int, *, source_ip: str | list[str] | None = None,
+                   send_bytes: int = 1024, wait_s: float = 60.0, model: str = "default",
+                   trickle: tuple[int, float] | None = None, stagger_s: float = 0.0) -> Stalls:
     """Open ``n`` :predict requests that announce ``size_bytes``, send ``send_bytes`` of it, then
-    stall; watch until the server has closed them all or ``wait_s`` has passed."""
+    stall; watch until the server has closed them all or ``wait_s`` has passed.
+
+    ``source_ip`` may be a list: connection ``i`` comes from ``source_ip[i % len]``. ``trickle``
+    ``(nbytes, every_s)`` keeps each body alive with ``nbytes`` every ``every_s`` instead of
+    silence; ``stagger_s`` waits between opening one connection and the next.
+    """
     host, port = _where(url)
+    sources = source_ip if isinstance(source_ip, list) else [source_ip]
     prefix = b'{"instances": [{"b64": "'
     head = (f"POST /v1/models/{model}:predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {size_bytes}\r\n\r\n").encode()
@@ -241,7 +276,8 @@ def stalled_bodies(url: str, n: int, size_bytes: int, *, source_ip: str | None =
     statuses, closed = [0] * n, [None] * n
     opened = []
     for index in range(n):
-        sock = socket.create_connection((host, port), timeout=30, source_address=(source_ip, 0) if source_ip else None)
+        source = sources[index % len(sources)]
+        sock = socket.create_connection((host, port), timeout=30, source_address=(source, 0) if source else None)
         try:
             sock.sendall(head + body)
         except OSError:
@@ -249,10 +285,19 @@ def stalled_bodies(url: str, n: int, size_bytes: int, *, source_ip: str | None =
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ, index)
         opened.append(time.monotonic())
+        time.sleep(stagger_s)
     deadline = time.monotonic() + wait_s
+    next_drip = time.monotonic() + (trickle[1] if trickle else wait_s)
     try:
         while selector.get_map() and time.monotonic() < deadline:
-            for key, _ in selector.select(timeout=0.2):
+            if trickle and time.monotonic() >= next_drip:
+                next_drip += trickle[1]
+                for key in list(selector.get_map().values()):
+                    try:
+                        key.fileobj.send(b"A" * trickle[0])
+                    except OSError:
+                        pass  # closed by the server: the read below sees it
+            for key, _ in selector.select(timeout=0.05 if trickle else 0.2):
                 index, sock = key.data, key.fileobj
                 try:
                     data = sock.recv(65536)

@@ -8,8 +8,6 @@ import json
 import shutil
 import struct
 import threading
-import urllib.error
-import urllib.request
 import zlib
 from email.message import Message
 from pathlib import Path
@@ -33,6 +31,7 @@ from vision.models.serving import serving_model
 from vision.runtime.inference import Classifier
 
 from app_server import launch_app
+from flood_clients import chunked_body, connect, stalled_bodies
 
 SKIMAGE = Path(skimage.__file__).parent / "data"
 #: Real files of every kind the graph decodes: JPEG, RGB, grey and RGBA PNG, an animated GIF.
@@ -56,13 +55,23 @@ def served(bundle, tmp_path_factory):
     return SimpleNamespace(result=result, version=version, loaded=tf.saved_model.load(str(version)))
 
 
+#: The REST bounds of the app under test: bodies close after 2 s unless they keep up 64 KiB/s;
+#: 3 MB in flight a client, 5 MB in all (a body is at most 1 MB of image as base64: ~1.4 MB).
+PACE = dict(grace_s=2.0, idle_s=3.0)
+IN_FLIGHT = dict(client_bytes=3 * 1024 * 1024, total_bytes=5 * 1024 * 1024)
+
+
 @pytest.fixture(scope="module")
 def app(tiny_bundle, tmp_path_factory):
     """The app in public mode with uploads capped at 1 MB, serving the bundle as ``shared/tiny``."""
+    from vision.ui.bodies import BodyPace
+    from vision.ui.config import ServingLimits
+
     models = tmp_path_factory.mktemp("rest") / "models"
     models.mkdir()
     shutil.copytree(tiny_bundle, models / "tiny")
-    launched, url = launch_app(models, public=True, max_file_size="1mb")
+    launched, url = launch_app(models, public=True, max_file_size="1mb",
+                               serving=ServingLimits(pace=BodyPace(**PACE), **IN_FLIGHT))
     yield SimpleNamespace(app=launched, url=url.rstrip("/"))
     # The app's start-up threads run TensorFlow; a process that exits under them aborts
     # ("terminate called without an active exception"), so a short module waits for them.
@@ -72,31 +81,29 @@ def app(tiny_bundle, tmp_path_factory):
     launched.close()
 
 
-def rest(app, path: str, body: object = None, client: str = "10.0.0.1",
-         data: bytes | None = None, method: str | None = None) -> tuple[int, dict, Message]:
+def rest(app, path: str, body: object = None, client: str = "127.0.0.1",
+         data: bytes | None = None, method: str | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict, Message]:
     """One call as TF Serving's REST documentation makes it: JSON in, JSON out. ``client`` is the
-    address a proxy in front of the app would report (uvicorn trusts it from loopback)."""
+    loopback address the call comes from: the app sees each as another client, as it would see
+    visitors (uvicorn takes X-Forwarded-For from 127.0.0.1 only)."""
     payload = data if data is not None else None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(app.url + path, data=payload, method=method,
-                                     headers={"Content-Type": "application/json", "X-Forwarded-For": client})
+    connection = connect(app.url, client, timeout=120)
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read()), response.headers
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read()), error.headers
+        connection.request(method or ("GET" if payload is None else "POST"), path, payload,
+                           {"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read()), response.headers
+    finally:
+        connection.close()
 
 
 def _declared_only(app, path: str, content_length: int, client: str) -> tuple[int, dict]:
     """A POST that declares ``content_length`` bytes and sends none of them: the answer."""
-    import http.client
-    from urllib.parse import urlsplit
-
-    where = urlsplit(app.url)
-    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=120)
+    connection = connect(app.url, client, timeout=120)
     try:
         connection.putrequest("POST", path)
-        for name, value in (("Content-Type", "application/json"), ("Content-Length", str(content_length)),
-                            ("X-Forwarded-For", client)):
+        for name, value in (("Content-Type", "application/json"), ("Content-Length", str(content_length))):
             connection.putheader(name, value)
         connection.endheaders()
         response = connection.getresponse()
@@ -179,7 +186,7 @@ def test_rest_metadata_is_the_exported_signature_defs(app, bundle, served):
     real = {name: json_format.MessageToDict(signature, preserving_proto_field_name=True,
                                             always_print_fields_with_no_presence=True)
             for name, signature in saved.meta_graphs[0].signature_def.items() if not name.startswith("__")}
-    status, answer, _ = rest(app, "/v1/models/shared/tiny/metadata", client="10.0.1.1")
+    status, answer, _ = rest(app, "/v1/models/shared/tiny/metadata", client="127.0.1.1")
     assert status == 200, answer
     assert answer["model_spec"] == {"name": "shared/tiny", "signature_name": "", "version": "1"}
     assert answer["metadata"]["signature_def"]["signature_def"] == real
@@ -189,10 +196,10 @@ def test_rest_metadata_is_the_exported_signature_defs(app, bundle, served):
 def test_rest_status_and_missing_models(app):
     available = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
                                            "status": {"error_code": "OK", "error_message": ""}}]}
-    assert rest(app, "/v1/models/shared/tiny", client="10.0.2.1")[:2] == (200, available)
-    assert rest(app, "/v1/models/default/versions/1", client="10.0.2.1")[:2] == (200, available)
+    assert rest(app, "/v1/models/shared/tiny", client="127.0.2.1")[:2] == (200, available)
+    assert rest(app, "/v1/models/default/versions/1", client="127.0.2.1")[:2] == (200, available)
     for path in ("/v1/models/nothing", "/v1/models/shared/tiny/versions/2", "/v1/models/shared/../tiny"):
-        status, answer, _ = rest(app, path, client="10.0.2.1")
+        status, answer, _ = rest(app, path, client="127.0.2.1")
         assert status == 404 and list(answer) == ["error"] and "Servable not found" in answer["error"], path
 
 
@@ -201,7 +208,7 @@ def test_rest_predict_answers_rows_and_columns_like_the_savedmodel(app, bundle, 
     rows = []
     for path in SMALL:  # one a request: the app under test takes 1 MB a request
         status, answer, _ = rest(app, "/v1/models/shared/tiny:predict", {"instances": [b64(path)]},
-                                 client="10.0.3.1")
+                                 client="127.0.3.1")
         assert status == 200, answer
         rows += answer["predictions"]
     assert [sorted(row) for row in rows] == [["familiarity", "label", "probabilities", "unknown"]] * len(SMALL)
@@ -211,13 +218,13 @@ def test_rest_predict_answers_rows_and_columns_like_the_savedmodel(app, bundle, 
     assert [row["unknown"] for row in rows] == expected["unknown"].tolist()
 
     status, answer, _ = rest(app, "/v1/models/shared/tiny:predict",
-                             {"inputs": {"image_bytes": [b64(path) for path in SMALL[:2]]}}, client="10.0.3.1")
+                             {"inputs": {"image_bytes": [b64(path) for path in SMALL[:2]]}}, client="127.0.3.1")
     assert status == 200, answer
     assert answer["outputs"] == {name: [row[name] for row in rows[:2]] for name in rows[0]}
 
     x = np.stack([np.asarray(preprocess(load_image(path), bundle.preprocessing)) for path in SMALL[:2]])
     status, answer, _ = rest(app, "/v1/models/shared/tiny:predict",
-                             {"signature_name": "preprocessed", "instances": x.tolist()}, client="10.0.3.1")
+                             {"signature_name": "preprocessed", "instances": x.tolist()}, client="127.0.3.1")
     assert status == 200, answer
     assert np.abs(np.array([row["probabilities"] for row in answer["predictions"]])
                   - expected["probabilities"][:2]).max() <= 1e-5
@@ -225,15 +232,16 @@ def test_rest_predict_answers_rows_and_columns_like_the_savedmodel(app, bundle, 
 
 def test_rest_errors_are_tf_serving_json(app):
     predict = "/v1/models/default:predict"
-    cases = [(rest(app, predict, data=b"{not json", client="10.0.4.1"), 400, "JSON"),
-             (rest(app, predict, {"instances": [], "inputs": []}, client="10.0.4.1"), 400, "either"),
-             (rest(app, predict, {"instances": ["a plain string"]}, client="10.0.4.1"), 400, "b64"),
-             (rest(app, predict, {"instances": [{"b64": "aGVsbG8="}]}, client="10.0.4.1"), 400, "not an image"),
-             (rest(app, predict, {"instances": [{"b64": "%%%"}]}, client="10.0.4.1"), 400, "base64"),
-             (rest(app, predict, {"signature_name": "x", "instances": [1]}, client="10.0.4.1"), 400, "not found"),
-             (rest(app, predict, {"signature_name": "preprocessed", "instances": [[1, 2]]}, client="10.0.4.1"),
+    cases = [(rest(app, predict, data=b"{not json", client="127.0.4.1"), 400, "JSON"),
+             (rest(app, predict, {"instances": [], "inputs": []}, client="127.0.4.1"), 400, "either"),
+             (rest(app, predict, {"instances": ["a plain string"]}, client="127.0.4.1"), 400, "b64"),
+             (rest(app, predict, {"instances": [{"b64": "aGVsbG8="}]}, client="127.0.4.1"), 400, "not an image"),
+             (rest(app, predict, {"instances": [{"b64": "%%%"}]}, client="127.0.4.1"), 400, "base64"),
+             (rest(app, predict, {"signature_name": "x", "instances": [1]}, client="127.0.4.1"), 400, "not found"),
+             (rest(app, predict, {"signature_name": "preprocessed", "instances": [[1, 2]]}, client="127.0.4.1"),
               400, "shape"),
-             (rest(app, predict, method="GET", client="10.0.4.1"), 405, "POST")]
+             (rest(app, predict, method="GET", client="127.0.4.1"), 405, "POST"),
+             (rest(app, predict, data=b"[" * 200_000, client="127.0.4.1"), 400, "nested too deeply")]
     for (status, answer, _), expected_status, says in cases:
         assert (status, list(answer)) == (expected_status, ["error"]) and says in answer["error"], answer
 
@@ -246,8 +254,8 @@ def test_a_sessions_own_model_is_not_reachable(app, tiny_bundle):
     session.models["mine/tiny"] = folder
     assert app.app.ctx.catalog.resolve(session, "mine/tiny") == folder  # a real key, for its session
     image = {"instances": [b64(SMALL[1])]}
-    for status, answer, _ in (rest(app, "/v1/models/mine/tiny", client="10.0.5.1"),
-                              rest(app, "/v1/models/mine/tiny:predict", image, client="10.0.5.1")):
+    for status, answer, _ in (rest(app, "/v1/models/mine/tiny", client="127.0.5.1"),
+                              rest(app, "/v1/models/mine/tiny:predict", image, client="127.0.5.1")):
         assert status == 404 and answer == {"error": "Servable not found for request: Latest(mine/tiny)"}
 
 
@@ -266,19 +274,19 @@ def test_oversize_bodies_images_and_batches_are_refused(app):
     predict = "/v1/models/default:predict"
     # A body over the cap is refused from its Content-Length, before it is read: sent whole,
     # the client can meet a closed connection while it still writes, so only the headers go.
-    status, answer = _declared_only(app, predict, content_length=3 * 1024 * 1024, client="10.0.6.1")
+    status, answer = _declared_only(app, predict, content_length=3 * 1024 * 1024, client="127.0.6.1")
     assert status == 413 and "request body over" in answer["error"]
     bomb = {"b64": base64.b64encode(_png_claiming(20_000, 20_000)).decode()}
-    status, answer, _ = rest(app, predict, {"instances": [bomb]}, client="10.0.6.2")
+    status, answer, _ = rest(app, predict, {"instances": [bomb]}, client="127.0.6.2")
     assert status == 413 and "too large" in answer["error"], answer
-    status, answer, _ = rest(app, predict, {"instances": [b64(SMALL[1])] * 17}, client="10.0.6.3")
+    status, answer, _ = rest(app, predict, {"instances": [b64(SMALL[1])] * 17}, client="127.0.6.3")
     assert status == 413 and "17 images in one request" in answer["error"], answer
 
 
 def test_each_client_has_its_own_rate_limit(app):
     statuses, retry = [], None
     for _ in range(40):
-        status, answer, headers = rest(app, "/v1/models/default", client="10.0.7.1")
+        status, answer, headers = rest(app, "/v1/models/default", client="127.0.7.1")
         statuses.append(status)
         if status == 429:
             retry = (answer, headers)
@@ -286,4 +294,35 @@ def test_each_client_has_its_own_rate_limit(app):
     assert statuses[0] == 200 and statuses[-1] == 429, statuses
     answer, headers = retry
     assert list(answer) == ["error"] and "too many requests" in answer["error"] and int(headers["Retry-After"]) >= 1
-    assert rest(app, "/v1/models/default", client="10.0.7.2")[0] == 200  # another client is not held back
+    assert rest(app, "/v1/models/default", client="127.0.7.2")[0] == 200  # another client is not held back
+    # A forwarded-for header from an address that is no trusted proxy names nobody: still that client.
+    assert rest(app, "/v1/models/default", client="127.0.7.1", headers={"X-Forwarded-For": "10.9.9.9"})[0] == 429
+
+
+def test_a_body_is_refused_as_soon_as_it_passes_the_limit(app):
+    # Chunked: no Content-Length announces the size, so only counting as it streams can refuse it.
+    sent = chunked_body(app.url, 32 * 1024 * 1024, source_ip="127.0.10.1")
+    assert sent.status == 413, sent
+    # Refused ~1.4 MB in; the two sockets' buffers take a few MB more before the sender notices.
+    assert sent.sent < 16 * 1024 * 1024, sent
+
+
+def test_slow_and_stalled_bodies_are_closed(app):
+    # One stops after 10 kB of its 1 MB; one trickles 1 kB every 0.5 s, never silent for the 3 s
+    # idle bound but far under the 64 KiB/s floor. The server answers 408 and closes both.
+    stopped = stalled_bodies(app.url, 1, 1_000_000, source_ip="127.0.11.1", send_bytes=10_000, wait_s=20)
+    trickling = stalled_bodies(app.url, 1, 1_000_000, source_ip="127.0.11.2", send_bytes=10_000, wait_s=20,
+                               trickle=(1000, 0.5))
+    for stalls in (stopped, trickling):
+        assert stalls.statuses == [408] and stalls.still_open == 0, stalls
+
+
+def test_bodies_in_flight_are_bounded_per_client_and_in_total(app):
+    a, b, c = "127.0.12.1", "127.0.12.2", "127.0.12.3"
+    # 1.2 MB announced each, held open: a client's third is over its 3 MB (429), and the
+    # sixth body is over the server's 5 MB (503), whoever sends it.
+    stalls = stalled_bodies(app.url, 6, 1_200_000, source_ip=[a, a, a, b, b, c], stagger_s=0.1, wait_s=20)
+    assert stalls.statuses == [408, 408, 429, 408, 408, 503] and stalls.still_open == 0, stalls
+    # Released with their requests: the same client is answered again.
+    status, answer, _ = rest(app, "/v1/models/shared/tiny:predict", {"instances": [b64(SMALL[1])]}, client=a)
+    assert status == 200, answer
