@@ -270,3 +270,22 @@ def test_a_bundles_recorded_dataset_never_drives_int8_calibration(tiny_bundle, s
     assert result.metadata["full_integer"]["calibration"].startswith("96 package photos")
     with pytest.raises(DatasetError, match="synth:N with N from 2 to 10,000"):
         load_dataset("synth:x")
+
+
+def test_the_export_view_calibrates_on_the_sessions_own_samples(tiny_bundle, shapes_folder, tmp_path):
+    """When the session's classes are the model's (a model trained here from them), int8 is
+    calibrated on those samples; otherwise on package photos, never a recorded folder."""
+    import shutil
+
+    from vision.bundle.store import load_bundle
+    from vision.ui.export import _session_images
+    from vision.ui.session import Session
+
+    bundle = load_bundle(tiny_bundle)
+    session = Session(root=tmp_path / "session")
+    for name in bundle.labels:
+        shutil.copytree(shapes_folder / "train" / name, session.samples.root / name)
+    split = _session_images(session, bundle)
+    assert split is not None and sorted(split.paths) == sorted(str(p) for p in session.samples.root.rglob("*.png"))
+    shutil.rmtree(session.samples.root / bundle.labels[0])
+    assert _session_images(session, bundle) is None
