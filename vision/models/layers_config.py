@@ -9,6 +9,11 @@ allowlist, only the keys that shape the computation are read (initializers, regu
 constraints and anything unknown are dropped, which is also what makes Keras 2's extra keys
 harmless), every number is bounded, and the graph is rebuilt with Keras 3's own layers.
 
+Before anything is built, the same walk runs on shapes instead of tensors (``config_cost``,
+with each layer's rule in ``vision.models.config_cost``): parameters, weight bytes and the
+activation values of one image are counted from the config alone and refused above the
+bounds, the figure named. Keras allocates and initialises every weight while it builds.
+
 Nested models are inlined, so the result is one flat functional model. A final
 ``Dense(..., activation="softmax")`` becomes a Dense named ``logits`` plus a float32
 softmax named ``probabilities``: the shape every classifier here has (see
