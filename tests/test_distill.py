@@ -128,3 +128,28 @@ def test_mismatched_classes_and_cancel_fail_clearly(teacher, few_textures):
     with pytest.raises(TrainingCancelledError):
         distill(teacher, few_textures, DistillConfig(student="simple_cnn", input_size=32, views=3, epochs=2),
                 cancel=cancel)
+
+
+def test_the_view_cache_never_holds_more_than_its_byte_ceiling(teacher, few_textures, monkeypatch):
+    """The views are kept by bytes, not by entries: a new entry pushes out the least recently used
+    ones until the total fits, and an entry larger than the ceiling is handed back but not kept."""
+    from vision.training import teacher as teachers
+
+    assert teachers._CACHE._entries.maxsize == teachers.CACHE_BYTES
+    sources, labels = few_textures.train.sources(), few_textures.train.labels
+    per_view = len(labels) * (128 * 128 * 3 + len(teacher.labels) * 4 + 8)  # uint8 views, float logits, labels
+    cache = teachers._ViewCache(5 * per_view)  # room for 5 views a photo, not 2 + 4
+    monkeypatch.setattr(teachers, "_CACHE", cache)
+
+    def held() -> int:
+        return sum(views.nbytes for views in cache._entries.values())
+
+    two = teacher_views(teacher, sources, labels, views=2)
+    assert teacher_views(teacher, sources, labels, views=2) is two and held() == two.nbytes
+    four = teacher_views(teacher, sources, labels, views=4)
+    assert held() == four.nbytes <= 5 * per_view  # the 2-view entry went to make room
+    assert teacher_views(teacher, sources, labels, views=4) is four
+    assert teacher_views(teacher, sources, labels, views=2) is not two
+    six = teacher_views(teacher, sources, labels, views=6)  # over the ceiling on its own
+    assert len(six) == 6 * len(labels) and teacher_views(teacher, sources, labels, views=6) is not six
+    assert held() <= 5 * per_view and cache.nbytes == held()

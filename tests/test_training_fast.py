@@ -328,3 +328,20 @@ def test_a_training_in_a_thread_leaves_the_global_random_generators_alone(tmp_pa
         replay.getrandbits(32)
     else:
         pytest.fail("Python's global random generator was reset, not only advanced")
+
+
+def test_the_feature_cache_never_holds_more_than_its_byte_ceiling(monkeypatch):
+    """Every extractor shares one cache bounded in bytes: embedding more images than fit keeps the
+    latest ones, and what is kept is only the features (not the batches they came from)."""
+    from vision.models import features
+
+    ceiling = 10 * features.LITE0_FEATURES * 4  # ten views' features
+    monkeypatch.setattr(features, "_CACHE", features.new_cache(ceiling))
+    rng = np.random.default_rng(3)
+    photos = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(12)]
+    embedded = features.get_extractor(32).features(photos, views=("original", "mirrored"))
+    kept = list(features._CACHE.values())
+    held = sum((array if array.base is None else array.base).nbytes for array in kept)
+    assert len(kept) == 10 and held <= ceiling and features.cached_bytes() <= ceiling
+    # Least recently used out first: what is kept are the last five images' two views.
+    assert all(any(np.array_equal(array, embedded[v, i]) for v in range(2) for i in range(7, 12)) for array in kept)

@@ -28,9 +28,15 @@ from vision.models.registry import get_spec
 CACHE_BYTES = 100 * 2**20
 VIEWS = ("original", "mirrored")
 
+
+def new_cache(max_bytes: int) -> LRUCache:
+    """An LRU of feature arrays holding at most ``max_bytes`` of them."""
+    return LRUCache(max_bytes, getsizeof=lambda features: features.nbytes)
+
+
 #: (input size, image content, view) -> that view's features, each its own small array (never a
 #: view into a batch, which would keep the whole batch alive behind a 5 KB size).
-_CACHE: LRUCache[tuple[int, str, str], np.ndarray] = LRUCache(CACHE_BYTES, getsizeof=lambda features: features.nbytes)
+_CACHE: LRUCache[tuple[int, str, str], np.ndarray] = new_cache(CACHE_BYTES)
 #: cachetools' caches are not thread-safe on their own.
 _LOCK = threading.Lock()
 
@@ -39,6 +45,7 @@ def cached_bytes() -> int:
     """Bytes of features the process keeps now (never above ``CACHE_BYTES``)."""
     with _LOCK:
         return int(_CACHE.currsize)
+
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
 
