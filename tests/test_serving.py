@@ -323,6 +323,8 @@ def test_bodies_in_flight_are_bounded_per_client_and_in_total(app):
     # sixth body is over the server's 5 MB (503), whoever sends it.
     stalls = stalled_bodies(app.url, 6, 1_200_000, source_ip=[a, a, a, b, b, c], stagger_s=0.1, wait_s=20)
     assert stalls.statuses == [408, 408, 429, 408, 408, 503] and stalls.still_open == 0, stalls
-    # Released with their requests: the same client is answered again.
-    status, answer, _ = rest(app, "/v1/models/shared/tiny:predict", {"instances": [b64(SMALL[1])]}, client=a)
+    # Released with their requests: the same client is answered again, for a 1 MB body (JSON
+    # padded with spaces) that the 2.4 MB it held before would have left no room for.
+    padded = json.dumps({"instances": [b64(SMALL[1])]}).encode().ljust(1024 * 1024)
+    status, answer, _ = rest(app, "/v1/models/shared/tiny:predict", data=padded, client=a)
     assert status == 200, answer

@@ -62,7 +62,7 @@ class InFlight:
     def reserve(self, client: str, size: int) -> None:
         """Count ``size`` more bytes for ``client``, or raise ``BodyError`` (429 or 503) and count nothing."""
         if self.held[client] + size > self.per_client:
-            raise BodyError(429, f"this address already sends {self.held[client] / MB:.0f} MB of request bodies "
+            raise BodyError(429, f"this address already sends {self.held[client] / MB:.1f} MB of request bodies "
                                  f"and may have {self.per_client / MB:.0f} MB in flight; wait for those answers")
         if self.held_total + size > self.total:
             raise BodyError(503, "the server is reading too many request bodies right now; try again shortly")
