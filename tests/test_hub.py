@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -190,6 +191,23 @@ def test_code_in_a_config_is_refused_and_removed_from_the_cache(hub, tmp_path):
     assert not list(cache.glob("models--alice--evil/snapshots/*/config.json"))
 
 
+def test_a_pulled_config_is_costed_before_keras_builds_it(hub, tmp_path):
+    """A repo whose config.json is the 300-byte Dense(65536) bomb: refused from its figures, before
+    Keras would allocate and initialise a gigabyte of weights."""
+    from huggingface_hub import HfApi
+
+    from hostile_models import dense_bomb_model_json
+
+    folder = tmp_path / "bomb"
+    shutil.copytree(SHAPES_MODEL, folder)
+    (folder / "config.json").write_text(json.dumps(json.loads(dense_bomb_model_json())["modelTopology"]))
+    api = HfApi(endpoint=hub.url, token=ALICE)
+    api.create_repo("alice/bomb")
+    api.upload_folder(folder_path=str(folder), repo_id="alice/bomb")
+    with pytest.raises(InvalidBundleError, match="268,500,992 parameters is over"):
+        pull("alice/bomb", cache_dir=tmp_path / "cache")
+
+
 def test_cli_push_pull_and_offline_mode_never_print_the_token(hub, tmp_path):
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": ALICE, "HF_HOME": str(tmp_path / "hf"),
            "PYTHONPATH": str(REPO)}
@@ -202,6 +220,9 @@ def test_cli_push_pull_and_offline_mode_never_print_the_token(hub, tmp_path):
     assert pushed.returncode == 0, pushed.stderr[-1500:]
     pulled = cli("predict", str(REPO / "docs" / "examples" / "star.png"), "--model", "hf://alice/cli")
     assert pulled.returncode == 0 and "star" in pulled.stdout
+    # A pulled vision.json's dataset source is never read as a path: the images must be given.
+    optimized = cli("optimize", "hf://alice/cli", "--int8", "--out", "opt")
+    assert optimized.returncode == 2 and "came from the Hub: pass its training images with --data" in optimized.stderr
     offline = cli("pull", "alice/never-cached", HF_HUB_OFFLINE="1")
     assert offline.returncode == 2 and "offline mode is on" in offline.stderr
     denied = cli("push", str(SHAPES_MODEL), "bob/cli")

@@ -27,7 +27,7 @@ from vision.errors import ExportError, TokenRejectedError, VisionError
 from vision.explain.methods import METHODS
 from vision.explain.overlay import overlay
 from vision.export.options import FORMATS, INT8_METHODS, quantization_help
-from vision.hub import pull, push
+from vision.hub import is_hub_ref, pull, push
 from vision.hub import resolve_model as resolve_hub_model
 from vision.plots import plot_confusion
 from vision.runtime.inference import Classifier
@@ -314,6 +314,9 @@ def _optimize(args: argparse.Namespace) -> None:
     from vision.training.compress import COLUMNS, CompressionPlan, compress  # lazy: imports TensorFlow
 
     bundle = load_bundle(resolve_model(args.model))
+    if not args.data and is_hub_ref(args.model):
+        # A pulled vision.json is somebody else's text: its dataset source is never a path to read.
+        raise VisionError(f"{bundle.name} came from the Hub: pass its training images with --data")
     source = args.data or (bundle.info.get("dataset") or {}).get("source")
     if not source:
         raise VisionError(f"{bundle.name} records no training images; pass them with --data")

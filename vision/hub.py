@@ -28,6 +28,7 @@ from vision.bundle.store import (
     INFO_FILE,
     KERAS_FILES,
     RELIABILITY_FILE,
+    is_tflite_only,
     load_bundle,
     read_info,
 )
@@ -272,11 +273,24 @@ def _validate(folder: Path, repo_id: str) -> None:
     an invalid snapshot is removed even when an earlier pull left it."""
     try:
         with named_paths({folder: repo_id}):
-            read_info(folder)
+            info = read_info(folder)
+            if not is_tflite_only(info):
+                _costed(folder)
             load_bundle(folder)
     except VisionError as error:
         shutil.rmtree(folder, ignore_errors=True)
         raise InvalidBundleError(f"'{repo_id}' is not a usable model bundle: {error}") from None
+
+
+def _costed(folder: Path) -> None:
+    """A pulled model's ``config.json`` is somebody else's file: its parameters, weight bytes and
+    activation values are counted from the config alone (``check_cost``) before Keras builds
+    anything, whose every weight it would allocate first."""
+    from vision.bundle.teachable import parse_json
+    from vision.models.layers_config import check_cost
+
+    config = folder / KERAS_FILES[0]
+    check_cost(parse_json(config.read_text(encoding="utf-8", errors="replace"), config.name), config.name)
 
 
 class _Budget:
