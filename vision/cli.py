@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from vision.bundle.store import list_bundles, load_bundle, open_bundle
+from vision.bundle.examples import example_labels, from_folder, write_examples
+from vision.bundle.store import describe_bundle, list_bundles, load_bundle, open_bundle
 from vision.data.datasets import Split, load_dataset
 from vision.data.images import load_image
 from vision.data.synthetic import write_shapes
@@ -231,11 +232,37 @@ def _parser() -> argparse.ArgumentParser:
     models = command("models", _models, "list architectures and local bundles")
     models.add_argument("--root", type=Path, default=MODELS_DIR, help="folder of bundles")
 
+    _sharing_commands(command)
     everyday = command("everyday", _everyday, "build the everyday-objects (ImageNet-1k) model from the "
                        "installed weights package")
     everyday.add_argument("--out", type=Path, default=EVERYDAY_MODEL)
     everyday.add_argument("--overwrite", action="store_true")
     return parser
+
+
+def _sharing_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """``describe`` and ``examples``: what the app's Classify view and page show of a model."""
+    describe = command("describe", _describe, "set what visitors see of a bundle: its title, one-line "
+                       "description and author (kept in vision.json and its README.md)")
+    describe.add_argument("bundle", type=Path)
+    describe.add_argument("--title", help="e.g. 'Trash sorter'")
+    describe.add_argument("--description", help="one line, e.g. 'Which bin: cardboard, glass, metal, paper, plastic'")
+    describe.add_argument("--author", help="who made it, e.g. a name or a Hub username")
+    examples = command("examples", _examples, "give a bundle example photos (up to 2 per class, as small JPEGs "
+                       "in its examples/ folder) from a folder of class sub-folders named as its classes")
+    examples.add_argument("bundle", type=Path)
+    examples.add_argument("folder", type=Path, help="one sub-folder per class, named as the model's classes")
+
+
+def _describe(args: argparse.Namespace) -> None:
+    card = describe_bundle(args.bundle, title=args.title, description=args.description, author=args.author)
+    print(f"{args.bundle}: " + ("; ".join(f"{key}: {value}" for key, value in card.items()) or "no card fields"))
+
+
+def _examples(args: argparse.Namespace) -> None:
+    bundle = open_bundle(args.bundle)
+    written = write_examples(bundle.path, from_folder(args.folder, bundle.labels))
+    print(f"{args.bundle}: {len(written)} examples ({', '.join(example_labels(written, bundle.labels))})")
 
 
 def _synth(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vision import redact
+from vision.bundle.examples import EXAMPLES_FOLDER, MAX_EXAMPLE_FILES, is_example_name
 from vision.bundle.store import (
     CONFUSION_FILE,
     CURVES_FILE,
@@ -222,6 +223,13 @@ def _listing(api: Any, repo_id: str, commit: str) -> dict[str, int]:
 
     root = list(api.list_repo_tree(repo_id, revision=commit))
     sizes = {entry.path: entry.size for entry in root if isinstance(entry, RepoFile)}
+    if any(isinstance(entry, RepoFolder) and entry.path == EXAMPLES_FOLDER for entry in root):
+        # The model's example photos (``vision.bundle.examples``): counted, and within the byte cap.
+        examples = list(islice(api.list_repo_tree(repo_id, path_in_repo=EXAMPLES_FOLDER, revision=commit),
+                               MAX_EXAMPLE_FILES + 1))
+        if len(examples) > MAX_EXAMPLE_FILES:
+            raise InvalidBundleError(f"'{repo_id}' has more than {MAX_EXAMPLE_FILES} entries in {EXAMPLES_FOLDER}/")
+        sizes |= {entry.path: entry.size for entry in examples if isinstance(entry, RepoFile)}
     if any(isinstance(entry, RepoFolder) and entry.path == ASSETS_FOLDER for entry in root):
         assets = api.list_repo_tree(repo_id, path_in_repo=ASSETS_FOLDER, revision=commit, recursive=True)
         entries = list(islice(assets, MAX_ASSET_FILES + 1))
@@ -242,7 +250,7 @@ def _bundle_files(where: str, listing: Mapping[str, int]) -> dict[str, int]:
     if missing:
         raise InvalidBundleError(f"{where} is not a model bundle: it has no {', '.join(missing)}")
     return {name: size for name, size in listing.items() if name in REQUIRED_FILES + OPTIONAL_FILES
-            or _is_asset(name)}
+            or _is_asset(name) or is_example_name(name)}
 
 
 def _is_asset(name: str) -> bool:
@@ -263,7 +271,7 @@ def _download(api: Any, repo_id: str, commit: Any, files: Mapping[str, int], cac
 def _cached(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path:
     from huggingface_hub import snapshot_download
 
-    patterns = [*REQUIRED_FILES, *OPTIONAL_FILES, f"{ASSETS_FOLDER}/*"]
+    patterns = [*REQUIRED_FILES, *OPTIONAL_FILES, f"{ASSETS_FOLDER}/*", f"{EXAMPLES_FOLDER}/*.jpg"]
     return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True,
                                   allow_patterns=patterns))
 

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from vision import __version__
-from vision.bundle.modelcard import render_model_card
+from vision.bundle.examples import is_example_name
+from vision.bundle.modelcard import CARD_FIELDS, render_model_card
 from vision.data.images import Preprocessing
 from vision.errors import BundleExistsError, InvalidBundleError, ModelNotFoundError
 from vision.trust.ood import OOD_FILE, load_detector
@@ -40,6 +41,8 @@ TFLITE_ONLY = "tflite-only"
 _REQUIRED_KEYS = ("labels", "preprocessing", "architecture")
 #: Pictures a trained bundle carries beside its model.
 CURVES_FILE = "training_curves.png"
+#: Longest title, description or author a card keeps (a header line, not an essay).
+MAX_CARD_CHARS = 300
 CONFUSION_FILE = "confusion_matrix.png"
 RELIABILITY_FILE = "reliability.png"
 
@@ -146,10 +149,12 @@ def model_files(info: dict[str, Any]) -> tuple[str, ...]:
 
 
 def save_bundle(model: Any, info: dict[str, Any], folder: str | Path, overwrite: bool = False,
-                extra_files: dict[str, bytes] | None = None) -> Path:
+                extra_files: dict[str, bytes] | None = None, examples: dict[str, bytes] | None = None) -> Path:
     """Write ``model`` and ``info`` as a bundle at ``folder``, atomically.
 
-    ``extra_files`` (name -> bytes) are written beside them, e.g. training plots.
+    ``extra_files`` (name -> bytes) are written beside them, e.g. training plots;
+    ``examples`` (``"examples/<file>"`` -> JPEG, ``vision.bundle.examples.pick_examples``) into
+    ``examples/``.
 
     Raises:
         InvalidBundleError: ``info`` lacks a required key, its labels do not match the
@@ -160,7 +165,7 @@ def save_bundle(model: Any, info: dict[str, Any], folder: str | Path, overwrite:
     folder = Path(folder)
     _validate_info(info, folder)
     _check_model_matches(model, info, folder)
-    return _write_bundle(folder, info, overwrite, extra_files,
+    return _write_bundle(folder, info, overwrite, {**(extra_files or {}), **(examples or {})},
                          lambda staging: keras.saving.save_model(model, staging, zipped=False))
 
 
@@ -194,7 +199,10 @@ def _write_bundle(folder: Path, info: dict[str, Any], overwrite: bool, extra_fil
         (staging / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
         (staging / "README.md").write_text(render_model_card(info))
         for name, data in (extra_files or {}).items():
-            (staging / Path(name).name).write_bytes(data)
+            # Flat names, but for the examples folder's own pattern (``vision.bundle.examples``).
+            target = staging / (name if is_example_name(name) else Path(name).name)
+            target.parent.mkdir(exist_ok=True)
+            target.write_bytes(data)
         _fsync_tree(staging)
         _swap_into_place(staging, folder)
     finally:
@@ -276,6 +284,40 @@ def _load_keras_model(folder: Path, info: dict[str, Any]) -> Any:
         raise InvalidBundleError(f"the Keras model in '{folder}' cannot be loaded: {error}") from None
     _check_model_matches(model, info, folder)
     return model
+
+
+def describe_bundle(folder: str | Path, **card: str | None) -> dict[str, Any]:
+    """Set the bundle's card fields (``title``, ``description``, ``author``: what the app's
+    Classify view and page show) in ``vision.json`` and its ``README.md``; a None field is
+    left as it is, an empty one removed. Returns the new ``card``.
+
+    Each file is replaced by a rename, so a reader sees the old text or the new.
+
+    Raises:
+        ModelNotFoundError, InvalidBundleError: as ``read_info``; a field that is not a card
+            field, or longer than ``MAX_CARD_CHARS``.
+    """
+    folder = Path(folder)
+    info = read_info(folder)
+    current = dict(info.get("card") or {})
+    for key, value in card.items():
+        if key not in CARD_FIELDS:
+            raise InvalidBundleError(f"'{key}' is not a card field ({', '.join(CARD_FIELDS)})")
+        if value is None:
+            continue
+        value = " ".join(str(value).split())  # one line: the header shows it as one
+        if len(value) > MAX_CARD_CHARS:
+            raise InvalidBundleError(f"the {key} is {len(value)} characters; keep it under {MAX_CARD_CHARS}")
+        if value:
+            current[key] = value
+        else:
+            current.pop(key, None)
+    info["card"] = current
+    for name, text in ((INFO_FILE, json.dumps(info, indent=2, sort_keys=True)), ("README.md", render_model_card(info))):
+        staging = folder / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        staging.write_text(text)
+        os.replace(staging, folder / name)
+    return current
 
 
 def list_bundles(root: str | Path) -> list[dict[str, Any]]:

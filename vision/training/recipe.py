@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vision.bundle.examples import pick_examples
 from vision.bundle.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, make_info, save_bundle
 from vision.data.datasets import LabelledDataset
 from vision.errors import DatasetError, InvalidBundleError, TrainingConfigError, VisionError
@@ -163,7 +164,11 @@ def save_trained(result: TrainResult, dataset: LabelledDataset, out: str | Path,
         info["calibration"] = trust.calibration.to_dict()
         files[RELIABILITY_FILE] = _png(plot_reliability(info["calibration"]))
     stop_if_cancelled(cancel)
-    save_bundle(result.model, info, out, overwrite=overwrite, extra_files=files)
+    # The model's own photos for its demo (validation ones first: the app shows them as examples).
+    shown = [dataset.val, dataset.train]
+    examples = pick_examples([s for split in shown for s in split.sources()],
+                             [y for split in shown for y in split.labels], len(dataset.class_names))
+    save_bundle(result.model, info, out, overwrite=overwrite, extra_files=files, examples=examples)
     try:
         log_evaluation(result, dataset, files)  # TensorBoard, when the run logs
         stop_if_cancelled(cancel)
