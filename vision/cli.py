@@ -233,6 +233,7 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--root", type=Path, default=MODELS_DIR, help="folder of bundles")
 
     _sharing_commands(command)
+    _feedback_command(command)
     everyday = command("everyday", _everyday, "build the everyday-objects (ImageNet-1k) model from the "
                        "installed weights package")
     everyday.add_argument("--out", type=Path, default=EVERYDAY_MODEL)
@@ -252,6 +253,42 @@ def _sharing_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
                        "in its examples/ folder) from a folder of class sub-folders named as its classes")
     examples.add_argument("bundle", type=Path)
     examples.add_argument("folder", type=Path, help="one sub-folder per class, named as the model's classes")
+
+
+def _feedback_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """``feedback``: what visitors said the model got wrong (the app's "Wrong?" reports)."""
+    feedback = command("feedback", _feedback, "count visitors' \"wrong answer\" reports on a model, or export "
+                       "their photos as class folders (one per class the visitors picked)")
+    feedback.add_argument("bundle", help=MODEL_HELP)
+    feedback.add_argument("--export", type=Path, metavar="DIR", help="write DIR/<class>/<report>.jpg")
+    feedback.add_argument("--dir", type=Path, help="the app's feedback folder (default: VISION_FEEDBACK_DIR, "
+                          "else /data/feedback on a Space)")
+    feedback.add_argument("--all-models", action="store_true",
+                          help="every report, whichever model answered (default: the reports on this bundle)")
+    feedback.add_argument("--include-none", action="store_true",
+                          help="also export the \"none of these\" reports, as a class folder of that name")
+
+
+def _feedback(args: argparse.Namespace) -> None:
+    from collections import Counter
+
+    from vision.errors import DatasetError
+    from vision.feedback_store import FeedbackStore, feedback_home
+
+    folder = args.dir or feedback_home()
+    if folder is None:
+        raise DatasetError("no feedback folder: pass --dir, or set VISION_FEEDBACK_DIR as the app had it")
+    bundle = open_bundle(resolve_model(args.bundle))
+    store = FeedbackStore(folder, writable=False)  # the app may be writing it: read only, drop nothing
+    model = None if args.all_models else bundle.fingerprint
+    if args.export is None:
+        counts = Counter(item.label for item in store.items(model))
+        print(f"{sum(counts.values())} reports on {'any model' if model is None else bundle.name}"
+              + "".join(f"\n  {label}: {n}" for label, n in counts.most_common()))
+        return
+    written = store.export(args.export, model=model, include_none=args.include_none)
+    print(f"wrote {sum(written.values())} photos to {args.export}"
+          + "".join(f"\n  {label}: {n}" for label, n in sorted(written.items())))
 
 
 def _describe(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from typing import Mapping
 
 from vision.data.photos import example_photos
 from vision.defaults import EVERYDAY_MODEL, MODELS_DIR, REPO
+from vision.feedback_store import feedback_home
 from vision.ui.bodies import MB, BodyPace
 from vision.ui.fairness import QueueShares
 
@@ -60,6 +61,8 @@ class AppConfig:
     shares: QueueShares = QueueShares()
     serving: ServingLimits = ServingLimits()
     max_file_size: str = "50mb"
+    # Visitors' "wrong answer" reports (``vision.ui.feedback``); None: a temporary folder, lost on restart.
+    feedback_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, default_model: Path | None = None) -> "AppConfig":
@@ -77,4 +80,5 @@ class AppConfig:
             # server's own Hub account, which must never count as a visitor's identity.
             oauth=on_space and bool(env.get("OAUTH_CLIENT_ID")),
             examples=tuple(str(path) for path in example_photos()),
+            feedback_dir=feedback_home(env),
         )
