@@ -162,6 +162,17 @@ class TrainView:
         session.check_disk(config.limits.session_disk_mb)
         return MINE + name, session.root / "models" / name
 
+    def _dataset(self, session: Session, zip_file: str | None, workdir: Path) -> Any:
+        """The images to train on: an uploaded zip (extracted into ``workdir``), else the class cards."""
+        if zip_file:
+            # Extraction counts against the session's disk quota, and stops at it.
+            limits = self.ctx.config.limits
+            quota = session.remaining_bytes(limits.session_disk_mb) if self.ctx.config.public else None
+            return load_zip(zip_file, extract_to=workdir / "data", max_total_bytes=quota)
+        if any(session.samples.classes().values()):
+            return load_folder(session.samples.root)
+        raise DatasetError("upload a .zip of class folders, or add classes and samples above")
+
     @user_errors
     def train(self, zip_file: str | None, architecture: str, size: int, epochs: int, augment: bool,
               imagenet: bool, name: str, loss: str = TrainConfig.loss,
@@ -173,19 +184,10 @@ class TrainView:
             raise LimitExceededError("this session is already training; wait for it or cancel it")
         name = (name or "").strip()
         key, out = self.destination(session, name)
-        limits = self.ctx.config.limits
         workdir = Path(tempfile.mkdtemp(prefix="vision-train-", dir=self.ctx.config.state_dir))
         job = None
         try:
-            samples = session.samples
-            if zip_file:
-                # Extraction counts against the session's disk quota, and stops at it.
-                quota = session.remaining_bytes(limits.session_disk_mb) if self.ctx.config.public else None
-                dataset = load_zip(zip_file, extract_to=workdir / "data", max_total_bytes=quota)
-            elif any(samples.classes().values()):
-                dataset = load_folder(samples.root)
-            else:
-                raise DatasetError("upload a .zip of class folders, or add classes and samples above")
+            dataset = self._dataset(session, zip_file, workdir)
             # Private mode: every training logs for TensorBoard beside the models (the owner's).
             logs = None if self.ctx.config.public else str(self.ctx.config.models_dir / TENSORBOARD_DIR)
             config = TrainConfig(model=architecture, input_size=int(size), epochs=int(epochs), augment=bool(augment),
@@ -208,13 +210,7 @@ class TrainView:
             waiting = self.ctx.training_slot.locked()
             job = session.job = TrainingJob(_work(dataset, config, out, name, review), slot=self.ctx.training_slot,
                                             on_success=keep, time_limit_s=TIME_LIMIT_S).start()
-            skipped = ""
-            if dataset.skipped:
-                skipped = (f" Skipped {len(dataset.skipped)} unreadable files: "
-                           + ", ".join(f"`{item}`" for item in dataset.skipped[:5])
-                           + (" …" if len(dataset.skipped) > 5 else "") + ".")
-            status = (f"Training **{architecture}** on {len(dataset.train)} images, validating on "
-                      f"{len(dataset.val)}; classes: {', '.join(dataset.class_names)}.{skipped}")
+            status = _status(architecture, dataset)
             # The last training's results go until this one has its own.
             yield (status + (" Waiting for another training to finish…" if waiting else ""), hidden(), "", None,
                    hidden(), gr.update(), hidden(), hidden(), hidden())
@@ -239,16 +235,7 @@ class TrainView:
                         "", None, gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
             trained, audit = done.bundle, done.bundle.audit
             evaluation = trained.evaluation
-            where = "It is yours for this session" if key.startswith(MINE) else "Pick it in the Models tab"
-            metrics = (f"Saved **{name}**: validation accuracy **{evaluation.accuracy:.3f}**, macro F1 "
-                       f"{evaluation.macro_f1:.3f}, best epoch {trained.result.best_epoch + 1}, "
-                       f"{trained.result.seconds:.0f} s. {where}.")
-            calibration = trained.trust.calibration
-            metrics += (f"\n\nConfidence calibrated: temperature {calibration.temperature:.2f}, expected calibration "
-                        f"error {calibration.ece_before:.3f} → {calibration.ece_after:.3f}." if calibration else
-                        f"\n\nConfidence not calibrated: {len(dataset.val)} validation images are too few to fit a "
-                        "temperature.")
-            metrics += "\n\n" + (audit_summary(audit) if audit else "Data check skipped: every class needs 2 images.")
+            metrics = _metrics(name, trained, len(dataset.val), mine=key.startswith(MINE))
             reliability = out / RELIABILITY_FILE
             # Plain values where scripts read them (gradio_client gets an update's dict, not its
             # value); ``reveal`` shows those once this has ended.
@@ -316,6 +303,32 @@ def _thumbnail(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
         return np.asarray(image.convert("RGB"))
+
+
+def _status(architecture: str, dataset: Any) -> str:
+    """What is being trained on what (and which files were skipped)."""
+    skipped = ""
+    if dataset.skipped:
+        skipped = (f" Skipped {len(dataset.skipped)} unreadable files: "
+                   + ", ".join(f"`{item}`" for item in dataset.skipped[:5])
+                   + (" …" if len(dataset.skipped) > 5 else "") + ".")
+    return (f"Training **{architecture}** on {len(dataset.train)} images, validating on "
+            f"{len(dataset.val)}; classes: {', '.join(dataset.class_names)}.{skipped}")
+
+
+def _metrics(name: str, trained: TrainedBundle, validation_images: int, mine: bool) -> str:
+    """The results in words: accuracy, calibration and the data check."""
+    evaluation, audit = trained.evaluation, trained.audit
+    where = "It is yours for this session" if mine else "Pick it in the Models tab"
+    metrics = (f"Saved **{name}**: validation accuracy **{evaluation.accuracy:.3f}**, macro F1 "
+               f"{evaluation.macro_f1:.3f}, best epoch {trained.result.best_epoch + 1}, "
+               f"{trained.result.seconds:.0f} s. {where}.")
+    calibration = trained.trust.calibration
+    metrics += (f"\n\nConfidence calibrated: temperature {calibration.temperature:.2f}, expected calibration "
+                f"error {calibration.ece_before:.3f} → {calibration.ece_after:.3f}." if calibration else
+                f"\n\nConfidence not calibrated: {validation_images} validation images are too few to fit a "
+                "temperature.")
+    return metrics + "\n\n" + (audit_summary(audit) if audit else "Data check skipped: every class needs 2 images.")
 
 
 def _remove_after(job: TrainingJob, folder: Path) -> None:
