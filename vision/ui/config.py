@@ -37,6 +37,7 @@ class ServingLimits:
     burst: int = 20  # the bucket's size
     max_instances: int = 16  # images in one request
     pace: BodyPace = BodyPace()  # a body slower than this is refused and its connection closed
+    bytes_per_token: int = 4 * MB  # a :predict body costs a token more per this many bytes
     # Bodies being read or decoded, counted from their Content-Length: a client that announces
     # more waits for its earlier answers (429); the server as a whole holds at most ``total_bytes``
     # (503). Room for two full-size images (50 MB as base64 is 67 MB) per client.

@@ -34,6 +34,7 @@ import math
 import re
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,11 @@ from vision.ui.session import Session
 log = logging.getLogger("vision.app")
 #: ``<name>[/versions/<n>][/metadata | :<verb>]``: the shortest name that leaves a valid tail.
 _PATH = re.compile(r"^(?P<name>.+?)(?:/versions/(?P<version>[^/:]+))?(?P<verb>/metadata|:[a-z]+)?$")
+#: Refusals (429) held back a second at once, per client (``ServingAPI._slow_refusal``).
+REFUSALS_HELD = 8
+#: Base64 characters decoded per call (a multiple of 4): about 4 ms of holding the interpreter.
+B64_SLICE = 1024 * 1024
+WEB_SAFE = str.maketrans("-_", "+/")
 #: A REST caller's "session": no models of its own, so ``Catalog.resolve`` finds only shared ones.
 _NO_SESSION = Session(root=Path("/nonexistent"))
 
@@ -118,6 +124,7 @@ class ServingAPI:
         self.in_flight = InFlight(self.limits.client_bytes, self.limits.total_bytes)
         # Bound to the server's loop at its first use (Python >= 3.10), not here.
         self._decoders = asyncio.Semaphore(self.limits.decoders)
+        self._held_refusals: Counter[str] = Counter()
         upload = _parse_file_size(config.max_file_size)
         # One upload's worth of image, as base64 (4 characters per 3 bytes), plus the JSON around it.
         self.max_body = None if upload is None else math.ceil(upload * 4 / 3) + 64 * 1024
@@ -130,15 +137,34 @@ class ServingAPI:
         try:
             return JSONResponse(await self._answer(request))
         except BodyError as error:
+            if error.status == 429:
+                await self._slow_refusal(client_id(request.scope), 1.0)
             return JSONResponse({"error": str(error)}, status_code=error.status, headers=closing)
         except RestError as error:
             shown = for_visitor(str(error))
             log.debug("visitor sees: %s", shown)
+            if error.status == 429:
+                await self._slow_refusal(client_id(request.scope), float(error.headers.get("Retry-After", 1)))
             return JSONResponse({"error": shown}, status_code=error.status, headers={**error.headers, **closing})
         except Exception as error:  # a bug: logged in full, the caller gets its type only
             log.exception("REST request %s failed", request.url.path)
             return JSONResponse({"error": f"Something went wrong ({type(error).__name__}); see the server log."},
                                 status_code=500, headers=closing)
+
+    async def _slow_refusal(self, client: str, retry_after: float) -> None:
+        """Hold a 429 for up to a second before it is sent. A client that ignores Retry-After and
+        asks again at once made hundreds of refused requests a second per connection, each a trip
+        through the whole ASGI stack; held, it makes one. At most ``REFUSALS_HELD`` a client wait
+        (a held refusal is a connection and a task, and uvicorn reads no more of its body)."""
+        if self._held_refusals[client] >= REFUSALS_HELD:
+            return
+        self._held_refusals[client] += 1
+        try:
+            await asyncio.sleep(min(retry_after, 1.0))
+        finally:
+            self._held_refusals[client] -= 1
+            if not self._held_refusals[client]:
+                del self._held_refusals[client]
 
     async def _answer(self, request: Request) -> dict[str, Any]:
         client = client_id(request.scope)
@@ -161,11 +187,15 @@ class ServingAPI:
         # The body counts as in flight from its first byte (its whole Content-Length, when
         # declared) until the answer is made: the JSON, the base64 and the pixels made from it
         # are bounded with it.
+        declared = declared_length(request.scope["headers"])
+        if declared is not None:  # refused before a byte is read when the client has spent its share
+            self._charge(client, self._body_cost(declared))
         with self.in_flight.hold(client) as held:
             # In a list the worker can empty: the raw body is freed once parsed, not when the answer is.
-            body = [await read_body(request.receive, self.max_body, self.limits.pace,
-                                    declared=declared_length(request.scope["headers"]), held=held,
-                                    too_large=str(self._too_large()))]
+            body = [await read_body(request.receive, self.max_body, self.limits.pace, declared=declared,
+                                    held=held, too_large=str(self._too_large()))]
+            if declared is None:
+                self._charge(client, self._body_cost(len(body[0])))
             async with self._decoders:
                 return await run_in_threadpool(self._predict_body, body, folder, client)
 
@@ -175,6 +205,12 @@ class ServingAPI:
         signature, images = self._instances(payload, folder)
         self._charge(client, len(images) - 1)
         return self._predict(folder, signature, images, "instances" in payload)
+
+    def _body_cost(self, size: int) -> int:
+        """Tokens for a body of ``size`` bytes: parsing and decoding it holds the interpreter
+        (about 8 ms a MB), so big bodies are paid like images. Never over the bucket's size,
+        or the largest body allowed could never be granted."""
+        return min(self.limits.burst - 1, size // self.limits.bytes_per_token)
 
     def _charge(self, client: str, cost: int) -> None:
         if not self.config.public or cost <= 0:
@@ -280,11 +316,29 @@ def _image_bytes(value: Any, index: int) -> bytes:
     if not (isinstance(value, dict) and isinstance(value.get("b64"), str)):
         raise RestError(400, f"instance {index}: send each image as {{\"b64\": \"<base64 of the file>\"}} "
                              f"(or model input with \"signature_name\": \"{TENSOR_SIGNATURE}\")")
-    text = value["b64"].translate(str.maketrans("-_", "+/"))  # the web-safe alphabet too
     try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        return _b64decode(value["b64"])
     except (binascii.Error, ValueError):
         raise RestError(400, f"instance {index}: \"b64\" is not valid base64") from None
+
+
+def _b64decode(text: str) -> bytes:
+    """``text`` decoded, in either alphabet (``-_`` as TF Serving's web-safe clients send it), padding optional.
+
+    In slices: one ``binascii`` call holds the interpreter for all of its input (~4 ms a MB), and a
+    64 MB image decoded in one call stopped every other thread, the event loop included, for a
+    quarter of a second. Between slices other threads run.
+    """
+    text += "=" * (-len(text) % 4)
+    decoded = bytearray()
+    for start in range(0, len(text), B64_SLICE):
+        piece = text[start:start + B64_SLICE]
+        if "=" in piece[:-2] or (start + B64_SLICE < len(text) and "=" in piece):
+            raise ValueError("padding inside the data")  # one call on the whole text would refuse it too
+        if "-" in piece or "_" in piece:
+            piece = piece.translate(WEB_SAFE)
+        decoded += base64.b64decode(piece, validate=True)
+    return bytes(decoded)
 
 
 def _model_input(value: Any, index: int, size: tuple[int, int, int]) -> np.ndarray:
