@@ -112,10 +112,10 @@ def test_pruning_reaches_the_sparsity_in_every_kernel_and_keeps_the_answers(trai
     assert result.history["sparsity"][-1] == 0.75 and len(result.history["loss"]) == 6
 
     # On shapes it never saw, the pruned model answers as the original does, and fine-tuning
-    # is what gets it there: the same masks applied without it are twice as far from the
-    # original's answers (measured, seeds 0-2: KL 0.033-0.034 against 0.062; top-1 agreement
-    # 0.92-0.94 against 0.86, of 64 images).
-    new, _ = _inputs(per_class=16, seed=2)
+    # is what gets it there: the same masks applied without it are further from the original's
+    # answers. Measured on 256 images (KL ratio 0.67, top-1 agreement 0.93): on 64 the ratio
+    # moved between 0.71 and 0.89 with the training's seed, too noisy for the 0.75 bound.
+    new, _ = _inputs(per_class=64, seed=2)
     original = model.predict(new, verbose=0)
     masks_only = keras.Model.from_config(model.get_config())
     masks_only.set_weights(model.get_weights())
