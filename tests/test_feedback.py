@@ -25,7 +25,15 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from vision.errors import LimitExceededError
-from vision.feedback_store import NONE_OF_THESE, PHOTO_SIDE, FeedbackLimits, FeedbackStore, encode_photo, feedback_home
+from vision.feedback_store import (
+    NONE_OF_THESE,
+    PHOTO_SIDE,
+    STRAY_AGE_S,
+    FeedbackLimits,
+    FeedbackStore,
+    encode_photo,
+    feedback_home,
+)
 
 from app_server import free_port, launch_app
 from conftest import SHAPES_MODEL
@@ -107,12 +115,16 @@ def test_a_restart_keeps_the_reports(tmp_path):
     # What a crash leaves: a temporary file, and a photo whose record was never written.
     (folder / ".tmp-crashed").write_bytes(b"half")
     (folder / "01234567890123456789-deadbeef.jpg").write_bytes(photos[0])
+    (folder / ".tmp-in-flight").write_bytes(b"another process is writing this")
+    for name in (".tmp-crashed", "01234567890123456789-deadbeef.jpg"):
+        os.utime(folder / name, (time.time() - 2 * STRAY_AGE_S,) * 2)
 
     again = FeedbackStore(folder, FeedbackLimits(max_items=6))
     assert [item.id for item in again.items()] == [item.id for item in reversed(made)]
     assert again.items()[-1] == made[0] and again.bytes == first.bytes
     assert again.photo(made[0].id).read_bytes() == photos[0]
-    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{i.id}.{x}" for i in made for x in ("jpg", "json"))
+    assert sorted(p.name for p in folder.iterdir()) == \
+        sorted([".tmp-in-flight"] + [f"{i.id}.{x}" for i in made for x in ("jpg", "json")])
     # The restarted store's ceiling counts what it found: two more drop the oldest.
     again.add(photos[1], "circle", "star", {}, model="abc")
     again.add(photos[2], "circle", "star", {}, model="abc")
@@ -217,13 +229,21 @@ def _own_app(models_dir: Path, feedback_dir: Path):
         result = classifier.classify(load_image(image, max_side=input_side(classifier.preprocessing.size)), top_k=3)
         return {p.label: p.probability for p in result.predictions}
 
+    # Built as layout.py builds it: the block goes into a column left under the answer, and the
+    # owner's list into the Train tab, both after the tabs exist (a Block can be entered again).
     with gr.Blocks() as demo:
-        image = gr.Image(type="filepath", image_mode=None, sources=["upload"], label="Image")
-        prediction = gr.Label(label="Prediction")
-        feedback.block(image, prediction)
-        samples = gr.Dataframe(headers=["class", "samples"], visible=False)
-        feedback.owner_block(samples)
+        with gr.Tab("Classify"):
+            image = gr.Image(type="filepath", image_mode=None, sources=["upload"], label="Image",
+                             elem_id="classify-image")
+            prediction = gr.Label(label="Prediction", elem_id="prediction")
+            extras = gr.Column()
+        with gr.Tab("Train") as train_tab:
+            samples = gr.Dataframe(headers=["class", "samples"], visible=False)
         image.change(classify, image, prediction, api_name="classify")
+        with extras:
+            feedback.block(image, prediction)
+        with train_tab:
+            feedback.owner_block(samples)
     demo.queue()
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
 
@@ -377,3 +397,38 @@ def test_the_block_shows_under_an_answer_with_the_models_classes(served):
     assert any(isinstance(t, str) and CONSENT in t for t in texts)
     labels = [c["props"].get("label") for c in config["components"] if c.get("type") == "dropdown"]
     assert "Wrong? Pick the right class" in labels
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_in_a_browser_a_visitor_says_wrong_and_the_owner_adds_it_to_a_class(served, photo, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from browser import launch_chromium
+
+    url, _ = served
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(url)
+        assert not page.locator("#feedback").is_visible()  # no answer, nothing to say "wrong" about
+        page.set_input_files("#classify-image input[type=file]", str(photo))
+        page.wait_for_selector("#feedback-send", state="visible", timeout=60_000)
+        assert "Sending keeps, for this app's owner only" in page.inner_text("#feedback-consent")
+        page.click("#feedback-label input")
+        page.get_by_role("option", name=NONE_OF_THESE).first.click()
+        page.click("#feedback-send")
+        page.wait_for_function("document.querySelector('#feedback-status').innerText.includes('Thank you')",
+                               timeout=60_000)
+        page.screenshot(path=str(tmp_path / "sent.png"), full_page=True)
+        page.get_by_role("tab", name="Train").click()
+        page.get_by_text("Visitors' feedback (owner only)").click()
+        page.fill("#feedback-owner input[type=password]", OWNER)
+        page.click("#feedback-show")
+        page.wait_for_selector("#feedback-gallery img", timeout=60_000)
+        page.locator("#feedback-gallery img").first.click()
+        page.wait_for_function("document.querySelector('#feedback-note').innerText.includes('Added the photo to')",
+                               timeout=60_000)
+        note = page.inner_text("#feedback-note")
+        browser.close()
+    assert f"Added the photo to {NONE_OF_THESE}" in note

@@ -51,6 +51,9 @@ KEPT_PROBABILITIES = 10
 SPACE_DATA = Path("/data")
 _ID = re.compile(r"^[0-9]{20}-[0-9a-f]{8}$")
 _TEMP_PREFIX = ".tmp-"
+#: A leftover (a temporary file, a photo without its record) is removed at start once this old: a
+#: younger one may be another process's write in flight (a private instance on the same folder).
+STRAY_AGE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -162,12 +165,16 @@ class FeedbackStore:
 
     def _load(self) -> None:
         """Index the whole reports; remove what a crash left half-written."""
-        records = {p.stem for p in self.root.glob("*.json") if _ID.match(p.stem)}
+        records = self._ids()
+        old = time.time() - STRAY_AGE_S
         for path in self.root.iterdir() if self.writable else ():
             stray = path.name.startswith(_TEMP_PREFIX) or (path.suffix == ".jpg" and path.stem not in records)
-            if stray and path.is_file():
-                path.unlink(missing_ok=True)
-        for item_id in sorted(records):
+            try:
+                if stray and path.is_file() and path.stat().st_mtime < old:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
+        for item_id in records:
             photo, record = self._photo(item_id), self.root / f"{item_id}.json"
             try:
                 self._sizes[item_id] = photo.stat().st_size + record.stat().st_size
@@ -235,12 +242,16 @@ class FeedbackStore:
             (self.root / f"{item_id}.json").unlink(missing_ok=True)  # the record first: never a half report
             self._photo(item_id).unlink(missing_ok=True)
 
+    def _ids(self) -> list[str]:
+        """The ids of the whole reports on disk, oldest first."""
+        return sorted(p.stem for p in self.root.glob("*.json") if _ID.match(p.stem))
+
     def items(self, model: str | None = None) -> list[FeedbackItem]:
-        """Every report (only ``model``'s, if given), newest first."""
-        with self._lock:
-            ids = list(reversed(self._sizes))
+        """Every report (only ``model``'s, if given), newest first. Read from the folder, not this
+        object's index: another process on the same folder (the owner's private instance, the
+        CLI) sees what the public app kept since it started."""
         found = []
-        for item_id in ids:
+        for item_id in reversed(self._ids()):
             item = self.get(item_id)
             if item is not None and (model is None or item.model == model):
                 found.append(item)
