@@ -250,3 +250,81 @@ def test_ours_refuses_what_tm_cannot_hold(tmp_path: Path) -> None:
                                                                  Preprocessing(size=(32, 32))), tmp_path / "odd")
     with pytest.raises(ExportError, match="LayerNormalization.*cannot hold"):
         export(load_bundle(folder), "teachable-machine", tmp_path / "out")
+
+
+# --- the "embedded" export: 96x96 grayscale int8 TFLite, any file name --------------------------
+
+def _embedded_tflite() -> bytes:
+    """A full-integer TFLite shaped as TM's embedded export: 96x96x1 int8 in, int8 out, made
+    by TF's own converter from a tiny Keras model."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((96, 96, 1))
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    rng = np.random.default_rng(0)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 96, 96, 1)).astype(np.float32)]
+                                                for _ in range(8))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def test_the_embedded_export_imports_and_answers_as_litert_does(tmp_path: Path) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from vision.runtime.inference import Classifier
+
+    flatbuffer = _embedded_tflite()
+    archive = tmp_path / "embedded.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("my tiny project 2.tflite", flatbuffer)
+        zf.writestr("labels.txt", "0 Class 1\n1 Class 2\n2 Background\n")
+    bundle = load_bundle(import_teachable(archive, tmp_path / "bundle"))
+    assert bundle.tflite_only and bundle.info["source"]["file"] == "my tiny project 2.tflite"
+    assert bundle.preprocessing.grayscale and bundle.preprocessing.size == (96, 96)
+    assert bundle.labels == ["Class 1", "Class 2", "Background"]
+    classifier = Classifier(bundle)
+    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    given, taken = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert given["dtype"] == np.int8 and list(given["shape"]) == [1, 96, 96, 1]
+    rng = np.random.default_rng(5)
+    answers = set()
+    for _ in range(4):
+        # Smooth random photos (not noise), so that the classes' answers differ between them.
+        image = np.kron(rng.integers(0, 256, (6, 8, 3)), np.ones((20, 20, 1))).astype(np.uint8)
+        x = np.asarray(preprocess(image[None], bundle.preprocessing), np.float32)  # TM's gray, x / 127 - 1
+        scale, zero_point = given["quantization"]
+        interpreter.set_tensor(given["index"], np.clip(np.round(x / scale + zero_point), -128, 127).astype(np.int8))
+        interpreter.invoke()
+        out_scale, out_zero = taken["quantization"]
+        expected = (interpreter.get_tensor(taken["index"])[0].astype(np.float32) - out_zero) * out_scale
+        got = classifier.probabilities(image)
+        assert np.abs(got - expected).max() < 1e-6
+        assert classifier.classify(image).nearest.label == bundle.labels[int(expected.argmax())]
+        answers.add(tuple(np.round(expected, 4)))
+    assert len(answers) > 1  # the inputs reached the model: its answers moved with them
+
+
+def test_a_zip_that_is_not_tm_is_named_by_what_it_holds(tmp_path: Path) -> None:
+    two = tmp_path / "two.zip"
+    with zipfile.ZipFile(two, "w") as zf:
+        zf.writestr("a.tflite", b"x")
+        zf.writestr("b.tflite", b"y")
+        zf.writestr("labels.txt", "0 a\n1 b\n")
+    with pytest.raises(InvalidModelFileError, match=r"2 \.tflite files \(a\.tflite, b\.tflite\)"):
+        import_teachable(two, tmp_path / "out")
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("saved_model.pb", b"x")
+        zf.writestr("notes.txt", b"y")
+    with pytest.raises(InvalidModelFileError, match=r"not a Teachable Machine export: it holds 'notes.txt', "
+                                                    r"'saved_model.pb'"):
+        import_teachable(other, tmp_path / "out")

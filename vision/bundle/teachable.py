@@ -4,7 +4,8 @@ Teachable Machine (TM) hands its users one of three zips:
 
 - TF.js: ``model.json`` + ``weights.bin`` + ``metadata.json`` (labels, image size, grayscale)
 - Keras: ``keras_model.h5`` (tf.keras 2, converted from the TF.js model) + ``labels.txt``
-- TFLite: ``model_unquant.tflite`` (float) or ``model.tflite`` (uint8 in and out) + ``labels.txt``
+- TFLite: ``model_unquant.tflite`` (float) or ``model.tflite`` (uint8 in and out) + ``labels.txt``;
+  its "embedded" export is one 96x96 grayscale int8 ``.tflite`` of any name + ``labels.txt``
 
 The first two become ordinary Keras 3 bundles (``vision.models.layers_config`` rebuilds the
 topology as data and loads the weights by name), so Grad-CAM, fine-tuning, the "unknown"
@@ -108,8 +109,13 @@ def import_teachable(source: str | Path, out: str | Path, name: str | None = Non
 def find_export(folder: Path) -> TeachableExport:
     """Which TM export ``folder`` holds (looking one folder deep, as zips often nest).
 
+    A TFLite export is ``labels.txt`` beside one ``.tflite`` file of any name: TM's own zips
+    call it ``model_unquant.tflite`` or ``model.tflite``, its "embedded" export (96x96
+    grayscale int8, for microcontrollers) whatever the project was called. The file used is
+    recorded in the export's metadata under ``"file"``.
+
     Raises:
-        InvalidModelFileError: none of TM's three exports is there.
+        InvalidModelFileError: none of TM's exports is there; the message names what is.
     """
     candidates = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
     for place in candidates:
@@ -118,11 +124,36 @@ def find_export(folder: Path) -> TeachableExport:
             return TeachableExport("tfjs", place, _labels_from_metadata(metadata), metadata)
         if (place / "keras_model.h5").is_file():
             return TeachableExport("keras", place, read_labels(place / "labels.txt"), {})
-        if (place / "model_unquant.tflite").is_file() or (place / "model.tflite").is_file():
-            return TeachableExport("tflite", place, read_labels(place / "labels.txt"), {})
+        file = _tflite_file(place)
+        if file is not None:
+            return TeachableExport("tflite", place, read_labels(place / "labels.txt"), {"file": file.name})
     raise InvalidModelFileError(
-        "this is not a Teachable Machine export: expected model.json + metadata.json + weights.bin (TF.js), "
-        "keras_model.h5 + labels.txt (Keras) or model_unquant.tflite / model.tflite + labels.txt (TFLite)")
+        f"this is not a Teachable Machine export: {_layout(candidates)}; expected model.json + metadata.json + "
+        "weights.bin (TF.js), keras_model.h5 + labels.txt (Keras) or one .tflite file + labels.txt (TFLite)")
+
+
+def _tflite_file(place: Path) -> Path | None:
+    """The one ``.tflite`` beside ``labels.txt`` in ``place``; TM's float file first when a
+    folder holds TM's two. None when there is no labels.txt, or no single candidate."""
+    if not (place / "labels.txt").is_file():
+        return None
+    files = sorted(p for p in place.glob("*.tflite") if p.is_file())
+    for preferred in ("model_unquant.tflite", "model.tflite"):
+        if place / preferred in files:
+            return place / preferred
+    return files[0] if len(files) == 1 else None
+
+
+def _layout(places: list[Path]) -> str:
+    """What was found instead, in words: the files of the zip's top folders (a few named)."""
+    names = sorted({p.name for place in places for p in place.iterdir() if p.is_file()})
+    if not names:
+        return "the zip holds no files"
+    tflite = [name for name in names if name.endswith(".tflite")]
+    if len(tflite) > 1 and "labels.txt" in names:
+        return f"it holds {len(tflite)} .tflite files ({', '.join(tflite[:4])}) and TM's zips hold one"
+    shown = ", ".join(repr(name[:60]) for name in names[:6])
+    return f"it holds {shown}" + (f" and {len(names) - 6} more files" if len(names) > 6 else "")
 
 
 def load_teachable_model(export: TeachableExport) -> tuple[Any, Preprocessing]:
@@ -435,8 +466,7 @@ def _provenance(export: TeachableExport, **extra: Any) -> dict[str, Any]:
 def _import_tflite(export: TeachableExport, out: Path, name: str, overwrite: bool) -> Path:
     from vision.bundle.tflite_check import check_tflite
 
-    file = export.folder / ("model_unquant.tflite" if (export.folder / "model_unquant.tflite").is_file()
-                            else "model.tflite")
+    file = export.folder / export.metadata["file"]
     if file.stat().st_size > MAX_WEIGHT_BYTES:
         raise InvalidModelFileError(f"{file.name} is over {MAX_WEIGHT_BYTES:,} bytes")
     flatbuffer = file.read_bytes()
@@ -449,6 +479,7 @@ def _import_tflite(export: TeachableExport, out: Path, name: str, overwrite: boo
                                     f"an image classifier with {len(export.labels)} labels")
     preprocessing = _preprocessing([None, *shape[1:]], {})
     info = make_info(name, export.labels, ARCHITECTURE, preprocessing,
-                     source=_provenance(export, file=file.name, input_dtype=details["input"]["dtype"]),
+                     source=_provenance(export, file=file.name[:MAX_LABEL_CHARS],
+                                        input_dtype=details["input"]["dtype"]),
                      runtime={"kind": "tflite-only", "input": details["input"], "output": details["output"]})
     return save_tflite_bundle(flatbuffer, info, out, overwrite=overwrite)
