@@ -1,7 +1,10 @@
 """Loaded bundles, classifiers and explainers, built once per process and shared.
 
 Keys include the bundle folder's modification time, so saving over a bundle (which
-renames a new folder into place) loads the new one on next use.
+renames a new folder into place) loads the new one on next use; the stale entry is dropped
+then. The cache is bounded in bytes (``cachetools``' LRU with a size function): an entry
+counts the bundle's files on disk, which its weights dominate, and the least recently used
+models leave first, so visitors' many models cannot pile up in memory.
 """
 
 from __future__ import annotations
@@ -10,11 +13,30 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from cachetools import LRUCache
+
 from vision.bundle.store import Bundle, load_bundle
 from vision.explain.cam import Explainer
 from vision.runtime.inference import Classifier
 
-_CACHE: dict[tuple[str, str, int], Any] = {}
+#: Bytes of bundle files the loaded models may stand for, all kinds together (the everyday
+#: model is 18 MB on disk; its classifier and explainer hold about that each).
+MAX_BYTES = 1536 * 2**20
+
+
+class _Entry:
+    """A loaded object and the bytes its bundle holds on disk."""
+
+    def __init__(self, value: Any, size: int) -> None:
+        self.value, self.size = value, size
+
+
+def new_cache(max_bytes: int) -> LRUCache:
+    """An LRU cache of ``_Entry`` values holding at most ``max_bytes`` of bundles."""
+    return LRUCache(maxsize=max_bytes, getsizeof=lambda entry: entry.size)
+
+
+_CACHE = new_cache(MAX_BYTES)
 _LOCKS: dict[tuple[str, str, int], threading.Lock] = {}
 _GUARD = threading.Lock()
 
@@ -24,12 +46,25 @@ def _cached(kind: str, path: str | Path, build: Callable[[Path], Any]) -> Any:
     key = (kind, str(folder), folder.stat().st_mtime_ns if folder.exists() else 0)
     with _GUARD:
         if key in _CACHE:
-            return _CACHE[key]
+            return _CACHE[key].value
         lock = _LOCKS.setdefault(key, threading.Lock())
     with lock:  # one load per key; other keys load in parallel
-        if key not in _CACHE:
-            _CACHE[key] = build(folder)
-        return _CACHE[key]
+        with _GUARD:
+            if key in _CACHE:
+                return _CACHE[key].value
+        value = build(folder)
+        with _GUARD:
+            for stale in [k for k in _CACHE if k[:2] == key[:2] and k != key]:  # saved over since
+                del _CACHE[stale]
+            # An entry larger than the whole cache is handed out but not kept (cachetools refuses it).
+            if _bundle_bytes(folder) <= _CACHE.maxsize:
+                _CACHE[key] = _Entry(value, _bundle_bytes(folder))
+            _LOCKS.pop(key, None)
+        return value
+
+
+def _bundle_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else 0
 
 
 def get_bundle(path: str | Path) -> Bundle:
@@ -54,3 +89,9 @@ def forget(path: str | Path) -> None:
     with _GUARD:
         for key in [k for k in _CACHE if k[1] == folder]:
             del _CACHE[key]
+
+
+def cached_bytes() -> int:
+    """What the cache holds now, in bundle bytes (at most ``MAX_BYTES``)."""
+    with _GUARD:
+        return int(_CACHE.currsize)

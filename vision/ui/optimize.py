@@ -37,7 +37,7 @@ from vision.ui.catalog import MINE
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
 from vision.ui.session import Session
-from vision.ui.train import MODEL_NAME, TrainView, cancel_session_job
+from vision.ui.train import MODEL_NAME, TIME_LIMIT_S, TrainView, cancel_session_job
 
 #: The inputs' ranges; the handler checks them too (an API caller is not held by the sliders).
 STUDENT_SIZES = (32, 160)
@@ -139,7 +139,8 @@ class OptimizeView:
                     shutil.rmtree(workdir, ignore_errors=True)
 
             waiting = self.ctx.training_slot.locked()
-            job = session.job = TrainingJob(work, slot=self.ctx.training_slot, on_success=keep).start()
+            job = session.job = TrainingJob(work, slot=self.ctx.training_slot, on_success=keep,
+                                            time_limit_s=TIME_LIMIT_S).start()
             status = (f"Optimizing **{bundle.name}** ({' → '.join(plan.steps())}) with {len(dataset.train)} training "
                       f"images ({len(unlabelled)} unlabelled), measuring on {len(dataset.val)}; classes: "
                       f"{', '.join(dataset.class_names)}.")
