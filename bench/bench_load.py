@@ -346,7 +346,8 @@ class Check:
     def line(self) -> str:
         verdict = "PASS" if self.measured <= self.target else "FAIL"
         sign = "+" if self.unit == "MB" else ""  # memory is a growth; times and bytes are not
-        return (f"  {self.what:62s} {self.measured:{sign}8.0f} {self.unit:2s}   target <= {self.target:5.0f} "
+        digits = 2 if abs(self.measured) < 10 and self.measured != int(self.measured) else 0
+        return (f"  {self.what:62s} {self.measured:{sign}8.{digits}f} {self.unit:2s}   target <= {self.target:5.0f} "
                 f"{self.unit:2s}   {verdict}" + (f"   ({self.note})" if self.note else ""))
 
 
@@ -641,6 +642,38 @@ def rest_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Chec
                   else float("inf"), 30, unit="s")]
 
 
+def trainview_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Check]:
+    """``--train-runs`` trainings in a row through the running app's Train view, as a visitor
+    makes them: brick/grass/gravel cards with one brick patch filed under grass, the view's
+    defaults. Each must be answered (a fork deadlock in the audit hung this forever), none far
+    slower than the others."""
+    import statistics
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from app_server import launch_app
+    from train_client import texture_cards, train_through_app
+
+    seconds, failures = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-trainview-") as tmp:
+        cards = texture_cards(Path(tmp) / "cards")
+        app, url = launch_app(Path(tmp) / "models", default_model=args.model)
+        try:
+            for run in range(args.train_runs):
+                try:
+                    seconds.append(train_through_app(url, cards, name=f"run{run}")[0])
+                except Exception as error:  # a refusal or a hang (TimeoutError): counted, not fatal
+                    failures.append(f"run {run}: {type(error).__name__}: {error}"[:200])
+                print(f"  run {run + 1}: {seconds[-1] if seconds else float('nan'):.1f} s", flush=True)
+        finally:
+            app.close()
+    median = statistics.median(seconds) if seconds else float("inf")
+    print(f"  {len(seconds)} of {args.train_runs} answered; median {median:.1f} s, "
+          f"slowest {max(seconds, default=0):.1f} s" + (f"; failures: {failures}" if failures else ""))
+    return [Check("trainings not answered", len(failures), 0, unit=""),
+            Check("slowest training over the median", max(seconds, default=float("inf")) / median, 3,
+                  f"median {median:.1f} s", unit="x")]
+
+
 #: Report sections in the order they run. Each takes the arguments and the 40 MP photos and
 #: returns its checks; a section that needs the running app or the Hub starts it itself.
 SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Path]], list[Check]]] = {
@@ -650,6 +683,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Path]], list[Check]]
     "training": training_section,
     "flood": flood_section,
     "hub": hub_section,
+    "trainview": trainview_section,
     "hostile": hostile_section,
     "queue": queue_section,
     "rest": rest_section,
@@ -664,6 +698,7 @@ def main() -> None:
                         help="the sections to run (default: all)")
     parser.add_argument("--trainings", type=int, default=5)
     parser.add_argument("--classifies", type=int, default=1000)
+    parser.add_argument("--train-runs", type=int, default=20, help="trainings in a row through the Train view")
     parser.add_argument("--latency-repeats", type=int, default=20, help="classifies timed idle and during the flood")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one measurement, in its own process
     args = parser.parse_args()
