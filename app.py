@@ -1,16 +1,18 @@
 """The Gradio app: classify, live webcam, explain, train, manage and export models.
 
-    python app.py [--model PATH|hf://user/repo] [--host HOST] [--port PORT] [--share]
+    python app.py [--model PATH|hf://user/repo] [--views classify,live,web | --demo] [--host HOST]
+                  [--port PORT] [--share]
 
 Environment: VISION_MODEL, VISION_MODELS_DIR, MODEL_REPO, VISION_HOST (or
 GRADIO_SERVER_NAME), VISION_PORT (or GRADIO_SERVER_PORT), VISION_SHARE=1, and for
-sharing publicly VISION_PUBLIC, VISION_OWNER (see the README). Wiring only: the views
+sharing publicly VISION_PUBLIC, VISION_OWNER, VISION_VIEWS (see the README). Wiring only: the views
 are in ``vision.ui``, the work in ``vision``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -25,7 +27,7 @@ if os.environ.get("SPACE_ID"):
 
 from vision.errors import VisionError  # noqa: E402
 from vision.ui import build  # noqa: E402
-from vision.ui.config import AppConfig  # noqa: E402
+from vision.ui.config import AppConfig, parse_views  # noqa: E402
 
 
 def start_model(flag: str | None, env: dict[str, str] | None = None) -> Path | None:
@@ -48,17 +50,27 @@ def main(argv: list[str] | None = None) -> None:
                                                                                          "127.0.0.1")))
     parser.add_argument("--port", type=int, default=int(os.environ.get("VISION_PORT",
                                                                        os.environ.get("GRADIO_SERVER_PORT", 7860))))
+    parser.add_argument("--views", default=None,
+                        help="what visitors see in public mode, e.g. classify,live,web (env VISION_VIEWS; default: "
+                             "every view); views left out are not built, and their API does not exist")
+    parser.add_argument("--demo", action="store_true",
+                        help="a plain demo for visitors: --views classify,live,web")
     parser.add_argument("--share", action="store_true", default=os.environ.get("VISION_SHARE") == "1",
                         help="create a temporary public link (needs internet)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = AppConfig.from_env(default_model=start_model(args.model))
+        if args.demo or args.views:
+            config = dataclasses.replace(config, views=parse_views("demo" if args.demo else args.views))
         app = build(config)
     except VisionError as error:
         parser.exit(2, f"error: {error}\n")
     mode = f"public (owner: {config.owner or 'none'})" if config.public else "private (you are the owner)"
     logging.getLogger("vision.app").info("starting in %s mode", mode)
+    if config.views and not config.public:
+        logging.getLogger("vision.app").info("--views applies to visitors in public mode (VISION_PUBLIC=1); in "
+                                             "private mode you are the owner and see every view")
     # SIGTERM is how Spaces, containers and systemd stop an app: make it a Ctrl-C, so the
     # same clean-up runs (sessions, exports and the temporary folder are removed).
     signal.signal(signal.SIGTERM, signal.default_int_handler)

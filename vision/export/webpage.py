@@ -1,5 +1,11 @@
 """Make ``web/`` servable where set-up never ran: a Hugging Face Space.
 
+The page runs the app's own model, whatever chose it: the everyday model from
+``web/model`` as ``make`` builds it (uint8 weights), any other from a cache folder keyed by the
+bundle's fingerprint (float32, so the page answers as the app does), exported once and kept
+across restarts. A model the page cannot run (a TFLite-only import, or one the TF.js export
+refuses) is named with the reason; the page never falls back to another model.
+
 A Gradio Space installs ``requirements.txt`` and starts ``app.py``; it runs no ``make`` and
 no ``npm``. Its image does carry Node and npm (Gradio's server-side rendering needs them),
 and it has a network. So on start, in a background thread, the app installs TF.js exactly
@@ -20,10 +26,15 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from vision.bundle.store import load_bundle
+from vision.bundle.modelcard import card_summary
+from vision.bundle.store import is_tflite_only, load_bundle, open_bundle
+from vision.defaults import EVERYDAY_MODEL
 from vision.errors import VisionError
 from vision.export.formats import WEB_VENDOR, export
+from vision.redact import without_paths
+from vision.runtime.tflite import cache_dir
 from vision.zoo.everyday import ensure_everyday_bundle
 
 log = logging.getLogger(__name__)
@@ -37,9 +48,32 @@ def tfjs_installed(web_dir: Path) -> bool:
     return all((web_dir / "node_modules" / name).is_file() for name in WEB_VENDOR)
 
 
-def model_exported(web_dir: Path) -> bool:
-    """Whether the page's model (``model.json`` and ``metadata.json``) is in ``web_dir/model``."""
-    return (web_dir / "model" / "model.json").is_file() and (web_dir / "model" / "metadata.json").is_file()
+def model_exported(web_dir: Path, model_dir: Path | None = None) -> bool:
+    """Whether the page's model (``model.json`` and ``metadata.json``) is in ``model_dir``
+    (``web_dir/model`` when None)."""
+    model_dir = model_dir or web_dir / "model"
+    return (model_dir / "model.json").is_file() and (model_dir / "metadata.json").is_file()
+
+
+def page_model_dir(web_dir: Path, bundle_path: Path) -> Path:
+    """Where the page's model for ``bundle_path`` lives: ``web_dir/model`` for the everyday
+    model (``make`` builds it there), else ``<cache>/web/<fingerprint>``, so a bundle changed
+    under the same name is exported again and an unchanged one never is.
+
+    Raises:
+        ModelNotFoundError, InvalidBundleError: ``bundle_path`` is not a bundle.
+    """
+    if Path(bundle_path).resolve() == EVERYDAY_MODEL.resolve():
+        return web_dir / "model"
+    return cache_dir() / "web" / f"{open_bundle(bundle_path).fingerprint}-fp32"
+
+
+def unrunnable(info: dict[str, Any]) -> str | None:
+    """Why the page cannot run the bundle described by ``info``, or None when it can try."""
+    if is_tflite_only(info):
+        return ("it came as a TFLite file only, and the in-browser page runs TensorFlow.js: import its "
+                "Teachable Machine TF.js or Keras export to share it here")
+    return None
 
 
 def install_tfjs(web_dir: Path) -> None:
@@ -58,23 +92,26 @@ def install_tfjs(web_dir: Path) -> None:
         raise VisionError(f"`npm ci` failed: {tail}")
 
 
-def export_page_model(web_dir: Path, bundle_path: Path) -> None:
-    """The page's model: ``bundle_path`` as per-channel uint8 TF.js with its features output,
-    in ``web_dir/model`` (what ``make`` builds)."""
+def export_page_model(web_dir: Path, bundle_path: Path, model_dir: Path | None = None,
+                      quantize: str | None = "uint8") -> None:
+    """The page's model: ``bundle_path`` as TF.js with its features output, in ``model_dir``
+    (default ``web_dir/model``, per-channel uint8: what ``make`` builds for the everyday model)."""
 
-    ensure_everyday_bundle(bundle_path)
-    export(load_bundle(bundle_path), "tfjs", web_dir / "model", quantize="uint8", overwrite=True, features=True)
+    if Path(bundle_path).resolve() == EVERYDAY_MODEL.resolve():
+        ensure_everyday_bundle(bundle_path)
+    export(load_bundle(bundle_path), "tfjs", model_dir or web_dir / "model", quantize=quantize, overwrite=True,
+           features=True)
 
 
-def model_files(web_dir: Path) -> frozenset[str]:
-    """The names of the page's model files in ``web_dir/model``: ``model.json``,
-    ``metadata.json`` and the weight files its ``weightsManifest`` lists.
+def model_files(web_dir: Path, model_dir: Path | None = None) -> frozenset[str]:
+    """The names of the page's model files in ``model_dir`` (``web_dir/model`` when None):
+    ``model.json``, ``metadata.json`` and the weight files its ``weightsManifest`` lists.
 
     Raises:
         ValueError: model.json lists a weight file that is not a plain name in its folder.
         OSError, json.JSONDecodeError, KeyError, TypeError: model.json is unreadable or malformed.
     """
-    manifest = json.loads((web_dir / "model" / "model.json").read_text())["weightsManifest"]
+    manifest = json.loads(((model_dir or web_dir / "model") / "model.json").read_text())["weightsManifest"]
     weights = {path for group in manifest for path in group["paths"]}
     for path in weights:
         # The exporter writes flat shard names; anything else would widen what /web/model serves.
@@ -87,17 +124,44 @@ class WebPage:
     """The state of ``web/`` for serving: ready, being prepared, or failed (with why).
 
     ``error`` is shown to visitors, so it names the failed step and the exception's type
-    only; ``model_files`` are the only names served under ``/web/model/`` once ready.
+    (a ``VisionError``'s own words, paths removed); ``model_files`` are the only names served
+    under ``/web/model/`` once ready, read from ``model_dir``; ``card`` is what the page says
+    of the model (``vision.bundle.modelcard.card_summary``).
     """
 
-    def __init__(self, web_dir: Path, bundle_path: Path) -> None:
+    def __init__(self, web_dir: Path, bundle_path: Path, model_dir: Path | None = None) -> None:
         self.web_dir = web_dir
         self.bundle_path = bundle_path
+        self.model_dir = model_dir or web_dir / "model"
         self.error: str | None = None
         self.model_files: frozenset[str] = frozenset()
         self._done = threading.Event()
-        if tfjs_installed(web_dir) and model_exported(web_dir):
-            self._prepare()  # only reads model.json: set-up already installed and exported
+        try:
+            info = open_bundle(bundle_path).info
+        except VisionError:
+            info = None  # a page without a bundle of its own: what web/model holds is served as it is
+        if info is not None:
+            reason = unrunnable(info)
+            if reason:
+                self.error = f"'{card_summary(info)['title']}' cannot run in the browser: {reason}"
+                self._done.set()
+                return
+        if tfjs_installed(web_dir) and model_exported(web_dir, self.model_dir):
+            self._prepare()  # only reads model.json: set-up (or an earlier start) already did the rest
+
+    @classmethod
+    def for_model(cls, web_dir: Path, bundle_path: Path) -> "WebPage":
+        """The page for the app's model ``bundle_path``, in ``page_model_dir``."""
+        return cls(web_dir, bundle_path, page_model_dir(web_dir, bundle_path))
+
+    @property
+    def card(self) -> dict[str, Any]:
+        """What the page says of the model, read now (``python -m vision describe`` shows at once);
+        empty without a bundle."""
+        try:
+            return card_summary(open_bundle(self.bundle_path).info)
+        except VisionError:
+            return {}
 
     @property
     def ready(self) -> bool:
@@ -122,6 +186,12 @@ class WebPage:
         self._done.wait(timeout)
         return self.ready
 
+    def _export(self) -> None:
+        if self.model_dir == self.web_dir / "model":
+            export_page_model(self.web_dir, self.bundle_path)  # what `make` builds: uint8 weights
+        else:  # float32: the page answers as the app does (within 1e-4)
+            export_page_model(self.web_dir, self.bundle_path, model_dir=self.model_dir, quantize=None)
+
     def _prepare(self) -> None:
         step = "checking web/ failed"
         try:
@@ -129,17 +199,20 @@ class WebPage:
                 step = "`npm ci` failed"
                 log.info("installing TF.js for /web (npm ci in %s)", self.web_dir)
                 install_tfjs(self.web_dir)
-            if not model_exported(self.web_dir):
+            if not model_exported(self.web_dir, self.model_dir):
                 step = "the model export failed"
-                log.info("exporting %s for /web", self.bundle_path)
-                export_page_model(self.web_dir, self.bundle_path)
+                log.info("exporting %s for /web into %s", self.bundle_path, self.model_dir)
+                self._export()
             step = "reading the page's model failed"
-            self.model_files = model_files(self.web_dir)
+            self.model_files = model_files(self.web_dir, self.model_dir)
             log.info("/web is ready")
         except BaseException as error:
             # Any failure (an ImportError from tensorflowjs too): /web must say so instead of
-            # serving a page whose model 404s. The visitor gets the step; the log gets the rest.
-            self.error = f"{step} ({type(error).__name__})"
+            # serving a page whose model 404s. The visitor gets the step (and, for the export, a
+            # VisionError's own words without paths: why TF.js cannot hold the model); the log the rest.
+            why = f": {without_paths(str(error))}" if step == "the model export failed" and isinstance(
+                error, VisionError) else ""
+            self.error = f"{step} ({type(error).__name__}{why})"
             log.error("/web is not available: %s", step, exc_info=True)
             if not isinstance(error, Exception):
                 raise  # KeyboardInterrupt, SystemExit: recorded, and still stop what they stop

@@ -21,7 +21,7 @@ from vision.ui.config import AppConfig
 from vision.ui.context import Context
 from vision.ui.fairness import FairQueue
 from vision.ui.layout import build_blocks
-from vision.ui.static import static_routes
+from vision.ui.static import missing_endpoint_handlers, static_routes
 from vision.zoo.everyday import ensure_everyday_bundle
 
 #: How long ``close`` waits for the explainer's warm-up (the everyday model's takes seconds).
@@ -36,7 +36,8 @@ class VisionApp:
         if config.default_model.resolve() == EVERYDAY_MODEL.resolve():
             ensure_everyday_bundle(EVERYDAY_MODEL)  # set-up does this; a Space's first start may not have
         self.ctx = Context.create(config)
-        self.web_page = WebPage(config.web_dir, EVERYDAY_MODEL)
+        # The page runs the app's own model (never another), unless the owner left it out of the views.
+        self.web_page = WebPage.for_model(config.web_dir, config.default_model) if config.shows("web") else None
         # The classifier now: a broken bundle fails at start with a clear message, and the first
         # visitor does not wait for it (its TFLite conversion is cached on disk after the first run).
         get_classifier(config.default_model)
@@ -45,7 +46,8 @@ class VisionApp:
 
     def launch(self, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kwargs: Any) -> str:
         """Start serving without blocking; returns the local URL."""
-        self.web_page.prepare_in_background()  # a Space runs no set-up: TF.js and the page's model
+        if self.web_page is not None:
+            self.web_page.prepare_in_background()  # a Space runs no set-up: TF.js and the page's model
         # In public mode the direct /run/* routes are closed (api_open=False): they would skip
         # the queue, its concurrency groups and FairQueue's per-session shares.
         self.demo.queue(default_concurrency_limit=4, max_size=64, api_open=not self.config.public)
@@ -53,7 +55,9 @@ class VisionApp:
         # first request; mounted after launch() they would answer 404 until then. The same goes
         # for middleware, which Starlette takes only before the app starts.
         # run_history=False: the browser must not keep past inputs (tokens, uploads) around.
+        # An endpoint the app did not build (a view left out: /train on a demo) answers 404, not 500.
         app_kwargs = {"routes": static_routes(self.web_page, self.ctx.sessions),
+                      "exception_handlers": missing_endpoint_handlers(),
                       "middleware": [Middleware(FairQueue, blocks=self.demo, shares=self.config.shares,
                                                  pace=self.config.serving.pace)]}
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
@@ -75,7 +79,8 @@ class VisionApp:
             # thread aborts ("FATAL: exception not rethrown"): let it finish first.
             if self._warming is not None:  # launched: the page's preparation may run too, TensorFlow as well
                 self._warming.join(WARM_UP_TIMEOUT_S)
-                self.web_page.wait(WARM_UP_TIMEOUT_S)
+                if self.web_page is not None:
+                    self.web_page.wait(WARM_UP_TIMEOUT_S)
 
 
 def _warm_explainer(model: Any) -> None:

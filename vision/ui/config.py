@@ -10,6 +10,7 @@ from typing import Mapping
 
 from vision.data.photos import example_photos
 from vision.defaults import EVERYDAY_MODEL, MODELS_DIR, REPO
+from vision.errors import VisionError
 from vision.feedback_store import feedback_home
 from vision.ui.bodies import MB, BodyPace
 from vision.ui.fairness import QueueShares
@@ -46,6 +47,29 @@ class ServingLimits:
     decoders: int = 2  # requests parsed, decoded and run at once; each holds ~3x its body at its peak
 
 
+#: The views an app can build, in tab order; "web" is the in-browser page (/web/ and a link to it).
+VIEWS = ("classify", "live", "train", "models", "hub", "export", "optimize", "web")
+#: ``--demo``: what a stakeholder needs, and nothing of the workbench.
+DEMO_VIEWS = ("classify", "live", "web")
+
+
+def parse_views(text: str | None) -> tuple[str, ...] | None:
+    """``"classify,live,web"`` (or ``"demo"``) as a tuple of views; None for empty text (every view).
+
+    Raises:
+        VisionError: a name that is not a view.
+    """
+    names = [name.strip().lower() for name in (text or "").split(",") if name.strip()]
+    if not names:
+        return None
+    if names == ["demo"]:
+        return DEMO_VIEWS
+    unknown = [name for name in names if name not in VIEWS]
+    if unknown:
+        raise VisionError(f"unknown view {unknown[0]!r}: choose from {', '.join(VIEWS)} (or demo)")
+    return tuple(view for view in VIEWS if view in names)
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """The app's settings. ``public`` turns on visitor roles (see ``vision.ui.access``)."""
@@ -62,8 +86,16 @@ class AppConfig:
     shares: QueueShares = QueueShares()
     serving: ServingLimits = ServingLimits()
     max_file_size: str = "50mb"
+    #: What visitors see in public mode (``parse_views``); None: every view, the workbench.
+    views: tuple[str, ...] | None = None
     # Visitors' "wrong answer" reports (``vision.ui.feedback``); None: a temporary folder, lost on restart.
     feedback_dir: Path | None = None
+
+    def shows(self, view: str) -> bool:
+        """Whether the app builds ``view``. A view left out is not built at all (its API routes do
+        not exist), so this holds for everyone: in public mode ``views`` applies; in private mode
+        the one user is the owner, who sees everything (README: "Sharing your model")."""
+        return self.views is None or not self.public or view in self.views
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, default_model: Path | None = None) -> "AppConfig":
@@ -81,5 +113,6 @@ class AppConfig:
             # server's own Hub account, which must never count as a visitor's identity.
             oauth=on_space and bool(env.get("OAUTH_CLIENT_ID")),
             examples=tuple(str(path) for path in example_photos()),
+            views=parse_views(env.get("VISION_VIEWS")),
             feedback_dir=feedback_home(env),
         )

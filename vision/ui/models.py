@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Callable
 
 import gradio as gr
 from PIL import Image
 
-from vision.bundle.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, copy_bundle, delete_bundle
+from vision.bundle.store import (
+    CONFUSION_FILE,
+    CURVES_FILE,
+    RELIABILITY_FILE,
+    copy_bundle,
+    delete_bundle,
+    describe_bundle,
+)
 from vision.bundle.teachable import MAX_ZIP_BYTES
 from vision.errors import AccessDeniedError, BundleExistsError, DatasetError, InvalidModelFileError, LimitExceededError
+from vision.training.evaluate import COMPARE_COLUMNS
 from vision.ui import access
 from vision.ui.cache import forget, get_bundle, get_classifier
 from vision.ui.catalog import MINE, SHARED
@@ -20,6 +29,7 @@ from vision.ui.context import Context
 from vision.ui.errors import user_errors
 from vision.ui.session import DEFAULT_KEY
 from vision.ui.train import MODEL_NAME, TrainView
+from vision.ui.wiring import EXPORT, QUICK
 
 HEADERS = ["key", "name", "architecture", "classes", "val accuracy", "created"]
 #: Models evaluated side by side at most, in one call.
@@ -123,6 +133,19 @@ class ModelsView:
         return f"**{get_bundle(folder).name}** (`{key}`)\n\n{card}", curves, confusion, reliability
 
     @user_errors
+    def describe(self, key: str, title: str, description: str, author: str, owner_token: str,
+                 request: gr.Request, profile: gr.OAuthProfile | None) -> tuple[str, Any, Any, Any]:
+        """Set what visitors see of ``key`` (title, one-line description, author): a session's own
+        model by that session, any other (in public mode) by the owner only."""
+        session = self.ctx.session(request)
+        folder = self.ctx.catalog.resolve(session, key)
+        if not key.startswith(MINE):
+            access.require_owner(self.ctx.config, owner_token, profile, "describe shared models")
+        describe_bundle(folder, title=title or "", description=description or "", author=author or "")
+        forget(folder)  # the cached bundle holds the old vision.json
+        return self.show(key, request)
+
+    @user_errors
     def use(self, key: str, request: gr.Request) -> str:
         session = self.ctx.session(request)
         folder = self.ctx.catalog.resolve(session, key)
@@ -165,3 +188,78 @@ class ModelsView:
         copy_bundle(folder, self.ctx.config.models_dir / name)
         dropdown, table = self.refresh(request)
         return table, dropdown, f"Published **{name}** for every visitor as `{SHARED + name}`."
+
+
+def build(ctx: Context, view: ModelsView, demo: gr.Blocks, changed: Callable[[Any], Any]) -> SimpleNamespace:
+    """The Models tab and its events; ``changed(event)`` chains what follows a change of the
+    session's model in other views. Returns the components other views wire to."""
+    config = ctx.config
+    with gr.Tab("Models", id="models"):
+        table = gr.Dataframe(headers=HEADERS, label="Models you can use", interactive=False)
+        with gr.Row():
+            # Choices differ per session: the handlers check every value against the catalog.
+            choice = gr.Dropdown([], label="Model", allow_custom_value=True)
+            use = gr.Button("Use for this session", variant="primary")
+            remove = gr.Button("Delete", variant="stop")
+            publish = gr.Button("Publish to everyone", visible=config.public)
+        owner_token = gr.Textbox(label="Owner's Hub token (to delete shared models, publish or describe them)",
+                                 type="password", visible=config.public and not config.oauth)
+        chosen = gr.Markdown(elem_id="model-status")
+        card = gr.Markdown()
+        with gr.Row():
+            card_curves = gr.Image(label="Training curves", interactive=False)
+            card_confusion = gr.Image(label="Confusion matrix", interactive=False)
+            card_reliability = gr.Image(label="Reliability", interactive=False)
+        with gr.Accordion("Describe it for visitors (the Classify view's header and the page's title)", open=False):
+            with gr.Row():
+                title = gr.Textbox(label="Title", placeholder="e.g. Trash sorter", elem_id="describe-title")
+                author = gr.Textbox(label="Made by", placeholder="your name or Hub username")
+            description = gr.Textbox(label="One-line description", placeholder="e.g. Which bin: cardboard, glass, "
+                                     "metal, paper or plastic", elem_id="describe-description")
+            describe = gr.Button("Save description")
+        teachable = _teachable_import()
+        compare_models, compare_zip, compare_button, compare_table = _comparison()
+    card_outputs = [card, card_curves, card_confusion, card_reliability]
+    changed(use.click(view.use, choice, chosen, api_name="use_model", **QUICK)
+            .then(view.show, choice, card_outputs, api_name=False, **QUICK))
+    choice.input(view.show, choice, card_outputs, api_name="model_card", **QUICK)
+    changed(describe.click(view.describe, [choice, title, description, author, owner_token], card_outputs,
+                           api_name="describe_model", **QUICK))
+    remove.click(view.delete, [choice, owner_token], [table, choice, chosen], api_name="delete_model", **QUICK)
+    publish.click(view.publish, [choice, owner_token], [table, choice, chosen], api_name="publish_model", **QUICK)
+    tm_zip, tm_name, tm_import, tm_status = teachable
+    changed(tm_import.click(view.import_teachable, [tm_zip, tm_name], [table, choice, tm_status],
+                            api_name="import_teachable_machine", **EXPORT)
+            .then(view.show, choice, card_outputs, api_name=False, **QUICK))
+    compare_button.click(view.compare, [compare_models, compare_zip], compare_table, api_name="compare_models",
+                         **EXPORT)
+    choice.change(view.compare_choices, None, compare_models, api_name=False, **QUICK)
+    demo.load(view.refresh, None, [choice, table], api_name=False, **QUICK) \
+        .then(view.show, choice, card_outputs, api_name=False, **QUICK)
+    gr.api(view.names, api_name="list_models", **QUICK)
+    return SimpleNamespace(view=view, choice=choice, table=table)
+
+
+def _teachable_import() -> tuple[Any, Any, Any, Any]:
+    with gr.Accordion("Import a Teachable Machine model", open=False):
+        gr.Markdown("Upload the zip Teachable Machine gave you: its TensorFlow.js, Keras or TFLite export. "
+                    "It becomes a model here, with its preprocessing (centre crop, x / 127 - 1) kept.")
+        with gr.Row():
+            tm_zip = gr.File(label="Teachable Machine zip", file_types=[".zip"], elem_id="tm-zip")
+            tm_name = gr.Textbox(label="Name", placeholder="my-tm-model")
+        tm_import = gr.Button("Import", variant="primary")
+        tm_status = gr.Markdown(elem_id="tm-status")
+    return tm_zip, tm_name, tm_import, tm_status
+
+
+def _comparison() -> tuple[Any, Any, Any, Any]:
+    with gr.Accordion("Compare models on the same photos", open=False):
+        gr.Markdown("Evaluate models side by side on a zip of class folders, e.g. an imported Teachable "
+                    "Machine model against one trained here on the same photos.")
+        with gr.Row():
+            compare_models = gr.Dropdown([], multiselect=True, allow_custom_value=True, label="Models (up to 4)")
+            compare_zip = gr.File(label="Labelled photos (zip of class folders)", file_types=[".zip"])
+        compare_button = gr.Button("Compare")
+        compare_table = gr.Dataframe(headers=list(COMPARE_COLUMNS), interactive=False, label="Side by side",
+                                     elem_id="compare-table")
+    return compare_models, compare_zip, compare_button, compare_table
