@@ -79,9 +79,10 @@ _NO_SESSION = Session(root=Path("/nonexistent"))
 class RestError(Exception):
     """An answer other than 200: its HTTP status and TF Serving's ``{"error": ...}`` text."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 wait_s: float = 1.0) -> None:
         super().__init__(message)
-        self.status, self.headers = status, headers or {}
+        self.status, self.headers, self.wait_s = status, headers or {}, wait_s
 
 
 class TokenBuckets:
@@ -144,15 +145,15 @@ class ServingAPI:
             shown = for_visitor(str(error))
             log.debug("visitor sees: %s", shown)
             if error.status == 429:
-                await self._slow_refusal(client_id(request.scope), float(error.headers.get("Retry-After", 1)))
+                await self._slow_refusal(client_id(request.scope), error.wait_s)
             return JSONResponse({"error": shown}, status_code=error.status, headers={**error.headers, **closing})
         except Exception as error:  # a bug: logged in full, the caller gets its type only
             log.exception("REST request %s failed", request.url.path)
             return JSONResponse({"error": f"Something went wrong ({type(error).__name__}); see the server log."},
                                 status_code=500, headers=closing)
 
-    async def _slow_refusal(self, client: str, retry_after: float) -> None:
-        """Hold a 429 for up to a second before it is sent. A client that ignores Retry-After and
+    async def _slow_refusal(self, client: str, wait_s: float) -> None:
+        """Hold a 429 until the client may retry, a second at most. A client that ignores Retry-After and
         asks again at once made hundreds of refused requests a second per connection, each a trip
         through the whole ASGI stack; held, it makes one. At most ``REFUSALS_HELD`` a client wait
         (a held refusal is a connection and a task, and uvicorn reads no more of its body)."""
@@ -160,7 +161,7 @@ class ServingAPI:
             return
         self._held_refusals[client] += 1
         try:
-            await asyncio.sleep(min(retry_after, 1.0))
+            await asyncio.sleep(min(wait_s, 1.0))
         finally:
             self._held_refusals[client] -= 1
             if not self._held_refusals[client]:
@@ -218,7 +219,7 @@ class ServingAPI:
         wait = self.buckets.take(client, cost)
         if wait:
             raise RestError(429, f"too many requests from this client: {self.limits.images_per_s:g} images a "
-                            f"second at most; retry in {wait:.1f} s", {"Retry-After": str(math.ceil(wait))})
+                            f"second at most; retry in {wait:.1f} s", {"Retry-After": str(math.ceil(wait))}, wait)
 
     def _resolve(self, name: str, version: str | None) -> Path:
         not_found = RestError(404, f"Servable not found for request: "
