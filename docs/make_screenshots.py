@@ -1,6 +1,6 @@
 """Regenerate the README's screenshots of every view (headless Chromium, fake camera).
 
-    .venv/bin/python docs/make_screenshots.py [--only optimize | --only web-trainer | --only train]
+    .venv/bin/python docs/make_screenshots.py [--only optimize | --only web-trainer | --only train | --only sharing]
 """
 
 from __future__ import annotations
@@ -146,7 +146,44 @@ def only_web_trainer() -> None:
         browser.close()
 
 
+def only_sharing() -> None:
+    """What a stakeholder opens (README "Sharing your model"): a texture model trained here and
+    described, served with --demo, on a desktop (an example clicked) and on a phone (a photo)."""
+    from vision.bundle.store import describe_bundle
+    from vision.ui.config import DEMO_VIEWS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dataset, _ = texture_archive(tmp)
+        model = tmp / "textures"
+        train_bundle(load_folder(dataset), TrainConfig(model="efficientnet_lite0"), model)
+        describe_bundle(model, title="Texture spotter", description="Is it brick, grass or gravel? Point a camera "
+                        "at a wall, a lawn or a path.", author="the vision team")
+        demo, url = launch_app(tmp / "models", default_model=model, public=True, views=DEMO_VIEWS)
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.goto(url)
+            page.wait_for_function("document.querySelectorAll('#model-examples img').length >= 6", timeout=60_000)
+            page.locator("#model-examples img").nth(4).click()
+            page.wait_for_selector("#heatmap img", timeout=120_000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(OUT / "share_desktop.png"))
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+            phone.goto(url)
+            phone.set_input_files("#classify-image input[type=file]", str(next((model / "examples").iterdir())))
+            phone.wait_for_function("document.querySelector('#prediction .output-class')", timeout=60_000)
+            phone.wait_for_timeout(1500)
+            phone.evaluate("window.scrollTo(0, 0)")
+            phone.screenshot(path=str(OUT / "share_phone.png"))
+            browser.close()
+        demo.close()
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--only", "sharing"]:
+        only_sharing()
+        return
     if sys.argv[1:] == ["--only", "optimize"]:
         only_optimize()
         return

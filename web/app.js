@@ -52,6 +52,37 @@ window.visionHead = async (features) => Array.from(
 window.visionDetector = () => (custom?.detector ? { threshold: custom.detector.threshold,
   references: custom.detector.references.length, acceptRate: custom.detector.acceptRate } : null);
 
+let card = null; // what the app says of its model (model/card.json): title, description, classes, figures
+
+/** "a, b or c", or "a, b, ... and 992 more" past `limit` classes. */
+function classList(labels, limit = 8) {
+  if (labels.length > limit) return `${labels.slice(0, limit).join(', ')} and ${labels.length - limit} more`;
+  return labels.length > 1 ? `${labels.slice(0, -1).join(', ')} or ${labels[labels.length - 1]}` : labels.join('');
+}
+
+/** The model's title, description, classes and figures, from card.json beside it (absent on an exported site). */
+async function presentModel() {
+  try {
+    const response = await fetch(`${MODEL_BASE}/card.json`);
+    card = response.ok ? await response.json() : null;
+  } catch (error) {
+    card = null;
+  }
+  const title = card?.title || meta.name;
+  $('title').textContent = title;
+  document.title = `${title} — in your browser`;
+  $('description').textContent = card?.description || '';
+  $('description').hidden = !card?.description;
+  $('classes').textContent = `Knows: ${classList(meta.labels).replace(' or ', ', ')}`;
+  $('classes').hidden = false;
+  const figures = [];
+  if (typeof card?.accuracy === 'number') figures.push(`${Math.round(card.accuracy * 100)}% right on validation photos`);
+  if (card?.images) figures.push(`trained on ${card.images} photos`);
+  if (card) figures.push(card.calibrated ? 'confidence calibrated' : 'confidence not calibrated');
+  if (card?.author) figures.push(`made by ${card.author}`);
+  $('figures').textContent = figures.join(' · ');
+}
+
 /** Note how long after the page opened (ms) step `name` finished: the bench prints the start-up's steps. */
 function mark(name) {
   stats.marks = { ...stats.marks, [name]: Math.round(performance.now()) };
@@ -93,7 +124,7 @@ async function main() {
     mark('warm');
     model = chosen.model;
     showBackend(backend);
-    $('title').textContent = meta.name;
+    await presentModel();
     $('status').textContent = `Ready: ${meta.labels.length} classes${meta.quantization ? `, ${meta.quantization} weights` : ''}`;
     $('camera').disabled = false;
     if (meta.featureSize) {
@@ -294,10 +325,16 @@ function render(probabilities, familiarity, threshold, elapsed, labels) {
   results.dataset.unknown = String(unknown);
   const verdict = $('verdict');
   verdict.hidden = !unknown;
+  $('verdict-details').hidden = familiarity === null || familiarity === undefined || threshold === null;
+  if (!$('verdict-details').hidden) {
+    $('verdict-numbers').textContent = `Familiarity ${familiarity.toFixed(3)} (threshold ${threshold.toFixed(3)})`
+      + (unknown ? ': below it, the image is unlike anything the model was trained on.' : '.');
+  }
   if (unknown) {
+    // Plain words for a visitor; the numbers are one click away (Details).
     const nearest = topK(probabilities, labels, 1)[0].label;
-    verdict.textContent = `Not sure: this image is unlike anything the model was trained on (familiarity `
-      + `${familiarity.toFixed(3)} < ${threshold.toFixed(3)}). Nearest class: ${nearest}.`;
+    verdict.textContent = `Not sure: this does not look like ${classList(labels)} (the photos it learned from). `
+      + `Nearest class: ${nearest}.`;
   }
   results.classList.toggle('unknown', unknown);
   results.replaceChildren(...topK(probabilities, labels, SHOWN).map(({ label, probability }) => {
@@ -718,7 +755,7 @@ function backToEveryday() {
   custom?.head.dispose();
   custom = null;
   $('download').disabled = true;
-  $('title').textContent = meta.name;
+  $('title').textContent = card?.title || meta.name;
   $('everyday').hidden = true;
   stats.headLabels = null;
 }

@@ -132,7 +132,7 @@ def read_example(path: Path) -> bytes | None:
         data = path.read_bytes()
         if len(data) > MAX_EXAMPLE_BYTES:
             return None
-        load_image(io.BytesIO(data), max_side=EXAMPLE_SIDE)
+        load_image(data, max_side=EXAMPLE_SIDE)
         return data
     except (OSError, VisionError):
         return None

@@ -178,7 +178,7 @@ def build(ctx: Context, view: ClassifyView) -> SimpleNamespace:
             with gr.Column(min_width=280):
                 # A phone's file picker offers its camera first; the webcam stream is the Live tab's.
                 image = uploaded_file(gr.Image(sources=["upload", "webcam", "clipboard"], label="Photo",
-                                               elem_id="classify-image", height=300, **UPLOAD))
+                                               elem_id="classify-image", height=280, **UPLOAD))
                 run = gr.Button("Classify", variant="primary")
             with gr.Column(min_width=280):
                 prediction = gr.Label(num_top_classes=10, label="Prediction", elem_id="prediction")
@@ -188,7 +188,7 @@ def build(ctx: Context, view: ClassifyView) -> SimpleNamespace:
                 heatmap = gr.Image(type="numpy", label="Why: Grad-CAM", interactive=False, elem_id="heatmap",
                                    height=300)
                 explanation = gr.Markdown()
-        examples = gr.Gallery(label="Examples: photos it learned from (click one)", columns=8, height="auto",
+        examples = gr.Gallery(label="Examples: photos it learned from (click one)", columns=8, height=170,
                               allow_preview=False, buttons=[], elem_id="model-examples", visible=False)
         with gr.Accordion("Explanation settings", open=False, elem_id="explain-settings"):
             with gr.Row():

@@ -90,7 +90,7 @@ def _header(ctx: Context) -> None:
         gr.Markdown(f"**Image classifier**{link}", elem_id="app-title")
         if config.oauth:
             gr.LoginButton(scale=0)
-    if config.public:
+    if config.public and (config.shows("train") or config.shows("hub")):  # what a visitor could make or push
         gr.Markdown("*Public demo: what you train or pull stays in your browser session and is removed "
                     "when you leave. Hub pushes use your own Hugging Face account.*", elem_id="public-note")
 
