@@ -200,21 +200,29 @@ def test_the_qat_simulation_computes_what_tflite_int8_computes(bundle, new_shape
     assert simulation_error < 0.5 * float_error, (simulation_error, float_error)
 
 
-def test_qat_fine_tunes_a_copy_keeps_the_best_weights_and_converts(bundle, new_shapes):
-    floats, _ = new_shapes
-    model = bundle.model
+def test_qat_fine_tunes_a_copy_and_recovers_what_ptq_loses():
+    """Where int8 costs accuracy (``qat_case``: digits, one channel 300x wider than the rest),
+    QAT's own loss falls and it wins back at least half of what PTQ lost, on held-out digits.
+    A QAT that climbs its loss, or that hands back PTQ's weights, wins nothing back."""
+    from qat_case import accuracy, digits, int8_accuracy, outlier_cnn
+
+    from vision.export.int8 import int8_ready
+
+    (x, y), (test_x, test_y) = digits()
+    model = outlier_cnn(x, y)
+    calibration = x[:96]
     before = [w.copy() for w in model.get_weights()]
-    result = fine_tune(model, floats[:24], epochs=2, learning_rate=1e-4)
-    assert result.steps == 2 * 6 and len(result.losses) == 3 and result.losses[1] != result.losses[0]
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the bundle's model untouched
+    floating = accuracy(model, test_x, test_y)
+    ptq = int8_accuracy(int8_ready(model, calibration, "ptq")[0], calibration, test_x, test_y)
+    result = fine_tune(model, calibration, epochs=8, learning_rate=1e-3)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the model itself untouched
     assert not any(isinstance(layer, FakeQuant) for layer in result.model.layers)
-    # int8 barely moves the shapes model: no epoch beat the start, so the start comes back
-    # (bias corrected), not the last epoch's weights.
-    assert min(result.losses[1:]) > result.losses[0], result.losses
-    start = bias_corrected(model, floats[:24])
-    assert all(np.array_equal(a, b) for a, b in zip(start.get_weights(), result.model.get_weights()))
-    answers = run(TFLiteRunner(convert(result.model, floats)), floats)[0]
-    assert np.mean(answers.argmax(1) == np.asarray(model(floats)).argmax(1)) == 1.0
+    assert result.steps == 8 * 24 and len(result.losses) == 9
+    qat = int8_accuracy(result.model, calibration, test_x, test_y)
+    # Measured: float 95.1 %, PTQ 87.8 %, QAT 92.3 %; the loss 0.34 -> 0.11.
+    assert floating - ptq >= 0.02, (floating, ptq)
+    assert qat - ptq >= 0.5 * (floating - ptq), (floating, ptq, qat)
+    assert result.losses[-1] < 0.6 * result.losses[0], result.losses
 
 
 def test_qat_export_says_so_and_bad_methods_fail(bundle, tmp_path, capsys):

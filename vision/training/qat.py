@@ -19,7 +19,9 @@ The loss is distillation from the float model itself (its probabilities are the 
 the simulated int8 model's logits), so no labels are needed and the result stays as close as
 possible to the model being quantized: top-1 agreement with it is what the export checks.
 It starts from the bias-corrected weights that post-training quantization converts, and
-returns the best weights it measured, so it never does worse on its images than PTQ.
+returns the best weights it measured, so it never does worse on its images than PTQ. Where
+int8 costs accuracy it wins it back: ``bench/bench_qat.py`` (a digits CNN with one outlier
+channel: PTQ 87.8 %, QAT 92.3 %, float 95.1 %), asserted in ``tests/test_export_int8.py``.
 """
 
 from __future__ import annotations
