@@ -18,9 +18,10 @@ counted as it streams, and must keep up a floor rate; the bodies in flight are b
 and in total (``vision.ui.bodies``, ``ServingLimits``). Parsing, decoding, model loading and the
 model itself run in worker threads, at most ``ServingLimits.decoders`` requests at once: the event
 loop that answers every other visitor only moves bytes. In public mode each client (``vision.ui.
-client``) also has a token bucket (one token per image, one per other request) and a request holds
-at most ``ServingLimits.max_instances`` images. Errors are TF Serving's ``{"error": "..."}`` and
-name no server path.
+client``) also has a token bucket (one token per image, one per other request, one per 4 MB of
+body) and a request holds at most ``ServingLimits.max_instances`` images; a refusal for want of
+tokens or room is answered when the client may retry (a second at most). Errors are TF Serving's
+``{"error": "..."}`` and name no server path.
 """
 
 from __future__ import annotations
