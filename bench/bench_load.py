@@ -528,7 +528,7 @@ def hostile_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[C
 
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         bomb = run_child("hostile_json", folder=tmp)
-        print(f"  {bomb['bytes']}-byte model.json: refused in {bomb['seconds']:.2f} s, "
+        print(f"  the model.json's {bomb['bytes']}-byte zip: refused in {bomb['seconds']:.2f} s, "
               f"peak {bomb['peak_added']:+.0f} MB: {bomb['said']}")
         app, url = launch_app(Path(tmp) / "models", default_model=args.model, public=True)
         try:

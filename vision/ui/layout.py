@@ -25,6 +25,7 @@ from vision.ui import models as models_view
 from vision.ui.classify import ClassifyView
 from vision.ui.context import Context
 from vision.ui.export import ExportView
+from vision.ui.feedback import FeedbackView
 from vision.ui.hub import HubView
 from vision.ui.live import LiveView
 from vision.ui.models import ModelsView
@@ -45,11 +46,14 @@ def build_blocks(ctx: Context) -> gr.Blocks:
     """The app's Blocks: the views ``ctx.config`` shows, and the events between them."""
     config = ctx.config
     train = TrainView(ctx)
+    feedback = FeedbackView(ctx, train)  # one per app: one index and one lock on its folder
     with gr.Blocks(title="vision — image classifier", delete_cache=CACHE_SWEEP) as demo:
         _header(ctx)
         parts = SimpleNamespace(classify=None, models=None)
         if config.shows("classify"):
             parts.classify = classify_view.build(ctx, ClassifyView(ctx))
+            with parts.classify.extras:
+                feedback.block(parts.classify.image, parts.classify.prediction, **QUICK)
         if config.shows("live"):
             live_view.build(LiveView(ctx))
         tabs = {name: build(ctx, demo, train) if name == "train" else build(ctx)
@@ -63,6 +67,8 @@ def build_blocks(ctx: Context) -> gr.Blocks:
         # that view is not built, a hidden one keeps those events' outputs (and API) as they are.
         choice = parts.models.choice if parts.models else gr.Dropdown([], visible=False, allow_custom_value=True)
         if "train" in tabs:
+            with tabs["train"].train_tab:
+                feedback.owner_block(tabs["train"].samples, **QUICK)
             _wire_train(train, tabs["train"], choice, parts)
         if "hub" in tabs:
             _wire_hub(HubView(ctx), tabs["hub"], choice, parts)
@@ -110,7 +116,7 @@ def _changed(parts: SimpleNamespace):
 def _train_tab(ctx: Context, demo: gr.Blocks, train: TrainView) -> SimpleNamespace:
     config = ctx.config
     architectures = [(f"{spec.name} — {spec.description}", spec.name) for spec in list_models()]
-    with gr.Tab("Train", id="train"):
+    with gr.Tab("Train", id="train") as train_tab:
         gr.Markdown("Upload a **.zip** with one folder per class, **or** build classes here from webcam "
                     "snapshots and uploads. Then choose the model and train.")
         with gr.Row():
