@@ -593,8 +593,8 @@ def queue_section(args: argparse.Namespace, photos: dict[str, Path]) -> list[Che
             app.close()
     idle_ms = statistics.median(idle)
     for what, flood in (("200 fresh-hash joins", by_joins), ("71 /call/train of one session", by_calls)):
-        print(f"  {what}: {flood.accepted} accepted, refused {dict(flood.statuses - {200: flood.accepted})}, "
-              f"in {flood.seconds:.1f} s")
+        refused = {status: n for status, n in flood.statuses.items() if status != 200}
+        print(f"  {what}: {flood.accepted} accepted, refused {refused}, in {flood.seconds:.1f} s")
     print(f"  another visitor's classify: idle median {idle_ms:.0f} ms; during the joins "
           f"{statistics.median(joins):.0f} ms, during the calls {statistics.median(calls):.0f} ms")
     return [Check("classify median during 200 fresh-hash joins", statistics.median(joins), 2 * idle_ms,
