@@ -75,6 +75,22 @@ def test_distil_prune_int8_tabulates_each_variant_and_each_becomes_usable(app, t
         assert 0 < gzipped <= size * 1.01 and 0 < ms < 1000, name
         assert 0.0 <= accuracy <= 1.0 and 0.0 <= agreement <= 1.0, name
     assert rows["original"][5] == 1.0 and rows["original"][1] > 1.0  # resnet_small: 1.6 MB
+    # Agreement recomputed from each model's own answers on the 4 images it measured on (the
+    # upload's validation split): Keras for the bundles, LiteRT for the int8 flatbuffer.
+    from top1 import top1_answers
+
+    from vision.bundle.store import load_bundle
+    from vision.data.datasets import load_zip
+
+    session = vision_app.ctx.sessions.get(client)
+    pruned = load_bundle(session.models["mine/opt-pruned"])
+    with zipfile.ZipFile(int8_zip) as exported:
+        (tmp_path / "int8.tflite").write_bytes(exported.read("model.tflite"))
+    answers = top1_answers(load_zip(str(archive), extract_to=tmp_path / "check").val, {
+        "original": load_bundle(SHAPES_MODEL), "distilled": load_bundle(session.models["mine/opt-distilled"]),
+        "distilled+pruned": pruned, "distilled+pruned+int8": tmp_path / "int8.tflite"}, pruned)
+    for name, row in rows.items():
+        assert row[5] == pytest.approx(np.mean(answers[name] == answers["original"]), abs=1e-3), (name, answers)
     # The student is smaller; pruning's zeros only save space once compressed; int8 is a quarter.
     assert rows["distilled"][1] < rows["original"][1]
     assert rows["distilled+pruned"][2] < 0.8 * rows["distilled"][2]
@@ -86,7 +102,6 @@ def test_distil_prune_int8_tabulates_each_variant_and_each_becomes_usable(app, t
     assert [key for _, key in chosen["choices"]] == ["default", "mine/opt-distilled", "mine/opt-pruned"]
     assert {"mine/opt-distilled", "mine/opt-pruned"} <= set(client.predict(api_name="/list_models"))
     assert "mine/opt-distilled" not in Client(url, verbose=False).predict(api_name="/list_models")
-    session = vision_app.ctx.sessions.get(client)
     assert all(folder.is_relative_to(session.root) for folder in session.models.values())
     assert "Using **opt-distilled**" in client.predict("mine/opt-distilled", api_name="/use_model")
     star = tmp_path / "star.png"
