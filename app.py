@@ -20,10 +20,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if os.environ.get("SPACE_ID"):
-    # On a Space every request comes through Hugging Face's proxy, and uvicorn trusts the
-    # client address it forwards only from 127.0.0.1: without this every visitor would share
-    # one per-client rate limit. Only the proxy can reach a Space's container.
-    os.environ.setdefault("FORWARDED_ALLOW_IPS", "*")
+    # On a Space every request comes through Hugging Face's proxy (only it can reach the
+    # container), so the X-Forwarded-For hop it appends, the rightmost, is the visitor
+    # (vision.serve.client). Not uvicorn's FORWARDED_ALLOW_IPS=*: that takes the leftmost
+    # entry, which the visitor writes, and every per-client limit would be a header away.
+    os.environ.setdefault("VISION_TRUSTED_PROXIES", "*")
 
 from vision.errors import VisionError  # noqa: E402
 from vision.ui import build  # noqa: E402

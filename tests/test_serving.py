@@ -65,8 +65,8 @@ IN_FLIGHT = dict(client_bytes=3 * 1024 * 1024, total_bytes=5 * 1024 * 1024)
 @pytest.fixture(scope="module")
 def app(tiny_bundle, tmp_path_factory):
     """The app in public mode with uploads capped at 1 MB, serving the bundle as ``shared/tiny``."""
-    from vision.ui.bodies import BodyPace
-    from vision.ui.config import ServingLimits
+    from vision.serve.bodies import BodyPace
+    from vision.serve.limits import ServingLimits
 
     models = tmp_path_factory.mktemp("rest") / "models"
     models.mkdir()
@@ -303,6 +303,24 @@ def test_each_client_has_its_own_rate_limit(app):
                                                headers={"X-Forwarded-For": f"10.9.9.{i}"})[0], range(40)))
     assert spoofed.count(429) >= 10, spoofed
 
+
+def test_behind_a_proxy_the_hop_it_added_is_the_client(app):
+    """Through a real proxy hop on 127.0.0.1 (the trusted one), each visitor is the address the proxy
+    appended, whatever it wrote into X-Forwarded-For itself: a new forged entry per request does
+    not get one visitor past its bucket, and another visitor behind the same proxy is not held back."""
+    from urllib.parse import urlsplit
+
+    from test_proxy import ForwardingProxy, get
+
+    parts = urlsplit(app.url)
+    with ForwardingProxy((parts.hostname, parts.port)).running() as proxy:
+        statuses = []
+        for i in range(40):
+            statuses.append(get(proxy.server_address, "/v1/models/default", "127.0.8.1", forged=f"10.8.8.{i}")[0])
+            if statuses[-1] == 429:
+                break
+        assert statuses[0] == 200 and statuses[-1] == 429, statuses
+        assert get(proxy.server_address, "/v1/models/default", "127.0.8.2", forged="127.0.8.1")[0] == 200
 
 def test_a_body_is_refused_as_soon_as_it_passes_the_limit(app):
     # Chunked: no Content-Length announces the size, so only counting as it streams can refuse it.

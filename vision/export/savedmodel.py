@@ -9,7 +9,7 @@ pixels ``load_image`` gives the library (``vision.export.graph_decode``: large i
 ``vision.data.images.preprocess`` itself, and returns the probabilities, the top label, and the
 "unknown" detector's familiarity and verdict. A second signature,
 ``preprocessed``, takes the model input as floats. ``signature_defs`` describes both the way TF
-Serving's metadata API does, so the app's REST routes (``vision.ui.serving_rest``) can announce
+Serving's metadata API does, so the app's REST routes (``vision.serve.rest``) can announce
 exactly what this export answers.
 """
 

@@ -5,7 +5,7 @@ against the app unchanged.
     GET  /v1/models/<name>[/versions/1]/metadata    its signatures, as TF Serving shows them
     POST /v1/models/<name>[/versions/1]:predict     {"instances": [...]} or {"inputs": ...}
 
-``<name>`` is a catalog key (``vision.ui.catalog``): ``default`` or ``shared/<folder>``. A REST
+``<name>`` is a catalog key (resolved by the app's ``ServedModels``): ``default`` or ``shared/<folder>``. A REST
 call carries no Gradio session, so a session's own models (``mine/<name>``) are never reachable
 here. The signatures are those of the SavedModel export (``vision.export.savedmodel``):
 ``serving_default`` takes encoded images (``{"b64": ...}``), ``preprocessed`` the model input as
@@ -15,9 +15,9 @@ cap) at the size the app's Classify view uses, then run by the app's cached ``Cl
 
 Every request body is capped at what one upload may be (``AppConfig.max_file_size``, as base64),
 counted as it streams, and must keep up a floor rate; the bodies in flight are bounded per client
-and in total (``vision.ui.bodies``, ``ServingLimits``). Parsing, decoding, model loading and the
+and in total (``vision.serve.bodies``, ``ServingLimits``). Parsing, decoding, model loading and the
 model itself run in worker threads, at most ``ServingLimits.decoders`` requests at once: the event
-loop that answers every other visitor only moves bytes. In public mode each client (``vision.ui.
+loop that answers every other visitor only moves bytes. In public mode each client (``vision.serve.
 client``) also has a token bucket (one token per image, one per other request, one per 4 MB of
 body) and a request holds at most ``ServingLimits.max_instances`` images; a refusal for want of
 tokens or room is answered when the client may retry (a second at most). Errors are TF Serving's
@@ -33,8 +33,6 @@ import json
 import logging
 import math
 import re
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -57,13 +55,11 @@ from vision.export.savedmodel import (
     output_names,
     signature_defs,
 )
-from vision.ui.bodies import BodyError, InFlight, declared_length, read_body
-from vision.ui.cache import get_bundle, get_classifier
-from vision.ui.catalog import MINE, Catalog
-from vision.ui.client import client_id
-from vision.ui.config import AppConfig, ServingLimits
-from vision.ui.errors import for_visitor
-from vision.ui.session import Session
+from vision.redact import without_paths
+from vision.serve.bodies import BodyError, InFlight, declared_length, read_body
+from vision.serve.client import client_id
+from vision.serve.limits import ServingLimits, TokenBuckets
+from vision.serve.models import PRIVATE_PREFIX, ServedModels
 
 log = logging.getLogger("vision.app")
 #: ``<name>[/versions/<n>][/metadata | :<verb>]``: the shortest name that leaves a valid tail.
@@ -73,8 +69,6 @@ REFUSALS_HELD = 8
 #: Base64 characters decoded per call (a multiple of 4): about 4 ms of holding the interpreter.
 B64_SLICE = 1024 * 1024
 WEB_SAFE = str.maketrans("-_", "+/")
-#: A REST caller's "session": no models of its own, so ``Catalog.resolve`` finds only shared ones.
-_NO_SESSION = Session(root=Path("/nonexistent"))
 
 
 class RestError(Exception):
@@ -86,48 +80,17 @@ class RestError(Exception):
         self.status, self.headers, self.wait_s = status, headers or {}, wait_s
 
 
-class TokenBuckets:
-    """One token bucket per key (a client host): ``rate`` tokens a second, at most ``burst``."""
-
-    def __init__(self, rate: float, burst: int, max_keys: int = 10_000) -> None:
-        self.rate, self.burst, self.max_keys = rate, burst, max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when counted)
-        self._lock = threading.Lock()
-
-    def take(self, key: str, cost: float = 1.0) -> float:
-        """Take ``cost`` tokens from ``key``'s bucket; 0 when granted, else the seconds until
-        they would be (nothing is taken then)."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, then = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - then) * self.rate)
-            if tokens < cost:
-                self._buckets[key] = (tokens, now)
-                return (min(cost, self.burst) - tokens) / self.rate
-            if len(self._buckets) >= self.max_keys and key not in self._buckets:
-                self._forget_full(now)
-            self._buckets[key] = (tokens - cost, now)
-            return 0.0
-
-    def _forget_full(self, now: float) -> None:
-        # A bucket that has refilled is the same as no bucket: keeps the map bounded.
-        for key, (tokens, then) in list(self._buckets.items()):
-            if tokens + (now - then) * self.rate >= self.burst:
-                del self._buckets[key]
-
-
 class ServingAPI:
     """The REST endpoint's handler (one per app)."""
 
-    def __init__(self, config: AppConfig, limits: ServingLimits | None = None) -> None:
-        self.config, self.limits = config, limits or config.serving
-        self.catalog = Catalog(config)
+    def __init__(self, models: ServedModels, limits: ServingLimits) -> None:
+        self.models, self.limits = models, limits
         self.buckets = TokenBuckets(self.limits.images_per_s, self.limits.burst)
         self.in_flight = InFlight(self.limits.client_bytes, self.limits.total_bytes)
         # Bound to the server's loop at its first use (Python >= 3.10), not here.
         self._decoders = asyncio.Semaphore(self.limits.decoders)
         self._held_refusals: Counter[str] = Counter()
-        upload = _parse_file_size(config.max_file_size)
+        upload = _parse_file_size(models.max_file_size)
         # One upload's worth of image, as base64 (4 characters per 3 bytes), plus the JSON around it.
         self.max_body = None if upload is None else math.ceil(upload * 4 / 3) + 64 * 1024
 
@@ -143,7 +106,7 @@ class ServingAPI:
                 await self._slow_refusal(client_id(request.scope), 1.0)
             return JSONResponse({"error": str(error)}, status_code=error.status, headers=closing)
         except RestError as error:
-            shown = for_visitor(str(error))
+            shown = without_paths(str(error))
             log.debug("visitor sees: %s", shown)
             if error.status == 429:
                 await self._slow_refusal(client_id(request.scope), error.wait_s)
@@ -215,7 +178,7 @@ class ServingAPI:
         return min(self.limits.burst - 1, size // self.limits.bytes_per_token)
 
     def _charge(self, client: str, cost: int) -> None:
-        if not self.config.public or cost <= 0:
+        if not self.models.public or cost <= 0:
             return
         wait = self.buckets.take(client, cost)
         if wait:
@@ -225,15 +188,15 @@ class ServingAPI:
     def _resolve(self, name: str, version: str | None) -> Path:
         not_found = RestError(404, f"Servable not found for request: "
                                    f"{f'Specific({name[:80]}, {version[:20]})' if version else f'Latest({name[:80]})'}")
-        if name.startswith(MINE) or version not in (None, str(VERSION)):
+        if name.startswith(PRIVATE_PREFIX) or version not in (None, str(VERSION)):
             raise not_found
         try:
-            return self.catalog.resolve(_NO_SESSION, name)
+            return self.models.resolve(name)
         except ModelNotFoundError:
             raise not_found from None
 
     def _metadata(self, name: str, folder: Path) -> dict[str, Any]:
-        bundle = get_bundle(folder)
+        bundle = self.models.bundle(folder)
         detector = bundle.info.get("ood")
         return {"model_spec": {"name": name, "signature_name": "", "version": str(VERSION)},
                 "metadata": {"signature_def": {"signature_def": signature_defs(bundle)},
@@ -246,7 +209,7 @@ class ServingAPI:
 
     def _too_large(self) -> RestError:
         return RestError(413, f"request body over {self.max_body:,} bytes: the limit for one image "
-                              f"({self.config.max_file_size}, base64-encoded)")
+                              f"({self.models.max_file_size}, base64-encoded)")
 
     def _instances(self, payload: Any, folder: Path) -> tuple[str, list[Any]]:
         """The signature asked for, and its input for each instance (bytes or a float array)."""
@@ -270,15 +233,15 @@ class ServingAPI:
                 raise RestError(400, "\"inputs\" must be a list, one item per image")
         if not values:
             raise RestError(400, "no images in the request")
-        if self.config.public and len(values) > self.limits.max_instances:
+        if self.models.public and len(values) > self.limits.max_instances:
             raise RestError(413, f"{len(values)} images in one request; this server takes {self.limits.max_instances}")
         if signature == BYTES_SIGNATURE:
             return signature, [_image_bytes(value, index) for index, value in enumerate(values)]
-        size = (*get_bundle(folder).preprocessing.size, 3)
+        size = (*self.models.bundle(folder).preprocessing.size, 3)
         return signature, [_model_input(value, index, size) for index, value in enumerate(values)]
 
     def _predict(self, folder: Path, signature: str, images: list[Any], rows: bool) -> dict[str, Any]:
-        classifier = get_classifier(folder)
+        classifier = self.models.classifier(folder)
         if signature == BYTES_SIGNATURE:
             side = input_side(classifier.preprocessing.size)
             answers = []
@@ -353,7 +316,7 @@ def _model_input(value: Any, index: int, size: tuple[int, int, int]) -> np.ndarr
     return array
 
 
-def serving_routes(config: AppConfig, limits: ServingLimits | None = None) -> list[Route]:
-    """The routes of TF Serving's REST API, for the FastAPI app Gradio creates (see ``static_routes``)."""
-    api = ServingAPI(config, limits)
+def serving_routes(models: ServedModels, limits: ServingLimits) -> list[Route]:
+    """The routes of TF Serving's REST API, for the FastAPI app Gradio creates (``vision.ui.static``)."""
+    api = ServingAPI(models, limits)
     return [Route("/v1/models/{rest:path}", api.handle, methods=["GET", "POST"], name="tf-serving")]

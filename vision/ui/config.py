@@ -12,7 +12,7 @@ from vision.data.photos import example_photos
 from vision.defaults import EVERYDAY_MODEL, MODELS_DIR, REPO
 from vision.errors import VisionError
 from vision.feedback_store import feedback_home
-from vision.ui.bodies import MB, BodyPace
+from vision.serve.limits import ServingLimits
 from vision.ui.fairness import QueueShares
 
 
@@ -27,24 +27,6 @@ class Limits:
     sample_max_side: int = 512  # samples are stored downscaled: training uses <= 224 px
     exports_per_session: int = 5
     session_idle_s: float = 2 * 3600  # a session unseen this long is removed with its files
-
-
-@dataclass(frozen=True)
-class ServingLimits:
-    """What clients of the REST API (``vision.ui.serving_rest``) may ask of it. The rate limit and
-    the batch size apply in public mode; the bounds on bodies in flight always do."""
-
-    images_per_s: float = 5.0  # the per-client token bucket's refill rate; GETs cost one token too
-    burst: int = 20  # the bucket's size
-    max_instances: int = 16  # images in one request
-    pace: BodyPace = BodyPace()  # a body slower than this is refused and its connection closed
-    bytes_per_token: int = 4 * MB  # a :predict body costs a token more per this many bytes
-    # Bodies being read or decoded, counted from their Content-Length: a client that announces
-    # more waits for its earlier answers (429); the server as a whole holds at most ``total_bytes``
-    # (503). Room for two full-size images (50 MB as base64 is 67 MB) per client.
-    client_bytes: int = 160 * MB
-    total_bytes: int = 512 * MB
-    decoders: int = 2  # requests parsed, decoded and run at once; each holds ~3x its body at its peak
 
 
 #: The views an app can build, in tab order; "web" is the in-browser page (/web/ and a link to it).

@@ -7,7 +7,7 @@ that would add an event (429, with the reason) when its session, or its client, 
 its share, counting events that wait and events that run:
 
 - per session: ``QueueShares.per_group[concurrency_id]`` events of one kind, ``per_session`` in all;
-- per client (``vision.ui.client``: one address, whatever session hashes it makes up, since a
+- per client (``vision.serve.client``: one address, whatever session hashes it makes up, since a
   session hash is whatever the caller sends): ``per_client_group`` of one kind, ``per_client`` in all.
 
 Every way into the queue is counted: ``/queue/join`` (``fn_index``), and Gradio's call-then-stream
@@ -39,8 +39,8 @@ from gradio.data_classes import PredictBody, SimplePredictBody
 from gradio.utils import get_upload_folder
 from pydantic import ValidationError
 
-from vision.ui.bodies import BodyError, BodyPace, read_body
-from vision.ui.client import client_id
+from vision.serve.bodies import BodyError, BodyPace, read_body
+from vision.serve.client import client_id
 
 log = logging.getLogger(__name__)
 

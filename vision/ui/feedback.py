@@ -31,9 +31,9 @@ from PIL import Image
 from vision.data.images import input_side, load_image
 from vision.errors import DatasetError
 from vision.feedback_store import NONE_OF_THESE, FeedbackItem, FeedbackLimits, FeedbackStore, encode_photo
+from vision.serve.client import client_id
 from vision.ui import access
 from vision.ui.cache import get_bundle, get_classifier
-from vision.ui.client import client_id
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
 

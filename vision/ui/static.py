@@ -1,5 +1,5 @@
 """Routes beside the UI: the client-side page at /web, live exports at /exports, and TF Serving's
-REST API at /v1/models (``vision.ui.serving_rest``)."""
+REST API at /v1/models (``vision.serve.rest``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from starlette.staticfiles import StaticFiles
 
 from vision.export.formats import WEB_FILES, WEB_VENDOR
 from vision.export.webpage import WebPage
-from vision.ui.serving_rest import serving_routes
+from vision.serve.rest import serving_routes
+from vision.ui.serving import served_models
 from vision.ui.session import SessionRegistry
 
 #: What the page reads to present the model (title, description, classes, figures, author).
@@ -90,7 +91,8 @@ def static_routes(page: WebPage | None, sessions: SessionRegistry) -> list[BaseR
     routes that exist when the app is made answer from the server's first request. Mounted
     after ``launch`` instead, they answer 404 until then."""
     web = [Mount("/web", WebFiles(page), name="web")] if page is not None else []
-    return [*web, Mount("/exports", ExportFiles(sessions), name="exports"), *serving_routes(sessions.config)]
+    rest = serving_routes(served_models(sessions.config), sessions.config.serving)
+    return [*web, Mount("/exports", ExportFiles(sessions), name="exports"), *rest]
 
 
 def missing_endpoint_handlers() -> dict[type[Exception], Any]:
