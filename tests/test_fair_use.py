@@ -319,3 +319,23 @@ def test_uploads_have_a_ceiling(tmp_path_factory):
     finally:
         app.close()
         shutil.rmtree(held, ignore_errors=True)
+
+
+def test_a_session_has_a_share_of_the_queue_in_all(tmp_path_factory, pictures):
+    """A session's total share holds below its group's: with two requests a session and five
+    trainings a group, one session's flood of trainings gets two into the queue."""
+    from vision.ui.fairness import QueueShares
+
+    app, url = launch_app(tmp_path_factory.mktemp("session-shares") / "models", public=True,
+                          shares=QueueShares(per_session=2, per_group={"train": 5}, per_client=100,
+                                             per_client_group={"train": 100}))
+    try:
+        train, refused_name = _fn_index(app, "train"), _train_args("../bad")
+        with _train_group_busy(app, url, pictures):
+            flooder = Client(url, verbose=False)
+            answers = [_join(url, flooder.session_hash, train, refused_name) for _ in range(10)]
+            assert [status for status, _ in answers].count(200) == 2, answers
+            refused = [text for status, text in answers if status != 200]
+            assert all("this session already has 2 requests waiting or running" in text for text in refused), refused
+    finally:
+        app.close()
