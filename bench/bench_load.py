@@ -1,7 +1,8 @@
 """Memory with a ceiling: what large photos, explanations and trainings cost the app's process.
 
-    python bench/bench_load.py [--model PATH] [--only classify gradcam scorecam training flood hub]
-                               [--trainings 5] [--classifies 1000] [--latency-repeats 20]
+    python bench/bench_load.py [--model PATH] [--only classify gradcam scorecam training flood hub
+                                                       trainview hostile queue rest]
+                               [--trainings 5] [--classifies 1000] [--latency-repeats 20] [--train-runs 20]
 
 Each figure is printed beside its target, with PASS or FAIL:
 
@@ -19,7 +20,15 @@ Each figure is printed beside its target, with PASS or FAIL:
   (once accepted, 64 refused) while another visitor classifies: its median round trip
   during the training, against idle;
 - hub: a pull over the cap is refused before a file is sent, and a loopback Hub that sends
-  200 MB more than it announced is cut off near the 3 MB cap, leaving nothing in the cache.
+  200 MB more than it announced is cut off near the 3 MB cap, leaving nothing in the cache;
+- trainview: ``--train-runs`` trainings in a row through the running app's Train view, cards
+  with a planted mislabel: each answered, none over 3x the median;
+- hostile: the 300-byte Dense(65536) ``model.json`` refused in <= 1 s and <= +100 MB; a crafted
+  ``.tflite`` through the Models view refused, the app alive, no child process left;
+- queue: 200 joins under fresh session hashes, then 71 ``/call/train`` of one session, from a
+  second loopback address: another visitor's classify median <= 2x idle;
+- rest: 4 senders of 64 MB REST bodies (another client's classify p50 <= 2x idle), then 100
+  stalled 60 MB bodies from one address (<= +300 MB resident, all closed within 30 s).
 
 Every peak is measured in a fresh Python process of its own, so no measurement inherits
 another's buffers: it warms up what the app keeps warm (the model's classifier and
