@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="a plain demo for visitors: --views classify,live,web")
     parser.add_argument("--share", action="store_true", default=os.environ.get("VISION_SHARE") == "1",
                         help="create a temporary public link (needs internet)")
+    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("VISION_GRPC_PORT", 0)) or None,
+                        help="also serve TF Serving's gRPC API on this port (env VISION_GRPC_PORT; default: off; "
+                             "a Hugging Face Space exposes one HTTP port only, so not there)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -76,6 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     # same clean-up runs (sessions, exports and the temporary folder are removed).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     app.launch(args.host, args.port, share=args.share)
+    if args.grpc_port:
+        from vision.ui.serving import start_grpc_server
+
+        start_grpc_server(config, args.grpc_port, args.host)
+        logging.getLogger("vision.app").info("TF Serving gRPC API on %s:%d", args.host, args.grpc_port)
     try:
         app.demo.block_thread()
     finally:

@@ -161,6 +161,19 @@ def test_the_savedmodel_answers_encoded_files_as_the_library_does(bundle, served
     assert (got["unknown"] == (familiarity < bundle.detector.threshold)).all()
 
 
+
+def test_a_single_output_export_answers_probabilities_alone(bundle, served, tmp_path):
+    """``export --single-output``: both signatures answer one tensor, the probabilities of the full export
+    (TF Serving then answers each row as a plain list, which resnet_client.py's argmax needs)."""
+    result = export(bundle, "savedmodel", tmp_path / "single", single_output=True)
+    loaded = tf.saved_model.load(str(result.path / serving_name(bundle) / "1"))
+    single = SimpleNamespace(loaded=loaded)
+    got, full = from_bytes(single, SMALL), from_bytes(served, SMALL)
+    assert list(got) == ["probabilities"] and np.abs(got["probabilities"] - full["probabilities"]).max() <= 1e-6
+    outputs = result.metadata["serving"]["signatures"]
+    assert {name: list(defs["outputs"]) for name, defs in outputs.items()} == {
+        "serving_default": ["probabilities"], "preprocessed": ["probabilities"]}
+
 @pytest.mark.parametrize("name, side", [("retina.jpg", 300), ("retina.jpg", 1024), ("chelsea-RGBA.png", 200),
                                         ("chelsea-LA.png", 200), ("camera.png", 100)])
 def test_the_graph_decodes_the_pixels_load_image_gives(tmp_path, name, side):
@@ -241,11 +254,36 @@ def test_rest_errors_are_tf_serving_json(app):
              (rest(app, predict, {"signature_name": "x", "instances": [1]}, client="127.0.4.1"), 400, "not found"),
              (rest(app, predict, {"signature_name": "preprocessed", "instances": [[1, 2]]}, client="127.0.4.1"),
               400, "shape"),
-             (rest(app, predict, method="GET", client="127.0.4.1"), 405, "POST"),
+             (rest(app, predict, method="GET", client="127.0.4.1"), 400, "Malformed request: GET"),
+             (rest(app, "/v1/models/default", method="DELETE", client="127.0.4.1"), 400, "Malformed request"),
+             (rest(app, "/v1/models/default/versions/1/labels", client="127.0.4.1"), 400, "Malformed request"),
              (rest(app, predict, data=b"[" * 200_000, client="127.0.4.1"), 400, "nested too deeply")]
     for (status, answer, _), expected_status, says in cases:
         assert (status, list(answer)) == (expected_status, ["error"]) and says in answer["error"], answer
 
+
+
+def test_rest_corners_as_tf_serving_answers_them(app, bundle):
+    """NaN model input, the wrong input name, a row object with a key beside its input, and the one-output
+    signature TF Serving's resnet_client.py needs (it takes the argmax of each prediction)."""
+    predict, image = "/v1/models/shared/tiny:predict", b64(SMALL[0])
+    x = np.zeros((1, *bundle.preprocessing.size, 3), np.float32)
+    x[0, 0, 0, 0] = np.nan
+    nan_body = json.dumps({"signature_name": "preprocessed", "instances": x.tolist()}).encode()
+    assert b"NaN" in nan_body
+    cases = [(rest(app, predict, data=nan_body, client="127.0.4.2"), "NaN"),
+             (rest(app, predict, {"inputs": {"images": [image]}}, client="127.0.4.2"), '"image_bytes"'),
+             (rest(app, predict, {"instances": [{"image_bytes": image, "extra": 1}]}, client="127.0.4.2"), "'extra'"),
+             (rest(app, predict, {"signature_name": "preprocessed", "instances": [{"x": 1}]}, client="127.0.4.2"),
+              '"image"')]
+    for (status, answer, _), says in cases:
+        assert status == 400 and list(answer) == ["error"] and says in answer["error"], answer
+    status, answer, _ = rest(app, predict, {"instances": [{"image_bytes": image}]}, client="127.0.4.2")
+    assert status == 200, answer
+    single_output = {"signature_name": "probabilities", "instances": [image]}
+    status, single, _ = rest(app, predict, single_output, client="127.0.4.2")
+    assert status == 200 and single["predictions"] == [answer["predictions"][0]["probabilities"]], single
+    assert bundle.labels[int(np.argmax(single["predictions"][0]))] == answer["predictions"][0]["label"]
 
 def test_a_sessions_own_model_is_not_reachable(app, tiny_bundle):
     """A model trained in a session is that session's: REST callers, who carry none, never reach it."""

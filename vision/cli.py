@@ -204,6 +204,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--quantize", help=quantization_help())
     export.add_argument("--out", type=Path, required=True, help="folder to write")
     export.add_argument("--web-site", type=Path, help="tfjs: also write a self-contained static site here")
+    export.add_argument("--single-output", action="store_true",
+                        help="savedmodel: the signatures answer the probabilities alone, for clients written for "
+                             "one-output models (TF Serving's resnet_client.py takes the argmax of each prediction)")
     export.add_argument("--features", action="store_true",
                         help="also output the pooled features (the web page trains new classes on them)")
     export.add_argument("--int8-method", choices=INT8_METHODS, default=None,
@@ -514,7 +517,8 @@ def _export(args: argparse.Namespace) -> None:
     if args.web_site and args.format != "tfjs":
         raise ExportError("--web-site needs --format tfjs")
     result = export(load_bundle(resolve_model(args.bundle)), args.format, args.out, quantize=args.quantize,
-                    features=args.features, overwrite=args.overwrite, int8_method=args.int8_method)
+                    features=args.features, overwrite=args.overwrite, int8_method=args.int8_method,
+                    single_output=args.single_output)
     # The parity record's |dp| is on probabilities; max_abs_diff is on the raw outputs, which
     # for an int8 flatbuffer with integer I/O are quantized steps, not probabilities.
     parity = result.parity

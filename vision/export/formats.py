@@ -89,7 +89,8 @@ class ExportResult:
 
 def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = None,
            images: list[np.ndarray] | None = None, overwrite: bool = False, features: bool = False,
-           int8_method: str | None = None, calibration: Split | None = None) -> ExportResult:
+           int8_method: str | None = None, calibration: Split | None = None,
+           single_output: bool = False) -> ExportResult:
     """Export ``bundle`` as ``fmt`` into the folder ``out`` (written atomically).
 
     Args:
@@ -108,6 +109,8 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if single_output and (fmt != "savedmodel" or features):
+        raise ExportError("--single-output is for --format savedmodel, without --features")
     if quantize not in QUANTIZATIONS[fmt]:
         choices = ", ".join(str(q) for q in QUANTIZATIONS[fmt] if q) or "none"
         raise ExportError(f"{fmt} export cannot be quantized as {quantize!r}; choose: {choices}")
@@ -132,7 +135,9 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
         if fmt == "savedmodel":
             # TF Serving's layout. Both signatures (encoded images, float tensors) are held to
             # Keras; the worse one is what the check reports.
-            answers = [_joined(a, classes) for a in export_for_serving(model, bundle, staging, images, features)]
+            answers = [_joined(a, classes) for a in export_for_serving(model, bundle, staging, images, features,
+                                                                       single_output)]
+            expected = expected[:, :classes] if single_output else expected
             predicted = max(answers, key=lambda answer: float(np.abs(answer - expected).max()))
         elif fmt == "onnx":
             predicted = _joined(export_onnx(model, staging / ONNX_FILE, inputs, bundle.detector is not None,
@@ -161,7 +166,8 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
             size = int(bundle.model.get_layer(LOGITS_LAYER).input.shape[-1])
             metadata["features"] = {"output": "features", "size": size}
         if fmt == "savedmodel":
-            metadata["serving"] = serving_metadata(bundle, (metadata.get("features") or {}).get("size"))
+            metadata["serving"] = serving_metadata(bundle, (metadata.get("features") or {}).get("size"),
+                                                   single_output)
         elif fmt == "onnx":  # inside the model too: an ONNX user needs no other file
             write_metadata_props(staging / ONNX_FILE, metadata)
         return _publish(staging, out, fmt, quantize, result, metadata, inputs[0])

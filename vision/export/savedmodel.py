@@ -45,22 +45,28 @@ def serving_name(bundle: Bundle) -> str:
     return re.sub(r"[^a-z0-9_.-]+", "-", bundle.name.lower()).strip("-.") or "model"
 
 
-def output_names(bundle: Bundle, features: bool = False) -> list[str]:
+def output_names(bundle: Bundle, features: bool = False, single_output: bool = False) -> list[str]:
     """The outputs both signatures return, in ``OUTPUTS`` order: familiarity and unknown
-    only for a bundle with a detector, features only where asked for."""
+    only for a bundle with a detector, features only where asked for; ``probabilities`` alone
+    for a single-output export."""
+    if single_output:
+        return ["probabilities"]
     detector = bundle.detector is not None
     return [name for name in OUTPUTS if (name not in ("familiarity", "unknown") or detector)
             and (name != "features" or features)]
 
 
 def export_for_serving(model: Any, bundle: Bundle, folder: Path, images: list[np.ndarray],
-                       features: bool = False) -> list[list[np.ndarray]]:
+                       features: bool = False, single_output: bool = False) -> list[list[np.ndarray]]:
     """Write ``model`` (``vision.models.serving.serving_model`` of ``bundle``) into
     ``folder/<serving_name>/<VERSION>`` and run it back as TF Serving would.
 
     Args:
         images: uint8 RGB images; each is sent PNG-encoded through ``serving_default`` and
             preprocessed through ``preprocessed``.
+        single_output: both signatures answer ``probabilities`` alone. TF Serving leaves a lone
+            output's name out of its answers, so a client written for one-output models (TF Serving's
+            ``resnet_client.py`` takes ``argmax`` of each prediction) gets a list it can use.
 
     Returns:
         Per signature (bytes first), the answers as the serving model's own outputs:
@@ -70,7 +76,7 @@ def export_for_serving(model: Any, bundle: Bundle, folder: Path, images: list[np
     import tensorflow as tf
 
     spec = bundle.preprocessing
-    names = output_names(bundle, features)
+    names = output_names(bundle, features, single_output)
     labels = tf.constant(bundle.labels)
     threshold = bundle.detector.threshold if bundle.detector is not None else None
 
@@ -78,6 +84,8 @@ def export_for_serving(model: Any, bundle: Bundle, folder: Path, images: list[np
         outputs = model(inputs, training=False)
         outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
         probabilities = outputs.pop(0)
+        if single_output:
+            return {"probabilities": probabilities}
         named = {"probabilities": probabilities, "label": tf.gather(labels, tf.argmax(probabilities, axis=1))}
         if threshold is not None:
             familiarity = outputs.pop(0)[:, 0]
@@ -120,19 +128,21 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def serving_metadata(bundle: Bundle, feature_size: int | None = None) -> dict[str, Any]:
+def serving_metadata(bundle: Bundle, feature_size: int | None = None,
+                     single_output: bool = False) -> dict[str, Any]:
     """What ``metadata.json`` says about the export's TF Serving side."""
     name = serving_name(bundle)
     return {"model_name": name, "version": VERSION, "path": f"{name}/{VERSION}",
-            "signatures": signature_defs(bundle, feature_size)}
+            "signatures": signature_defs(bundle, feature_size, single_output)}
 
 
-def signature_defs(bundle: Bundle, feature_size: int | None = None) -> dict[str, Any]:
+def signature_defs(bundle: Bundle, feature_size: int | None = None, single_output: bool = False) -> dict[str, Any]:
     """Both signatures as TF Serving's metadata API (``GET /v1/models/<name>/metadata``) shows
     a SavedModel's ``signature_def`` map: names, dtypes and shapes (-1: any size).
 
     Args:
         feature_size: the pooled features' size, for an export with them as an output.
+        single_output: an export whose signatures answer ``probabilities`` alone.
     """
     height, width = bundle.preprocessing.size
     sizes = {"classes": len(bundle.labels), "features": feature_size}
@@ -142,7 +152,7 @@ def signature_defs(bundle: Bundle, feature_size: int | None = None) -> dict[str,
     inputs = {BYTES_SIGNATURE: {BYTES_INPUT: _tensor_info(f"{BYTES_SIGNATURE}_{BYTES_INPUT}:0", "DT_STRING", [-1])},
               TENSOR_SIGNATURE: {TENSOR_INPUT: _tensor_info(f"{TENSOR_SIGNATURE}_{TENSOR_INPUT}:0", "DT_FLOAT",
                                                             [-1, height, width, 3])}}
-    names = sorted(output_names(bundle, feature_size is not None))
+    names = sorted(output_names(bundle, feature_size is not None, single_output))
     return {signature: {"inputs": inputs[signature],
                         "outputs": {name: _tensor_info(f"{calls[signature]}:{index}", OUTPUTS[name][0],
                                                        [-1] + ([sizes[OUTPUTS[name][1]]] if OUTPUTS[name][1] else []))

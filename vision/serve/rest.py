@@ -66,6 +66,10 @@ log = logging.getLogger("vision.app")
 _PATH = re.compile(r"^(?P<name>.+?)(?:/versions/(?P<version>[^/:]+))?(?P<verb>/metadata|:[a-z]+)?$")
 #: Refusals (429) held back a second at once, per client (``ServingAPI._slow_refusal``).
 REFUSALS_HELD = 8
+#: ``serving_default`` but answering only ``probabilities`` (``export --single-output`` as a signature):
+#: TF Serving's ``resnet_client.py`` takes the argmax of each prediction, which needs a list, not an object.
+SINGLE_SIGNATURE = "probabilities"
+SIGNATURES = (BYTES_SIGNATURE, TENSOR_SIGNATURE, SINGLE_SIGNATURE)
 #: Base64 characters decoded per call (a multiple of 4): about 4 ms of holding the interpreter.
 B64_SLICE = 1024 * 1024
 WEB_SAFE = str.maketrans("-_", "+/")
@@ -100,7 +104,7 @@ class ServingAPI:
         # "Connection: close" makes uvicorn close it instead of reading on for the next request.
         closing = {"Connection": "close"} if request.method == "POST" else {}
         try:
-            return JSONResponse(await self._answer(request))
+            return NaNJSONResponse(await self._answer(request))
         except BodyError as error:
             if error.status == 429:
                 await self._slow_refusal(client_id(request.scope), 1.0)
@@ -135,13 +139,15 @@ class ServingAPI:
         client = client_id(request.scope)
         self._charge(client, 1)
         match = _PATH.match(request.path_params["rest"])
-        if match is None:
-            raise RestError(404, "Malformed request: expected /v1/models/<name>[/versions/<n>][/metadata|:predict]")
-        name, version, verb = match["name"], match["version"], match["verb"] or ""
+        verb = (match["verb"] or "") if match else ""
+        # TF Serving answers a path or method it does not serve with 400 "Malformed request".
+        if (match is None or "/versions/" in match["name"]
+                or request.method != ("POST" if verb.startswith(":") else "GET")):
+            # Written without slashes: the visitor's text is cut at anything that looks like a path.
+            raise RestError(400, f"Malformed request: {request.method[:10]} {request.path_params['rest'][:200]} "
+                                 "(this server answers GET for a model's status and metadata, POST for :predict)")
+        name, version = match["name"], match["version"]
         folder = await run_in_threadpool(self._resolve, name, version)  # the disk, maybe a bundle's files
-        expected = "POST" if verb.startswith(":") else "GET"
-        if request.method != expected:
-            raise RestError(405, f"use {expected} for {verb or 'the status'} of a model")
         if verb == "":
             return {"model_version_status": [{"version": str(VERSION), "state": "AVAILABLE",
                                               "status": {"error_code": "OK", "error_message": ""}}]}
@@ -216,33 +222,32 @@ class ServingAPI:
         if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
             raise RestError(400, "the body must be a JSON object with either \"instances\" or \"inputs\"")
         signature = payload.get("signature_name") or BYTES_SIGNATURE
-        if signature not in (BYTES_SIGNATURE, TENSOR_SIGNATURE):
+        if signature not in SIGNATURES:
             raise RestError(400, f"Serving signature name: \"{str(signature)[:80]}\" not found in signature def; "
-                                 f"choose {BYTES_SIGNATURE} or {TENSOR_SIGNATURE}")
-        input_name = BYTES_INPUT if signature == BYTES_SIGNATURE else TENSOR_INPUT
+                                 f"choose {', '.join(SIGNATURES)}")
+        input_name = TENSOR_INPUT if signature == TENSOR_SIGNATURE else BYTES_INPUT
         if "instances" in payload:
             rows = payload["instances"]
             if not isinstance(rows, list):
                 raise RestError(400, "\"instances\" must be a list, one item per image")
-            # One named input: an item is its value, or an object naming it.
-            values = [row[input_name] if isinstance(row, dict) and input_name in row else row for row in rows]
+            # One named input: an item is its value, or an object naming it (and nothing else).
+            values = [_named(row, input_name, f"instance {index}") for index, row in enumerate(rows)]
         else:
-            column = payload["inputs"]
-            values = column[input_name] if isinstance(column, dict) and input_name in column else column
+            values = _named(payload["inputs"], input_name, "\"inputs\"")
             if not isinstance(values, list):
-                raise RestError(400, "\"inputs\" must be a list, one item per image")
+                raise RestError(400, f"\"inputs\" must be a list, one item per image, or {{\"{input_name}\": [...]}}")
         if not values:
             raise RestError(400, "no images in the request")
         if self.models.public and len(values) > self.limits.max_instances:
             raise RestError(413, f"{len(values)} images in one request; this server takes {self.limits.max_instances}")
-        if signature == BYTES_SIGNATURE:
+        if signature != TENSOR_SIGNATURE:
             return signature, [_image_bytes(value, index) for index, value in enumerate(values)]
         size = (*self.models.bundle(folder).preprocessing.size, 3)
         return signature, [_model_input(value, index, size) for index, value in enumerate(values)]
 
     def _predict(self, folder: Path, signature: str, images: list[Any], rows: bool) -> dict[str, Any]:
         classifier = self.models.classifier(folder)
-        if signature == BYTES_SIGNATURE:
+        if signature != TENSOR_SIGNATURE:
             side = input_side(classifier.preprocessing.size)
             answers = []
             for index, data in enumerate(images):
@@ -263,9 +268,31 @@ class ServingAPI:
             outputs.update(familiarity=familiarity.tolist(),
                            unknown=(familiarity < classifier.detector.threshold).tolist())
         outputs = {name: outputs[name] for name in output_names(classifier.bundle) if name in outputs}
+        if signature == SINGLE_SIGNATURE:  # one output: TF Serving leaves its name out of every answer
+            return {"predictions": outputs["probabilities"]} if rows else {"outputs": outputs["probabilities"]}
         if rows:
             return {"predictions": [dict(zip(outputs, values)) for values in zip(*outputs.values())]}
         return {"outputs": outputs}
+
+
+def _named(value: Any, input_name: str, where: str) -> Any:
+    """``value`` itself, or the value of ``{input_name: value}``; an object naming other keys beside
+    (or instead of, when it is not an image's ``{"b64": ...}``) the input is refused, naming it."""
+    if not isinstance(value, dict) or set(value) == {"b64"}:
+        return value
+    if set(value) != {input_name}:
+        extra = sorted(str(key)[:40] for key in value if key != input_name)[:5]
+        raise RestError(400, f"{where}: this signature has one input, \"{input_name}\"; "
+                             f"unexpected {', '.join(repr(key) for key in extra)}")
+    return value[input_name]
+
+
+class NaNJSONResponse(JSONResponse):
+    """JSON as TF Serving writes it: a NaN or infinite output is ``NaN``/``Infinity``, not a 500
+    (Starlette's ``JSONResponse`` refuses them)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=True, separators=(",", ":")).encode("utf-8")
 
 
 def _parse_json(body: bytearray) -> Any:
@@ -279,7 +306,8 @@ def _parse_json(body: bytearray) -> Any:
 
 def _image_bytes(value: Any, index: int) -> bytes:
     if not (isinstance(value, dict) and isinstance(value.get("b64"), str)):
-        raise RestError(400, f"instance {index}: send each image as {{\"b64\": \"<base64 of the file>\"}} "
+        raise RestError(400, f"instance {index}: expected \"{BYTES_INPUT}\", each image as "
+                             f"{{\"b64\": \"<base64 of the file>\"}} "
                              f"(or model input with \"signature_name\": \"{TENSOR_SIGNATURE}\")")
     try:
         return _b64decode(value["b64"])
@@ -312,11 +340,15 @@ def _model_input(value: Any, index: int, size: tuple[int, int, int]) -> np.ndarr
     except (TypeError, ValueError):
         array = None
     if array is None or array.shape != size:
-        raise RestError(400, f"instance {index}: expected the model input, numbers of shape {list(size)}")
+        raise RestError(400, f"instance {index}: expected \"{TENSOR_INPUT}\", numbers of shape {list(size)}")
+    if not np.isfinite(array).all():  # a model's answer to NaN is NaN: say why instead
+        raise RestError(400, f"instance {index}: \"{TENSOR_INPUT}\" holds NaN or Infinity; the model input "
+                             "is finite numbers")
     return array
 
 
 def serving_routes(models: ServedModels, limits: ServingLimits) -> list[Route]:
     """The routes of TF Serving's REST API, for the FastAPI app Gradio creates (``vision.ui.static``)."""
     api = ServingAPI(models, limits)
-    return [Route("/v1/models/{rest:path}", api.handle, methods=["GET", "POST"], name="tf-serving")]
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]  # any other: 400 as TF Serving answers
+    return [Route("/v1/models/{rest:path}", api.handle, methods=methods, name="tf-serving")]
