@@ -47,9 +47,20 @@ def textures(tmp_path_factory) -> Path:
     return out
 
 
+#: What the workbench builds and a demo must not: every view but Classify and Live.
+WORKBENCH = {"/train", "/add_samples", "/clear_samples", "/cancel_training", "/tensorboard", "/show_mistakes",
+             "/remove_sample", "/rename_class", "/delete_class", "/use_model", "/model_card", "/describe_model",
+             "/delete_model", "/publish_model", "/import_teachable_machine", "/compare_models", "/list_models",
+             "/push", "/pull", "/export", "/export_table", "/optimize", "/cancel_optimize"}
+
+
 @pytest.fixture(scope="module")
 def workbench(textures, tmp_path_factory):
-    app, url = launch_app(tmp_path_factory.mktemp("workbench") / "models", default_model=textures)
+    from vision.data.photos import example_photos
+
+    # The everyday model's package photos are configured, as AppConfig.from_env does: they must not show.
+    app, url = launch_app(tmp_path_factory.mktemp("workbench") / "models", default_model=textures,
+                          examples=tuple(str(path) for path in example_photos()))
     yield app, url
     app.close()
 
@@ -144,10 +155,13 @@ def test_the_page_runs_the_apps_model_and_answers_as_the_app_does(workbench, tex
     assert gap <= PAGE_TOLERANCE, gap
 
 
-def test_the_demo_preset_builds_no_workbench_and_its_api_has_no_train(demo):
+def test_the_demo_preset_builds_no_workbench_and_its_api_has_no_train(demo, workbench):
     _, url = demo
     endpoints = set(Client(url, verbose=False).view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert endpoints == {"/classify", "/explain", "/live"}
+    built = set(Client(workbench[1], verbose=False).view_api(return_format="dict",
+                                                             print_info=False)["named_endpoints"])
+    assert WORKBENCH <= built  # the list is the workbench's
+    assert {"/classify", "/explain", "/live"} <= endpoints and not endpoints & WORKBENCH, endpoints
     request = urllib.request.Request(url + "gradio_api/call/train", data=b'{"data": []}',
                                      headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -212,3 +226,21 @@ def test_a_model_the_page_cannot_run_is_named_with_the_reason(tmp_path):
         model_status, _ = get(port, "/web/model/model.json")
     assert status == 503 and model_status == 503
     assert "Trash sorter" in body and "cannot run in the browser" in body and "TFLite" in body
+
+
+def test_examples_are_pushed_and_pulled_with_the_bundle_within_its_byte_cap(textures, tmp_path, monkeypatch):
+    from vision.errors import LimitExceededError
+    from vision.hub import pull, push
+
+    from hub_server import HubServer
+
+    token = "hf_ada_write_0123456789"
+    with HubServer({token: ("ada", "write")}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        push(textures, "ada/textures", token=token)
+        pulled = pull("ada/textures", token=token, cache_dir=tmp_path / "cache")
+        everything = sum(p.stat().st_size for p in pulled.rglob("*") if p.is_file())  # what this pull took
+        with pytest.raises(LimitExceededError):  # the examples count in what a pull may take
+            pull("ada/textures", token=token, cache_dir=tmp_path / "other-cache",
+                 max_bytes=everything - sum(p.stat().st_size for p in _examples(textures)))
+    assert [p.read_bytes() for p in _examples(pulled)] == [p.read_bytes() for p in _examples(textures)]
