@@ -62,6 +62,8 @@ def test_training_from_cards_with_a_planted_mislabel_never_forks(guarded_app, tm
         status = metrics = str(error)
     assert not _FORKS, "the app forked:\n" + _FORKS[0]
     assert "Saved **" in metrics and "Data check (cleanlab" in metrics, (status, metrics)
+    # The data check finds the brick filed under grass (issue 30, item 6), and nothing else.
+    assert "**1** likely label error(s)" in metrics, metrics
 
 
 def test_five_photos_a_class_train_save_and_report_through_the_app(guarded_app, tmp_path):
