@@ -155,7 +155,7 @@ def only_sharing() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         dataset, _ = texture_archive(tmp)
-        model = tmp / "textures"
+        model = tmp / "texture-spotter"
         train_bundle(load_folder(dataset), TrainConfig(model="efficientnet_lite0"), model)
         describe_bundle(model, title="Texture spotter", description="Is it brick, grass or gravel? Point a camera "
                         "at a wall, a lawn or a path.", author="the vision team")
