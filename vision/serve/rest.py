@@ -347,8 +347,7 @@ def _model_input(value: Any, index: int, size: tuple[int, int, int]) -> np.ndarr
     return array
 
 
-def serving_routes(models: ServedModels, limits: ServingLimits) -> list[Route]:
-    """The routes of TF Serving's REST API, for the FastAPI app Gradio creates (``vision.ui.static``)."""
-    api = ServingAPI(models, limits)
+def serving_routes(api: ServingAPI) -> list[Route]:
+    """The routes of TF Serving's REST API over ``api``, for the FastAPI app Gradio creates (``vision.ui.static``)."""
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]  # any other: 400 as TF Serving answers
     return [Route("/v1/models/{rest:path}", api.handle, methods=methods, name="tf-serving")]

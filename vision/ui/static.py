@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 from vision.export.formats import WEB_FILES, WEB_VENDOR
 from vision.export.webpage import WebPage
 from vision.serve.rest import serving_routes
-from vision.ui.serving import served_models
+from vision.ui.serving import serving_api
 from vision.ui.session import SessionRegistry
 
 #: What the page reads to present the model (title, description, classes, figures, author).
@@ -91,7 +91,7 @@ def static_routes(page: WebPage | None, sessions: SessionRegistry) -> list[BaseR
     routes that exist when the app is made answer from the server's first request. Mounted
     after ``launch`` instead, they answer 404 until then."""
     web = [Mount("/web", WebFiles(page), name="web")] if page is not None else []
-    rest = serving_routes(served_models(sessions.config), sessions.config.serving)
+    rest = serving_routes(serving_api(sessions.config))
     return [*web, Mount("/exports", ExportFiles(sessions), name="exports"), *rest]
 
 
