@@ -115,7 +115,7 @@ def test_a_model_json_naming_files_outside_its_folder_makes_the_page_unavailable
 
 def _fail_the_export(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, str]:
     """A web/ without its model, whose export raises what a missing tensorflowjs raises."""
-    def export_page_model(web_dir: Path, bundle_path: Path) -> None:
+    def export_page_model(web_dir: Path, bundle_path: Path, **options: object) -> None:
         raise ImportError(f"No module named 'tensorflowjs' (while exporting {bundle_path} into {web_dir})")
 
     monkeypatch.setattr("vision.export.webpage.export_page_model", export_page_model)

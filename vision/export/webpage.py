@@ -24,20 +24,24 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vision.bundle.modelcard import card_summary
-from vision.bundle.store import is_tflite_only, load_bundle, open_bundle
-from vision.defaults import EVERYDAY_MODEL
+from vision.bundle.store import is_tflite_only, open_bundle
+from vision.defaults import EVERYDAY_MODEL, REPO
 from vision.errors import VisionError
-from vision.export.formats import WEB_VENDOR, export
+from vision.export.formats import WEB_VENDOR
 from vision.redact import without_paths
 from vision.runtime.tflite import cache_dir
 from vision.zoo.everyday import ensure_everyday_bundle
 
 log = logging.getLogger(__name__)
+#: Seconds the page's model export may take (the everyday model's takes about a minute on 2 busy cores).
+EXPORT_TIMEOUT_S = 1200
 #: ``npm ci`` of three TF.js packages: about 20 s from the registry, 2 s from npm's cache.
 NPM_TIMEOUT_S = 600
 
@@ -92,15 +96,38 @@ def install_tfjs(web_dir: Path) -> None:
         raise VisionError(f"`npm ci` failed: {tail}")
 
 
-def export_page_model(web_dir: Path, bundle_path: Path, model_dir: Path | None = None,
-                      quantize: str | None = "uint8") -> None:
+def export_page_model(web_dir: Path, bundle_path: Path, model_dir: Path | None = None, quantize: str | None = "uint8",
+                      started: Callable[[subprocess.Popen], None] | None = None) -> None:
     """The page's model: ``bundle_path`` as TF.js with its features output, in ``model_dir``
-    (default ``web_dir/model``, per-channel uint8: what ``make`` builds for the everyday model)."""
+    (default ``web_dir/model``, per-channel uint8: what ``make`` builds for the everyday model).
 
+    The export runs in a child process (``python -m vision export``): its TensorFlow work never
+    shares the server's process, and the app's ``close`` stops it at once instead of waiting
+    for it (a process that exits under a TensorFlow thread aborts). ``started`` is handed the
+    child.
+
+    Raises:
+        VisionError: the export failed (the CLI's own one-line reason) or took too long.
+    """
     if Path(bundle_path).resolve() == EVERYDAY_MODEL.resolve():
         ensure_everyday_bundle(bundle_path)
-    export(load_bundle(bundle_path), "tfjs", model_dir or web_dir / "model", quantize=quantize, overwrite=True,
-           features=True)
+    command = [sys.executable, "-m", "vision", "export", str(bundle_path), "--format", "tfjs", "--features",
+               "--out", str(model_dir or web_dir / "model"), "--overwrite"]
+    command += ["--quantize", quantize] if quantize else []
+    child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if started is not None:
+        started(child)
+    try:
+        _, errors = child.communicate(timeout=EXPORT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise VisionError(f"the export took over {EXPORT_TIMEOUT_S // 60} minutes and was stopped") from None
+    if child.returncode != 0:
+        said = [line.strip() for line in errors.splitlines() if line.strip()]
+        reason = said[-1].removeprefix("error: ") if said else f"exit status {child.returncode}"
+        raise VisionError(reason if child.returncode > 0 else f"the export was stopped (signal {-child.returncode})")
 
 
 def model_files(web_dir: Path, model_dir: Path | None = None) -> frozenset[str]:
@@ -136,6 +163,7 @@ class WebPage:
         self.error: str | None = None
         self.model_files: frozenset[str] = frozenset()
         self._done = threading.Event()
+        self._child: subprocess.Popen | None = None
         try:
             info = open_bundle(bundle_path).info
         except VisionError:
@@ -186,11 +214,21 @@ class WebPage:
         self._done.wait(timeout)
         return self.ready
 
+    def stop(self) -> None:
+        """Stop the model's export if it is running (the page then says the export failed)."""
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()
+
+    def _started(self, child: subprocess.Popen) -> None:
+        self._child = child
+
     def _export(self) -> None:
-        if self.model_dir == self.web_dir / "model":
-            export_page_model(self.web_dir, self.bundle_path)  # what `make` builds: uint8 weights
+        if self.model_dir == self.web_dir / "model":  # what `make` builds: uint8 weights
+            export_page_model(self.web_dir, self.bundle_path, started=self._started)
         else:  # float32: the page answers as the app does (within 1e-4)
-            export_page_model(self.web_dir, self.bundle_path, model_dir=self.model_dir, quantize=None)
+            export_page_model(self.web_dir, self.bundle_path, model_dir=self.model_dir, quantize=None,
+                              started=self._started)
 
     def _prepare(self) -> None:
         step = "checking web/ failed"

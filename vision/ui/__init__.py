@@ -24,6 +24,8 @@ from vision.ui.layout import build_blocks
 from vision.ui.static import missing_endpoint_handlers, static_routes
 from vision.zoo.everyday import ensure_everyday_bundle
 
+#: The endpoints an MCP client may call (``AppConfig.mcp``), each a tool named after its handler.
+MCP_TOOLS = ("/classify", "/explain")
 #: How long ``close`` waits for the explainer's warm-up (the everyday model's takes seconds).
 WARM_UP_TIMEOUT_S = 120.0
 
@@ -61,7 +63,14 @@ class VisionApp:
                       "middleware": [Middleware(FairQueue, blocks=self.demo, shares=self.config.shares,
                                                  pace=self.config.serving.pace)]}
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
-                         prevent_thread_lock=True, run_history=False, app_kwargs=app_kwargs, **kwargs)
+                         prevent_thread_lock=True, run_history=False, app_kwargs=app_kwargs,
+                         mcp_server=self.config.mcp, **kwargs)
+        if self.demo.mcp_server_obj is not None:
+            # Gradio makes every named endpoint a tool (train, push, export...): an agent gets
+            # classify and explain only. The map is what both listing and calling a tool consult.
+            tools = self.demo.mcp_server_obj.tool_to_endpoint
+            for name in [name for name, endpoint in tools.items() if endpoint not in MCP_TOOLS]:
+                del tools[name]
         # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
         # build it once the server is up, so classification answers first and start-up stays short.
         self._warming = threading.Thread(target=_warm_explainer, args=(self.config.default_model,),
@@ -77,7 +86,9 @@ class VisionApp:
             self.ctx.sessions.close_all()
             # A process that exits while TensorFlow is still building the explainer in that
             # thread aborts ("FATAL: exception not rethrown"): let it finish first.
-            if self._warming is not None:  # launched: the page's preparation may run too, TensorFlow as well
+            if self.web_page is not None:  # its export runs in a child process: stopped, not waited for
+                self.web_page.stop()
+            if self._warming is not None:  # launched: the page's preparation may run too
                 self._warming.join(WARM_UP_TIMEOUT_S)
                 if self.web_page is not None:
                     self.web_page.wait(WARM_UP_TIMEOUT_S)
