@@ -65,12 +65,8 @@ class VisionApp:
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
                          prevent_thread_lock=True, run_history=False, app_kwargs=app_kwargs,
                          mcp_server=self.config.mcp, **kwargs)
-        if self.demo.mcp_server_obj is not None:
-            # Gradio makes every named endpoint a tool (train, push, export...): an agent gets
-            # classify and explain only. The map is what both listing and calling a tool consult.
-            tools = self.demo.mcp_server_obj.tool_to_endpoint
-            for name in [name for name, endpoint in tools.items() if endpoint not in MCP_TOOLS]:
-                del tools[name]
+        if self.config.mcp:
+            _keep_mcp_tools(self.demo)
         # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
         # build it once the server is up, so classification answers first and start-up stays short.
         self._warming = threading.Thread(target=_warm_explainer, args=(self.config.default_model,),
@@ -92,6 +88,18 @@ class VisionApp:
                 self._warming.join(WARM_UP_TIMEOUT_S)
                 if self.web_page is not None:
                     self.web_page.wait(WARM_UP_TIMEOUT_S)
+
+
+def _keep_mcp_tools(demo: Any) -> None:
+    """Leave only ``MCP_TOOLS`` as tools. Gradio makes every named endpoint one (train, push,
+    export...); its ``tool_to_endpoint`` map is what both listing and calling a tool consult."""
+    server = demo.mcp_server_obj
+    if server is None:  # Gradio logs why and serves the app without MCP
+        logging.getLogger(__name__).error("MCP is not served: %s", demo.mcp_error)
+        return
+    tools = server.tool_to_endpoint
+    for name in [name for name, endpoint in tools.items() if endpoint not in MCP_TOOLS]:
+        del tools[name]
 
 
 def _warm_explainer(model: Any) -> None:

@@ -114,8 +114,20 @@ class ClassifyView:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
+    # classify and explain are MCP tools (AppConfig.mcp): Gradio sends their docstrings, Args and
+    # Returns included, to the agent as the tools' descriptions.
     @user_errors
     def classify(self, image: str | None, top_k: int, request: gr.Request) -> tuple[dict[str, float] | str, str]:
+        """Classify a photo with the app's model.
+
+        Args:
+            image: the photo (JPEG, PNG, WebP, GIF, BMP or TIFF), under the app's pixel cap.
+            top_k: how many of the most likely classes to return, 1 to 10.
+        Returns:
+            The prediction as {"label": top class, "confidences": [{"label", "confidence"}, ...]}, the top_k classes
+            most likely first; for a photo unlike the model's training photos, {"label": "Not sure (nearest: <class>)"}
+            without confidences. Then a Markdown note: familiarity score and time taken.
+        """
         if not image:
             return {}, ""  # cleared
         _, model = self.ctx.active_model(request)
@@ -131,6 +143,17 @@ class ClassifyView:
     @user_errors
     def explain(self, image: str | None, method: str, target: str | None, alpha: float,
                 request: gr.Request) -> tuple[np.ndarray | None, str]:
+        """Show which parts of a photo made the app's model choose a class: a Grad-CAM heatmap.
+
+        Args:
+            image: the photo (JPEG, PNG, WebP, GIF, BMP or TIFF), under the app's pixel cap.
+            method: "gradcam", "gradcam++" or "scorecam".
+            target: the class to explain; empty for the top prediction.
+            alpha: the heatmap's opacity over the photo, 0 to 1.
+        Returns:
+            The photo (at most 1024 px a side) with the heatmap over it, as an image; then a Markdown caption:
+            method, class explained, its probability, the layer used and the time taken.
+        """
         if not image:
             return None, ""
         _, model = self.ctx.active_model(request)

@@ -72,6 +72,8 @@ class AppConfig:
     views: tuple[str, ...] | None = None
     # Visitors' "wrong answer" reports (``vision.ui.feedback``); None: a temporary folder, lost on restart.
     feedback_dir: Path | None = None
+    #: Serve classify and explain as MCP tools at /gradio_api/mcp/ (``--mcp``, VISION_MCP=1, on in ``--demo``).
+    mcp: bool = False
 
     def shows(self, view: str) -> bool:
         """Whether the app builds ``view``. A view left out is not built at all (its API routes do
@@ -97,4 +99,5 @@ class AppConfig:
             examples=tuple(str(path) for path in example_photos()),
             views=parse_views(env.get("VISION_VIEWS")),
             feedback_dir=feedback_home(env),
+            mcp=env.get("VISION_MCP", "").strip().lower() in ("1", "true", "yes", "on"),
         )
