@@ -1,10 +1,10 @@
 """The Gradio app: classify, live webcam, explain, train, manage and export models.
 
     python app.py [--model PATH|hf://user/repo] [--views classify,live,web | --demo] [--host HOST]
-                  [--port PORT] [--share]
+                  [--port PORT] [--share] [--mcp]
 
 Environment: VISION_MODEL, VISION_MODELS_DIR, MODEL_REPO, VISION_HOST (or
-GRADIO_SERVER_NAME), VISION_PORT (or GRADIO_SERVER_PORT), VISION_SHARE=1, and for
+GRADIO_SERVER_NAME), VISION_PORT (or GRADIO_SERVER_PORT), VISION_SHARE=1, VISION_MCP=1, and for
 sharing publicly VISION_PUBLIC, VISION_OWNER, VISION_VIEWS (see the README). Wiring only: the views
 are in ``vision.ui``, the work in ``vision``.
 """
@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="what visitors see in public mode, e.g. classify,live,web (env VISION_VIEWS; default: "
                              "every view); views left out are not built, and their API does not exist")
     parser.add_argument("--demo", action="store_true",
-                        help="a plain demo for visitors: --views classify,live,web")
+                        help="a plain demo for visitors: --views classify,live,web, and --mcp")
+    parser.add_argument("--mcp", action="store_true",
+                        help="serve classify and explain as MCP tools at /gradio_api/mcp/ (env VISION_MCP=1; on "
+                             "with --demo)")
     parser.add_argument("--share", action="store_true", default=os.environ.get("VISION_SHARE") == "1",
                         help="create a temporary public link (needs internet)")
     parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("VISION_GRPC_PORT", 0)) or None,
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         config = AppConfig.from_env(default_model=start_model(args.model))
         if args.demo or args.views:
             config = dataclasses.replace(config, views=parse_views("demo" if args.demo else args.views))
+        if args.mcp or args.demo:
+            config = dataclasses.replace(config, mcp=True)
         app = build(config)
     except VisionError as error:
         parser.exit(2, f"error: {error}\n")
