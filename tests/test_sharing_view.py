@@ -174,8 +174,11 @@ def test_the_demo_preset_builds_no_workbench_and_its_api_has_no_train(demo, work
         page.wait_for_selector("#model-header h2", timeout=60_000)
         tabs = [t.strip() for t in page.locator("[role=tab]").all_inner_texts()]
         link = page.get_attribute("#app-title a", "href")
+        heading, tab_title = page.inner_text("#app-title"), page.title()
         browser.close()
     assert tabs == ["Classify", "Live"] and link == "/web/"
+    # The app is named after the model it serves, not "Image classifier".
+    assert heading.startswith(TITLE) and tab_title == TITLE
 
 
 @pytest.mark.parametrize("width", [390, 360])

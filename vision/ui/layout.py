@@ -16,6 +16,9 @@ from typing import Any
 
 import gradio as gr
 
+from vision.bundle.modelcard import card_summary
+from vision.bundle.store import open_bundle
+from vision.errors import VisionError
 from vision.export.options import FORMATS, quantization_names
 from vision.models.registry import list_models
 from vision.training.config import LOSSES, MIXING, DistillConfig, TrainConfig
@@ -47,7 +50,7 @@ def build_blocks(ctx: Context) -> gr.Blocks:
     config = ctx.config
     train = TrainView(ctx)
     feedback = FeedbackView(ctx, train)  # one per app: one index and one lock on its folder
-    with gr.Blocks(title="vision — image classifier", delete_cache=CACHE_SWEEP) as demo:
+    with gr.Blocks(title=_app_title(ctx), delete_cache=CACHE_SWEEP) as demo:
         _header(ctx)
         parts = SimpleNamespace(classify=None, models=None)
         if config.shows("classify"):
@@ -89,11 +92,20 @@ def _nothing() -> None:
     """The first step of the page load's chain (the Classify header and examples follow)."""
 
 
+def _app_title(ctx: Context) -> str:
+    """The app's name for its visitors: the title of the model it serves by default (a link shows
+    the trash sorter's name, not a generic "image classifier")."""
+    try:
+        return str(card_summary(open_bundle(ctx.config.default_model).info)["title"])
+    except VisionError:
+        return "Image classifier"
+
+
 def _header(ctx: Context) -> None:
     config = ctx.config
     with gr.Row():
         link = " · [Run it in your browser](/web/)" if config.shows("web") else ""
-        gr.Markdown(f"**Image classifier**{link}", elem_id="app-title")
+        gr.Markdown(f"**{_app_title(ctx)}**{link}", elem_id="app-title")
         if config.oauth:
             gr.LoginButton(scale=0)
     if config.public and (config.shows("train") or config.shows("hub")):  # what a visitor could make or push
