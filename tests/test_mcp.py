@@ -9,6 +9,7 @@ import asyncio
 import base64
 from pathlib import Path
 
+import httpx
 import matplotlib.cbook
 import pytest
 from gradio_client import Client, handle_file
@@ -20,6 +21,8 @@ from vision.defaults import EVERYDAY_MODEL
 from app_server import launch_app
 
 PHOTO = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+#: As Gradio's MCP server takes a file: a data URL (or an http(s) URL it downloads).
+PHOTO_URL = "data:image/jpeg;base64," + base64.b64encode(PHOTO.read_bytes()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +59,8 @@ def test_tools_are_classify_and_explain_only(app_url):
 
 
 def test_classify_tool_answers_as_the_api(app_url):
-    photo = "data:image/jpeg;base64," + base64.b64encode(PHOTO.read_bytes()).decode()
-
     async def work(session):
-        return await session.call_tool("classify", {"image": photo, "top_k": 3})
+        return await session.call_tool("classify", {"image": PHOTO_URL, "top_k": 3})
 
     result = mcp_session(app_url, work)
     assert not result.isError, result.content
@@ -71,3 +72,34 @@ def test_classify_tool_answers_as_the_api(app_url):
     assert [c["confidence"] for c in label["confidences"]] == pytest.approx(
         [c["confidence"] for c in expected["confidences"]], abs=1e-6)
     assert "ms" in note
+
+
+def test_a_tool_call_counts_against_the_callers_address(app_url, monkeypatch):
+    """Gradio runs a tool by joining its own queue from 127.0.0.1 with the caller's headers: the fair
+    queue must count the caller's address there, not an ``X-Forwarded-For`` the caller wrote. The
+    caller is a direct client on 127.0.0.2 (not a trusted proxy) that forges the header."""
+    from vision.ui.fairness import FairQueue
+
+    counted = []
+    entry = FairQueue.entry
+
+    def spy(self, client, body, call):  # observes the fair queue's own reading, changes nothing
+        found = entry(self, client, body, call)
+        counted.append((client, found.function.api_name if found and found.function else None))
+        return found
+
+    monkeypatch.setattr(FairQueue, "entry", spy)
+
+    def direct(headers=None, timeout=None, auth=None):
+        return httpx.AsyncClient(headers=headers, timeout=timeout, auth=auth,
+                                 transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"))
+
+    async def run():
+        async with streamablehttp_client(f"{app_url.rstrip('/')}/gradio_api/mcp/", httpx_client_factory=direct,
+                                         headers={"X-Forwarded-For": "203.0.113.9"}) as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return await session.call_tool("classify", {"image": PHOTO_URL, "top_k": 1})
+
+    assert not asyncio.run(run()).isError
+    assert counted == [("127.0.0.2", "classify")]

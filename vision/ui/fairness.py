@@ -92,6 +92,8 @@ class FairQueue:
         self._recounting = threading.Lock()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "/gradio_api/mcp" in scope["path"]:
+            scope = _forwarded_as(scope, client_id(scope))
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         path = scope["path"].rstrip("/")
@@ -227,6 +229,15 @@ def _over(held: Counter, group: str | None, per_group: Mapping[str, int], total:
 
 def _group(function: Any | None) -> str | None:
     return function.concurrency_id if function is not None else None
+
+
+def _forwarded_as(scope: dict[str, Any], client: str) -> dict[str, Any]:
+    """``scope`` with ``client`` as its one ``X-Forwarded-For`` hop. Gradio runs an MCP tool call by
+    joining its own queue from 127.0.0.1 with the caller's headers: left as they were, a forged
+    ``X-Forwarded-For`` would be believed there (the loopback hop is a trusted proxy), so the hop is
+    the identity already resolved here, and the tool's event counts against the caller's address."""
+    headers = [(name, value) for name, value in scope.get("headers", ()) if name != b"x-forwarded-for"]
+    return {**scope, "headers": [*headers, (b"x-forwarded-for", client.encode("latin-1"))]}
 
 
 def _client_of(event: Any) -> str | None:
