@@ -38,7 +38,10 @@ def test_every_format_verifies_and_writes_metadata(bundle, tmp_path, fmt, quanti
     metadata = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert metadata["labels"] == bundle.labels and metadata["quantization"] == quantize
     assert metadata["preprocessing"] == bundle.preprocessing.to_dict()
+    orientation = metadata["input"].pop("orientation")
     assert metadata["input"] == {"height": 64, "width": 64, "channels": 3, "dtype": "float32"}
+    # Who turns a phone's photo upright: the SavedModel's bytes signature does, float inputs need it done.
+    assert ("serving_default applies" in orientation) == (fmt == "savedmodel"), orientation
     assert result.checked_images == len(probe_images(bundle)) > 16 and result.top1_agreement == 1.0
     if quantize is None:
         assert result.max_abs_diff <= 1e-4
