@@ -7,9 +7,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import base64
-import http.client
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import matplotlib.cbook
@@ -105,19 +103,3 @@ def test_a_tool_call_counts_against_the_callers_address(app_url, monkeypatch):
 
     assert not asyncio.run(run()).isError
     assert counted == [("127.0.0.2", "classify")]
-
-
-def test_an_mcp_body_is_bounded(app_url):
-    """The MCP SDK reads a request body whole: one announced over an upload's worth is refused
-    before a byte of it is read."""
-    from vision.ui.fairness import MAX_MCP_BODY
-
-    host, port = urlsplit(app_url).hostname, urlsplit(app_url).port
-    connection = http.client.HTTPConnection(host, port, timeout=10)
-    connection.putrequest("POST", "/gradio_api/mcp/")
-    for name, value in {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
-                        "Content-Length": str(MAX_MCP_BODY + 1)}.items():
-        connection.putheader(name, value)
-    connection.endheaders()
-    assert connection.getresponse().status == 413
-    connection.close()

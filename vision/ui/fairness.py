@@ -39,7 +39,7 @@ from gradio.data_classes import PredictBody, SimplePredictBody
 from gradio.utils import get_upload_folder
 from pydantic import ValidationError
 
-from vision.serve.bodies import BodyError, BodyPace, declared_length, read_body
+from vision.serve.bodies import BodyError, BodyPace, read_body
 from vision.serve.client import client_id
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,6 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: A join body is a few kB of JSON (file inputs are references to uploads, not bytes).
 MAX_JOIN_BODY = 1024 * 1024
-#: An MCP message: a tool call carries its image as a data URL, so a 50 MB upload as base64 and the JSON
-#: around it (Gradio then uploads the image to itself, where the app's own upload limit applies).
-MAX_MCP_BODY = 68 * 1024 * 1024
 #: Seconds between counts of the upload folder (the ceiling is coarse: a few seconds late is fine).
 RECOUNT_S = 5.0
 #: Gradio's call-then-stream routes (``routes.py``): ``/call/v2`` takes named inputs and no session.
@@ -97,14 +94,6 @@ class FairQueue:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and "/gradio_api/mcp" in scope["path"]:
             scope = _forwarded_as(scope, client_id(scope))
-            if scope["method"] == "POST":  # the MCP SDK reads a body whole, with no limit of its own
-                try:
-                    body = bytes(await read_body(receive, MAX_MCP_BODY, self.pace, too_large="request too large",
-                                                 declared=declared_length(scope["headers"])))
-                except BodyError as error:
-                    return await _refuse(send, error.status, str(error), close=True)
-                # Then the real receive: the SDK streams its answer and watches for the client leaving.
-                return await self.app(scope, _replay(body, then=receive), send)
         if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         path = scope["path"].rstrip("/")
@@ -256,15 +245,14 @@ def _client_of(event: Any) -> str | None:
     return client_id(request.scope) if request is not None else None
 
 
-def _replay(body: bytes, then: Receive | None = None) -> Receive:
-    """A ``receive`` that hands the already-read body to the app behind, once; after that ``then``
-    (the request's own receive), or a disconnect."""
+def _replay(body: bytes) -> Receive:
+    """A ``receive`` that hands the already-read body to the app behind, once."""
     sent = False
 
     async def receive() -> dict[str, Any]:
         nonlocal sent
         if sent:
-            return await then() if then is not None else {"type": "http.disconnect"}
+            return {"type": "http.disconnect"}
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
