@@ -295,13 +295,13 @@ def test_a_training_over_its_time_limit_stops_says_so_and_frees_the_slot(tmp_pat
 
 
 def test_a_training_in_a_thread_leaves_the_global_random_generators_alone(tmp_path):
-    """No ``set_random_seed`` from a session's work: NumPy's global state is untouched, TensorFlow
-    has no global seed, and Python's generator only moved on (Keras draws a seed from it for
-    each unseeded initializer it builds), never was reset."""
+    """No ``set_random_seed`` from a session's work: NumPy's global state is untouched, TensorFlow's
+    global seed is as it was (none, or an earlier test's), and Python's generator only moved on
+    (Keras draws a seed from it for each unseeded initializer it builds), never was reset."""
     import random
     import threading
 
-    import tensorflow as tf
+    from tensorflow.python.eager import context
 
     from vision.data.datasets import load_folder
     from vision.training.config import TrainConfig
@@ -311,6 +311,7 @@ def test_a_training_in_a_thread_leaves_the_global_random_generators_alone(tmp_pa
     np.random.seed(1234)
     random.seed(1234)
     numpy_before, python_before = np.random.get_state(), random.getstate()
+    tf_before = context.global_seed()  # None, or what an earlier test in this process set
     worker = threading.Thread(target=train_bundle, args=(dataset, TrainConfig(
         model="efficientnet_lite0", input_size=32, epochs=1, batch_size=16, seed=7), tmp_path / "model"))
     worker.start()
@@ -318,7 +319,7 @@ def test_a_training_in_a_thread_leaves_the_global_random_generators_alone(tmp_pa
     assert (tmp_path / "model" / "vision.json").is_file()
     numpy_after = np.random.get_state()
     assert all(np.array_equal(a, b) for a, b in zip(numpy_before, numpy_after))
-    assert tf.compat.v1.random.get_seed(None) == (None, None)
+    assert context.global_seed() == tf_before
     python_after = random.getstate()
     replay = random.Random()
     replay.setstate(python_before)

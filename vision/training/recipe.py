@@ -180,16 +180,19 @@ def save_trained(result: TrainResult, dataset: LabelledDataset, out: str | Path,
 
 def _audit(result: TrainResult, dataset: LabelledDataset, trust: Trust,
            cancel: threading.Event | None) -> Audit | None:
-    """cleanlab's label audit of every image, on the training's own out-of-fold probabilities
-    where the calibration computed them; None where a class is too small for k folds. Its
-    features come from the cache the fast path filled (at the training's size), else at ``AUDIT_SIZE``."""
+    """cleanlab's label audit of every image, on out-of-fold probabilities of logistic-regression
+    heads (``audit_dataset``'s own, as ``python -m vision audit`` ranks them); None where a class is
+    too small for k folds. Its features come from the cache the fast path filled (at the
+    training's size), else at ``AUDIT_SIZE``. The calibration's out-of-fold answers are not used:
+    those heads train from random initial weights, and with a few photos a class whether a
+    planted mislabel was flagged changed with the process's random state."""
     size = (result.preprocessing.size[0] if result.features is not None else None) or AUDIT_SIZE
 
     def embedded(_done: int, _total: int) -> None:
         stop_if_cancelled(cancel)
 
     try:
-        return audit_dataset(dataset, progress=embedded, input_size=size, probabilities=trust.out_of_fold)
+        return audit_dataset(dataset, progress=embedded, input_size=size)
     except DatasetError:
         return None
 
