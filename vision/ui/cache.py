@@ -53,12 +53,13 @@ def _cached(kind: str, path: str | Path, build: Callable[[Path], Any]) -> Any:
             if key in _CACHE:
                 return _CACHE[key].value
         value = build(folder)
+        size = _bundle_bytes(folder)  # walked once, outside the lock every cached lookup takes
         with _GUARD:
             for stale in [k for k in _CACHE if k[:2] == key[:2] and k != key]:  # saved over since
                 del _CACHE[stale]
             # An entry larger than the whole cache is handed out but not kept (cachetools refuses it).
-            if _bundle_bytes(folder) <= _CACHE.maxsize:
-                _CACHE[key] = _Entry(value, _bundle_bytes(folder))
+            if size <= _CACHE.maxsize:
+                _CACHE[key] = _Entry(value, size)
             _LOCKS.pop(key, None)
         return value
 
