@@ -38,6 +38,8 @@ from vision.zoo.everyday import build_everyday_bundle, default_model
 
 DEFAULT = "default"
 MODEL_HELP = f"bundle folder or hf://user/repo[@revision] (default: the everyday-objects model, {EVERYDAY_MODEL})"
+#: What ``_parser``'s ``command`` is: it adds a sub-command and returns its parser.
+_Command = Callable[..., argparse.ArgumentParser]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +93,8 @@ def _native_logs_hidden(hide: bool) -> Iterator[None]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The whole command line, its sub-commands in the order ``--help`` lists them (the docs'
+    CLI reference is generated from it)."""
     parser = argparse.ArgumentParser(prog="python -m vision", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -99,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
+    for add in (_synth_command, _train_command, _optimize_command, _evaluation_commands, _inference_commands,
+                _export_commands, _hub_commands, _sharing_commands, _feedback_command, _everyday_command):
+        add(command)
+    return parser
+
+
+def _synth_command(command: _Command) -> None:
+    """``synth``: the synthetic shapes dataset, for trying everything without data."""
     synth = command("synth", _synth, "write the synthetic shapes dataset (with boxes.json) to a folder")
     synth.add_argument("out", type=Path)
     synth.add_argument("--per-class", type=int, default=250)
@@ -106,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--val-fraction", type=float, default=0.2)
 
+
+def _train_command(command: _Command) -> None:
+    """``train``: a model from a dataset (or further from a bundle), saved as a bundle."""
     train = command("train", _train, "train a model on a dataset and save it as a bundle")
     train.add_argument("data", help="folder of class subfolders, a .zip of one, "
                        "cifar10 | mnist | fashion_mnist, or synth[:N]")
@@ -149,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="data-parallel across the machines TF_CONFIG names: run the same command on each; "
                             "the chief writes the bundle (README: 'Training on several machines')")
 
+
+def _optimize_command(command: _Command) -> None:
+    """``optimize``: smaller, faster variants of a bundle (distil, prune, int8)."""
     optimize = command("optimize", _optimize, "make a smaller, faster variant of a bundle: distil it into a small "
                        "student, prune it, quantize it to int8 (in that order), and compare them all in one table")
     optimize.add_argument("model", help=MODEL_HELP)
@@ -166,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     optimize.add_argument("--out", type=Path, required=True, help="folder for the variants and compression.json")
     optimize.add_argument("--overwrite", action="store_true")
 
+
+def _evaluation_commands(command: _Command) -> None:
+    """``evaluate`` and ``audit``: how good a model is, and how clean its data."""
     evaluate = command("evaluate", _evaluate, "evaluate a bundle on a dataset's validation split, or on all of it")
     evaluate.add_argument("data")
     evaluate.add_argument("--model", default=DEFAULT, help=MODEL_HELP)
@@ -181,6 +202,9 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--val-fraction", type=float, default=0.2)
     audit.add_argument("--seed", type=int, default=0)
 
+
+def _inference_commands(command: _Command) -> None:
+    """``predict`` and ``explain``: a model's answers on images, and why."""
     predict = command("predict", _predict, "classify images with a bundle")
     predict.add_argument("images", nargs="+", type=Path)
     predict.add_argument("--model", default=DEFAULT, help=MODEL_HELP)
@@ -196,6 +220,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--alpha", type=float, default=0.45, help="heatmap opacity, 0..1")
     explain.add_argument("--out", type=Path, required=True, help="PNG to write")
 
+
+def _export_commands(command: _Command) -> None:
+    """``export`` and ``import-tm``: a bundle to other formats, and one from Teachable Machine."""
     export = command("export", _export,
                      "export a bundle for TF.js (the browser), TFLite, TF Serving (SavedModel), ONNX or "
                      "Teachable Machine")
@@ -221,6 +248,9 @@ def _parser() -> argparse.ArgumentParser:
     import_tm.add_argument("--name", help="display name (default: the export's model name or file name)")
     import_tm.add_argument("--overwrite", action="store_true")
 
+
+def _hub_commands(command: _Command) -> None:
+    """``push``, ``pull`` and ``models``: where bundles are kept."""
     push = command("push", _push, "upload a bundle to the Hugging Face Hub (token: HF_TOKEN or `hf auth login`)")
     push.add_argument("bundle", type=Path)
     push.add_argument("repo_id", help="user/repo")
@@ -235,16 +265,8 @@ def _parser() -> argparse.ArgumentParser:
     models = command("models", _models, "list architectures and local bundles")
     models.add_argument("--root", type=Path, default=MODELS_DIR, help="folder of bundles")
 
-    _sharing_commands(command)
-    _feedback_command(command)
-    everyday = command("everyday", _everyday, "build the everyday-objects (ImageNet-1k) model from the "
-                       "installed weights package")
-    everyday.add_argument("--out", type=Path, default=EVERYDAY_MODEL)
-    everyday.add_argument("--overwrite", action="store_true")
-    return parser
 
-
-def _sharing_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+def _sharing_commands(command: _Command) -> None:
     """``describe`` and ``examples``: what the app's Classify view and page show of a model."""
     describe = command("describe", _describe, "set what visitors see of a bundle: its title, one-line "
                        "description and author (kept in vision.json and its README.md)")
@@ -258,7 +280,7 @@ def _sharing_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     examples.add_argument("folder", type=Path, help="one sub-folder per class, named as the model's classes")
 
 
-def _feedback_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+def _feedback_command(command: _Command) -> None:
     """``feedback``: what visitors said the model got wrong (the app's "Wrong?" reports)."""
     feedback = command("feedback", _feedback, "count visitors' \"wrong answer\" reports on a model, or export "
                        "their photos as class folders (one per class the visitors picked)")
@@ -270,6 +292,14 @@ def _feedback_command(command: Callable[..., argparse.ArgumentParser]) -> None:
                           help="every report, whichever model answered (default: the reports on this bundle)")
     feedback.add_argument("--include-none", action="store_true",
                           help="also export the \"none of these\" reports, as a class folder of that name")
+
+
+def _everyday_command(command: _Command) -> None:
+    """``everyday``: the everyday-objects model, built from the installed weights package."""
+    everyday = command("everyday", _everyday, "build the everyday-objects (ImageNet-1k) model from the "
+                       "installed weights package")
+    everyday.add_argument("--out", type=Path, default=EVERYDAY_MODEL)
+    everyday.add_argument("--overwrite", action="store_true")
 
 
 def _feedback(args: argparse.Namespace) -> None:
