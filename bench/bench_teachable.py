@@ -37,8 +37,8 @@ def main() -> None:
     from vision.bundle.store import load_bundle
     from vision.bundle.teachable import import_teachable
     from vision.export.formats import export
-    from vision.export.parity import median_ms
     from vision.runtime.inference import Classifier
+    from vision.timing import median_ms
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

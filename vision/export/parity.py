@@ -10,25 +10,20 @@ wasm backend for TF.js (skipped where Node or the page's npm install is missing)
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
 import shutil
-import statistics
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vision.defaults import REPO
+from vision.timing import RUNS, median_ms
 
 PARITY_FILE = "parity.json"
-#: Single-image calls timed after the warm-up; the median is reported.
-RUNS, WARMUP = 20, 3
 #: The Export view's table: one row per export, these columns (``table_row``).
 COLUMNS = ("format", "quantization", "size (MB)", "top-1 agreement", "max |Δp|", "ms / image", "runtime",
            "checked on")
@@ -38,25 +33,6 @@ NAMES = {"tfjs": "TF.js", "tflite": "TFLite", "savedmodel": "SavedModel", "onnx"
          "teachable-machine": "Teachable Machine"}
 
 log = logging.getLogger(__name__)
-
-
-def median_ms(call: Callable[[], Any], runs: int = RUNS, warmup: int = WARMUP) -> float:
-    """Median wall milliseconds of ``call()`` over ``runs`` calls after ``warmup`` untimed ones,
-    with the garbage collector off while timing (as ``timeit`` does)."""
-    for _ in range(warmup):
-        call()
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-    finally:
-        if enabled:
-            gc.enable()
-    return statistics.median(times) * 1000
 
 
 def latency(fmt: str, folder: Path, x: np.ndarray, metadata: dict[str, Any]) -> tuple[float | None, str]:

@@ -26,9 +26,9 @@ from vision.bundle.store import Bundle, load_bundle
 from vision.data.datasets import LabelledDataset, Split
 from vision.data.images import ImageSource, input_side, load_image, preprocess
 from vision.errors import VisionError
-from vision.export.parity import median_ms
 from vision.models.serving import split_outputs
 from vision.runtime.tflite import TFLiteRunner, cached_flatbuffer, convert_to_tflite
+from vision.timing import median_ms
 from vision.training.config import DistillConfig, ProgressHook, TrainConfig, TrainProgress, TrainResult
 from vision.training.distill import distill
 from vision.training.recipe import save_trained

@@ -10,6 +10,9 @@ import numpy as np
 
 from vision.data.datasets import Split, make_pipeline
 from vision.data.images import Preprocessing
+from vision.errors import DatasetError
+from vision.timing import median_ms
+from vision.trust.calibration import expected_calibration_error
 
 
 @dataclass
@@ -101,10 +104,6 @@ def compare_classifiers(classifiers: dict[str, Any], split: Split, labels: list[
     Raises:
         DatasetError: a model lacks one of the dataset's classes, or has others.
     """
-    from vision.errors import DatasetError
-    from vision.export.parity import median_ms
-    from vision.trust.calibration import expected_calibration_error
-
     rows = []
     for name, classifier in classifiers.items():
         if sorted(classifier.labels) != sorted(labels):
