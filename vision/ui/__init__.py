@@ -48,8 +48,6 @@ class VisionApp:
 
     def launch(self, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kwargs: Any) -> str:
         """Start serving without blocking; returns the local URL."""
-        if self.web_page is not None:
-            self.web_page.prepare_in_background()  # a Space runs no set-up: TF.js and the page's model
         # In public mode the direct /run/* routes are closed (api_open=False): they would skip
         # the queue, its concurrency groups and FairQueue's per-session shares.
         self.demo.queue(default_concurrency_limit=4, max_size=64, api_open=not self.config.public)
@@ -62,9 +60,16 @@ class VisionApp:
                       "exception_handlers": missing_endpoint_handlers(),
                       "middleware": [Middleware(FairQueue, blocks=self.demo, shares=self.config.shares,
                                                  pace=self.config.serving.pace)]}
+        # _frontend=False skips Gradio's probe of its own index page (a HEAD with a 3 s timeout, meant
+        # to detect Colab), which fails the start when the machine is busy, as a Space is while it
+        # restarts. Gradio has already checked the server answers (its startup-events request).
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
                          prevent_thread_lock=True, run_history=False, app_kwargs=app_kwargs,
-                         mcp_server=self.config.mcp, **kwargs)
+                         mcp_server=self.config.mcp, _frontend=False, **kwargs)
+        if self.web_page is not None:
+            # A Space runs no set-up: TF.js and the page's model are prepared now, in a thread whose
+            # export runs in a child process; started after launch so it never delays the first answer.
+            self.web_page.prepare_in_background()
         if self.config.mcp:
             _keep_mcp_tools(self.demo)
         # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
