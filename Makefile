@@ -1,13 +1,14 @@
 # The two commands in the README:
 #   make app    start the app on the bundled default model
-#   make test   install everything the tests need, then run the whole suite
+#   make test   install everything the tests need, build the docs (strict), then run the whole suite
+#   make docs   serve the guide (docs/, mkdocs.yml) on http://127.0.0.1:8000
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Use sudo for apt only when not root.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: app test lint bench system-deps shapes-model web-model
+.PHONY: app test docs lint bench system-deps shapes-model web-model
 
 app: $(VENV)/.app-deps web/node_modules/.installed web/model/model.json
 	$(BIN)/python app.py
@@ -16,7 +17,12 @@ test: $(VENV)/.test-deps system-deps web/node_modules/.installed tests/teachable
       web/model/model.json
 	$(BIN)/python -m ruff check .
 	cd web && node --test test/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet --site-dir site
 	$(BIN)/python -m pytest
+
+# The guide, rebuilt on every save; a broken link or page is an error in `make test`.
+docs: $(VENV)/.test-deps
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve
 
 lint: $(VENV)/.test-deps
 	$(BIN)/python -m ruff check .
@@ -38,7 +44,7 @@ bench: $(VENV)/.test-deps web/node_modules/.installed web/model/model.json
 models/everyday/vision.json: $(VENV)/.app-deps
 	$(BIN)/python -m vision everyday --out models/everyday --overwrite
 
-# Rebuild the shipped shapes example model exactly as documented in the README.
+# Rebuild the shipped shapes example model exactly as documented in docs/models.md.
 shapes-model: $(VENV)/.app-deps
 	rm -rf build/shapes-data
 	$(BIN)/python -m vision synth build/shapes-data --per-class 250 --size 64 --seed 0
@@ -46,7 +52,7 @@ shapes-model: $(VENV)/.app-deps
 	    --patience 10 --seed 0 --name "Shapes (default)" --out models/shapes --overwrite
 
 # The static page's model: the everyday-objects model with per-channel uint8 weights (5.2 MB,
-# the Keras top-1 on real photos: see the README) and its pooled features as a second output
+# the Keras top-1 on real photos: see docs/browser.md) and its pooled features as a second output
 # (the page trains new classes on them), built at set-up like the model itself, not committed.
 web/model/model.json: models/everyday/vision.json
 	$(BIN)/python -m vision export models/everyday --format tfjs --quantize uint8 --features --out web/model --overwrite

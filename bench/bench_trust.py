@@ -227,7 +227,7 @@ def main() -> None:
         size = 64
         task = write_texture_task(root / "textures", train_per_class=30, test_per_class=40, patch=128)
         if "shapes" in only:
-            # The shipped shapes model's recipe (README, `make shapes-model`), with trust fitted.
+            # The shipped shapes model's recipe (docs/models.md, `make shapes-model`), with trust fitted.
             shapes = load_synthetic(per_class=250, size=size, seed=0)
             fresh = make_shapes(per_class=50, size=size, seed=7)
             train_bundle(shapes, TrainConfig(model="resnet_small", epochs=30, patience=10, seed=0), root / "shapes")

@@ -199,7 +199,7 @@ def test_tfjs_converter_failures_name_no_server_paths(bundle, tmp_path, monkeypa
 
 
 def test_an_export_that_answers_differently_is_refused():
-    """The rule the README states: fp32 within 1e-4 and the same top-1 everywhere; quantized at
+    """The rule docs/deploy.md states: fp32 within 1e-4 and the same top-1 everywhere; quantized at
     least ``MIN_QUANTIZED_AGREEMENT`` of the top-1 labels."""
     from vision.export.formats import FP32_TOLERANCE, _verify
 

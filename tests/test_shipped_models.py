@@ -24,7 +24,7 @@ def test_shapes_bundle_is_small_and_records_its_accuracy():
 
 @pytest.mark.slow
 def test_shapes_model_reaches_its_accuracy_on_the_regenerated_validation_split(tmp_path):
-    # The README's command rebuilds the same data from seed 0: evaluate on its val/ split.
+    # docs/models.md's command (make shapes-model) rebuilds the same data from seed 0: evaluate on its val/ split.
     from vision.bundle.store import load_bundle
     from vision.data.datasets import load_folder
     from vision.data.synthetic import write_shapes
