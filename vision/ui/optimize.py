@@ -1,5 +1,5 @@
 """The Optimize view: smaller variants of the session's active model (distilled into a small
-student, pruned, quantized to int8: ``vision.training.compress``) and the table of what each
+student, pruned, quantized to int8: ``vision.optimize.compress``) and the table of what each
 costs and keeps, measured the same way (its TFLite flatbuffer on LiteRT, on held-out images).
 
 The work runs as a background ``TrainingJob`` in the app's training slot, like a training:
@@ -28,8 +28,8 @@ from vision.bundle.store import Bundle
 from vision.data.datasets import LabelledDataset, load_folder, load_zip
 from vision.errors import BundleExistsError, DatasetError, LimitExceededError, TrainingCancelledError
 from vision.models.registry import list_models
+from vision.optimize.compress import COLUMNS, CompressionPlan, compress
 from vision.plots import figure_to_image
-from vision.training.compress import COLUMNS, CompressionPlan, compress
 from vision.training.config import DistillConfig, TrainProgress
 from vision.training.jobs import JobFailed, JobFinished, TrainingJob
 from vision.ui.cache import get_bundle
@@ -37,7 +37,7 @@ from vision.ui.catalog import MINE
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
 from vision.ui.session import Session
-from vision.ui.train import MODEL_NAME, TIME_LIMIT_S, TrainView, cancel_session_job
+from vision.ui.train import MODEL_NAME, TIME_LIMIT_S, TrainView, cancel_session_job, release_job
 
 #: The inputs' ranges; the handler checks them too (an API caller is not held by the sliders).
 STUDENT_SIZES = (32, 160)
@@ -64,7 +64,7 @@ def students() -> list[tuple[str, str]]:
 
 
 class OptimizeView:
-    #: The table's columns: ``vision.training.compress.COLUMNS``, the first naming the variant.
+    #: The table's columns: ``vision.optimize.compress.COLUMNS``, the first naming the variant.
     TABLE_HEADERS = ["variant", *COLUMNS[1:]]
 
     def __init__(self, ctx: Context) -> None:
@@ -171,13 +171,8 @@ class OptimizeView:
             yield ("\n".join(lines), table, plot_tradeoff(rows), published.get("archive"),
                    gr.update(choices=self.ctx.catalog.choices(session), value=chosen[-1]) if chosen else gr.update())
         finally:
-            # Also where Gradio closes this generator because the visitor dropped the stream: the
-            # work stops after its current batch, and its folder goes once its thread has ended.
-            if job is not None:
-                job.cancel()
-                threading.Thread(target=_remove_after, args=(job, workdir), daemon=True).start()
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+            # Also where Gradio closes this generator because the visitor dropped the stream.
+            release_job(job, workdir)
 
     def _plan(self, distil: bool, student: str, student_size: int, epochs: int, views: int, sparsity: float,
               int8: bool) -> CompressionPlan:
@@ -263,11 +258,6 @@ def _in_model_order(dataset: LabelledDataset, labels: list[str]) -> LabelledData
     order = np.array([labels.index(name) for name in dataset.class_names])
     return replace(dataset, class_names=list(labels), train=replace(dataset.train, labels=order[dataset.train.labels]),
                    val=replace(dataset.val, labels=order[dataset.val.labels]))
-
-
-def _remove_after(job: TrainingJob, folder: Path) -> None:
-    job.join()
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def plot_tradeoff(rows: list[Any]) -> Image.Image:

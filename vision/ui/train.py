@@ -16,7 +16,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 import gradio as gr
 import numpy as np
@@ -179,6 +179,8 @@ class TrainView:
               label_smoothing: float = TrainConfig.label_smoothing, mixing: str = TrainConfig.mixing,
               class_weights: bool = TrainConfig.class_weights, request: gr.Request = None,
               progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, ...]]:
+        """Train a model on the upload or the class cards as the session's job, streaming its
+        progress and curves, then its results (metrics, confusion matrix, mistakes, audit)."""
         session = self.ctx.session(request)
         if session.training:
             raise LimitExceededError("this session is already training; wait for it or cancel it")
@@ -188,73 +190,65 @@ class TrainView:
         job = None
         try:
             dataset = self._dataset(session, zip_file, workdir)
-            # Private mode: every training logs for TensorBoard beside the models (the owner's).
-            logs = None if self.ctx.config.public else str(self.ctx.config.models_dir / TENSORBOARD_DIR)
-            config = TrainConfig(model=architecture, input_size=int(size), epochs=int(epochs), augment=bool(augment),
-                                 weights="imagenet" if imagenet else None, tensorboard=logs,
-                                 batch_size=16 if len(dataset.train) < 200 else 32, loss=loss,
-                                 label_smoothing=float(label_smoothing), mixing=mixing,
-                                 class_weights=bool(class_weights))
-            check_objectives(config, features=get_spec(architecture).cached_features and bool(imagenet))
-
-            review = session.root / REVIEW_DIR / uuid.uuid4().hex
-
-            def keep(done: Trained) -> None:  # in the job's thread: kept even if nobody watches
-                if key.startswith(MINE):
-                    session.models[key] = out
-                session.mistakes = done.mistakes
-                for older in (session.root / REVIEW_DIR).iterdir():  # the last training's cells go
-                    if older != review:
-                        shutil.rmtree(older, ignore_errors=True)
-
+            config = self._config(dataset, architecture, size, epochs, augment, imagenet, loss, label_smoothing,
+                                  mixing, class_weights)
             waiting = self.ctx.training_slot.locked()
-            job = session.job = TrainingJob(_work(dataset, config, out, name, review), slot=self.ctx.training_slot,
-                                            on_success=keep, time_limit_s=TIME_LIMIT_S).start()
+            job = session.job = self._start(session, dataset, config, key, out, name)
             status = _status(architecture, dataset)
             # The last training's results go until this one has its own.
             yield (status + (" Waiting for another training to finish…" if waiting else ""), hidden(), "", None,
                    hidden(), gr.update(), hidden(), hidden(), hidden())
-            for update in job.updates():
-                if isinstance(update, JobFailed):
-                    raise update.error
-                if isinstance(update, JobFinished):
-                    done: Trained = update.trained
-                    break
-                if update.stage == "checking":
-                    progress(1.0, desc="checking the labels")
-                    continue
-                if update.stage == "features":
-                    progress(update.fraction, desc=f"features {update.batch}/{update.batches} images")
-                    continue
-                progress(update.fraction, desc=f"epoch {update.epoch + 1}/{update.epochs}")
-                if update.epoch_end:
-                    logs = update.logs
-                    yield (f"{status}\n\nEpoch {update.epoch + 1}/{update.epochs}: loss {logs.get('loss', 0):.3f}"
-                           f", val accuracy {logs.get('val_accuracy', 0):.3f}"), \
-                        gr.update(value=plot_history(update.history), visible=True), \
-                        "", None, gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-            trained, audit = done.bundle, done.bundle.audit
-            evaluation = trained.evaluation
-            metrics = _metrics(name, trained, len(dataset.val), mine=key.startswith(MINE))
-            reliability = out / RELIABILITY_FILE
-            # Plain values where scripts read them (gradio_client gets an update's dict, not its
-            # value); ``reveal`` shows those once this has ended.
-            yield (status + "\n\nDone.", plot_history(trained.result.history), metrics, plot_confusion(evaluation),
-                   gr.update(value=done.gallery, visible=True),
-                   gr.update(choices=self.ctx.catalog.choices(session), value=key),
-                   Image.open(reliability).convert("RGB") if reliability.is_file() else None,
-                   issue_gallery(audit) if audit else [],
-                   gr.update(value=confusion_table(dataset.class_names, evaluation.confusion), visible=True))
+            done = yield from _follow(job, status, progress)
+            yield self._results(session, key, out, name, dataset, status, done)
         finally:
-            # Also where Gradio closes this generator because the visitor dropped the stream:
-            # the training stops after its current batch, and holds the app's training slot
-            # until it has (see ``TrainingJob``).
-            # The images it reads (a zip's extraction) go once its thread has ended.
-            if job is not None:
-                job.cancel()
-                threading.Thread(target=_remove_after, args=(job, workdir), daemon=True).start()
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+            # Also where Gradio closes this generator because the visitor dropped the stream.
+            release_job(job, workdir)
+
+    def _config(self, dataset: Any, architecture: str, size: int, epochs: int, augment: bool, imagenet: bool,
+                loss: str, label_smoothing: float, mixing: str, class_weights: bool) -> TrainConfig:
+        """The view's choices as a checked ``TrainConfig`` (the batch size follows the data's size)."""
+        # Private mode: every training logs for TensorBoard beside the models (the owner's).
+        logs = None if self.ctx.config.public else str(self.ctx.config.models_dir / TENSORBOARD_DIR)
+        config = TrainConfig(model=architecture, input_size=int(size), epochs=int(epochs), augment=bool(augment),
+                             weights="imagenet" if imagenet else None, tensorboard=logs,
+                             batch_size=16 if len(dataset.train) < 200 else 32, loss=loss,
+                             label_smoothing=float(label_smoothing), mixing=mixing,
+                             class_weights=bool(class_weights))
+        check_objectives(config, features=get_spec(architecture).cached_features and bool(imagenet))
+        return config
+
+    def _start(self, session: Session, dataset: Any, config: TrainConfig, key: str, out: Path,
+               name: str) -> TrainingJob:
+        """Start the training job in the app's training slot; once it succeeds, the model (in
+        public mode) and its confusion-matrix cells are the session's."""
+        review = session.root / REVIEW_DIR / uuid.uuid4().hex
+
+        def keep(done: Trained) -> None:  # in the job's thread: kept even if nobody watches
+            if key.startswith(MINE):
+                session.models[key] = out
+            session.mistakes = done.mistakes
+            for older in (session.root / REVIEW_DIR).iterdir():  # the last training's cells go
+                if older != review:
+                    shutil.rmtree(older, ignore_errors=True)
+
+        return TrainingJob(_work(dataset, config, out, name, review), slot=self.ctx.training_slot,
+                           on_success=keep, time_limit_s=TIME_LIMIT_S).start()
+
+    def _results(self, session: Session, key: str, out: Path, name: str, dataset: Any, status: str,
+                 done: Trained) -> tuple[Any, ...]:
+        """The finished training's outputs, in the order ``train`` yields them."""
+        trained, audit = done.bundle, done.bundle.audit
+        evaluation = trained.evaluation
+        metrics = _metrics(name, trained, len(dataset.val), mine=key.startswith(MINE))
+        reliability = out / RELIABILITY_FILE
+        # Plain values where scripts read them (gradio_client gets an update's dict, not its
+        # value); ``reveal`` shows those once this has ended.
+        return (status + "\n\nDone.", plot_history(trained.result.history), metrics, plot_confusion(evaluation),
+                gr.update(value=done.gallery, visible=True),
+                gr.update(choices=self.ctx.catalog.choices(session), value=key),
+                Image.open(reliability).convert("RGB") if reliability.is_file() else None,
+                issue_gallery(audit) if audit else [],
+                gr.update(value=confusion_table(dataset.class_names, evaluation.confusion), visible=True))
 
     @staticmethod
     def reveal(*results: Any) -> tuple[dict[str, Any], ...]:
@@ -299,6 +293,18 @@ def cancel_session_job(ctx: Context, request: gr.Request, idle: str) -> str:
     return "Cancelling after the current batch…"
 
 
+def release_job(job: TrainingJob | None, workdir: Path) -> None:
+    """Let go of a view's job and its working folder, however the view's stream ended: the job
+    stops after its current batch (holding the app's training slot until it has, see
+    ``TrainingJob``), and ``workdir`` (the images it reads) goes once the job's thread has
+    ended, or at once when no job started."""
+    if job is not None:
+        job.cancel()
+        threading.Thread(target=_remove_after, args=(job, workdir), daemon=True).start()
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _thumbnail(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
@@ -334,6 +340,31 @@ def _metrics(name: str, trained: TrainedBundle, validation_images: int, mine: bo
 def _remove_after(job: TrainingJob, folder: Path) -> None:
     job.join()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _follow(job: TrainingJob, status: str, progress: gr.Progress) -> Generator[tuple[Any, ...], None, Trained]:
+    """The job's progress on the bar, and its curves at each epoch's end; returns what it
+    handed back, or raises its error."""
+    for update in job.updates():
+        if isinstance(update, JobFailed):
+            raise update.error
+        if isinstance(update, JobFinished):
+            done: Trained = update.trained
+            break
+        if update.stage == "checking":
+            progress(1.0, desc="checking the labels")
+            continue
+        if update.stage == "features":
+            progress(update.fraction, desc=f"features {update.batch}/{update.batches} images")
+            continue
+        progress(update.fraction, desc=f"epoch {update.epoch + 1}/{update.epochs}")
+        if update.epoch_end:
+            logs = update.logs
+            yield (f"{status}\n\nEpoch {update.epoch + 1}/{update.epochs}: loss {logs.get('loss', 0):.3f}"
+                   f", val accuracy {logs.get('val_accuracy', 0):.3f}"), \
+                gr.update(value=plot_history(update.history), visible=True), \
+                "", None, gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+    return done
 
 
 def _work(dataset: Any, config: TrainConfig, out: Path, name: str,
