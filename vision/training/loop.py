@@ -51,16 +51,34 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
     # Several machines (TF_CONFIG): the strategy must exist before the process's first TensorFlow op.
     multi_worker = distributed.strategy() if config.distributed else None
     spec = None if continue_from is not None else get_spec(config.model)
-    if spec is None:
-        preprocessing = continue_from.preprocessing
-    else:
-        size = config.input_size or spec.default_size
-        preprocessing = spec.preprocessing(size)
+    size = None if spec is None else config.input_size or spec.default_size
+    preprocessing = continue_from.preprocessing if spec is None else spec.preprocessing(size)
     summary = summarize(dataset)
     for warning in summary.warnings:
         log.warning(warning)
 
     check_objectives(config)
+    train_ds, val_ds = _batches(dataset, preprocessing, config, sharded=multi_worker is not None)
+    steps = math.ceil(len(dataset.train) / config.batch_size)
+    strategy, mixed = _placement(config, multi_worker)
+    model = _compiled_model(spec, size, len(dataset.class_names), config, steps, strategy, mixed,
+                            start_from, continue_from)
+    stopper, hook, callbacks = _callbacks(config, steps, progress, cancel)
+
+    started = time.perf_counter()
+    _fit(model, train_ds, val_ds, config, callbacks, summary.class_weights if config.class_weights else None,
+         strategy)
+    history, best_epoch = fit_outcome(model, stopper, hook)
+    # Hand back an uncompiled copy: bundles then hold weights only, not the optimizer's
+    # moment estimates (which would triple the file).
+    trained = _weights_copy(model)
+    return TrainResult(trained, preprocessing, config, history, best_epoch,
+                       time.perf_counter() - started, summary.to_dict())
+
+
+def _batches(dataset: LabelledDataset, preprocessing: Any, config: TrainConfig, sharded: bool) -> tuple[Any, Any]:
+    """The training pipeline (augmented, mixed) and the validation one, as batches of one-hot
+    labels; each machine's share of them when ``sharded``."""
     classes = len(dataset.class_names)
     # One-hot labels throughout: MixUp and CutMix make soft ones, and the losses take both.
     train_ds = mixed_batches(one_hot_batches(make_pipeline(dataset.train, preprocessing, config.batch_size,
@@ -68,17 +86,26 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
                                                            seed=config.seed), classes),
                              config.mixing, config.seed)
     val_ds = one_hot_batches(make_pipeline(dataset.val, preprocessing, config.batch_size), classes)
-    if multi_worker is not None:  # each machine keeps its share of every (global) batch
+    if sharded:  # each machine keeps its share of every (global) batch
         train_ds, val_ds = distributed.shard_by_data(train_ds), distributed.shard_by_data(val_ds)
-    steps = math.ceil(len(dataset.train) / config.batch_size)
+    return train_ds, val_ds
 
+
+def _placement(config: TrainConfig, multi_worker: Any) -> tuple[Any, bool]:
+    """The distribution strategy to train under, and whether in mixed precision."""
     gpus = tf.config.list_physical_devices("GPU")
     mixed = config.mixed_precision == "on" or (config.mixed_precision == "auto" and bool(gpus))
     # MirroredStrategy only pays off with several GPUs; the default strategy is a no-op.
     if multi_worker is not None:  # mirrors over each machine's GPUs itself
-        strategy = multi_worker
-    else:
-        strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+        return multi_worker, mixed
+    return (tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()), mixed
+
+
+def _compiled_model(spec: Any, size: int | None, classes: int, config: TrainConfig, steps: int, strategy: Any,
+                    mixed: bool, start_from: Any, continue_from: Any) -> Any:
+    """The model to fit, compiled under ``strategy`` at the chosen precision: built from
+    ``spec`` (or a head-trainable copy of ``continue_from``'s), seeded, then given
+    ``start_from``'s weights where there are some."""
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if mixed else "float32")
     try:
@@ -89,7 +116,7 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
                 kwargs: dict[str, Any] = {}
                 if spec.transfer:
                     kwargs = {"weights": config.weights, "fine_tune_layers": config.fine_tune_layers}
-                model = spec.builder(num_classes=len(dataset.class_names), input_size=size, **kwargs)
+                model = spec.builder(num_classes=classes, input_size=size, **kwargs)
             # Seeded locally (never the process's generators): every weight of a model built from
             # scratch, only the new head of a pretrained one; dropout and augmentation layers too.
             pretrained = spec is None or (spec.transfer and config.weights is not None)
@@ -106,14 +133,23 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
             )
     finally:
         keras.config.set_dtype_policy(previous_policy)
+    return model
 
+
+def _callbacks(config: TrainConfig, steps: int, progress: ProgressHook | None,
+               cancel: threading.Event | None) -> tuple[Any, Any, list[Any]]:
+    """The early stopper and the progress hook (also in the list), then every callback the fit
+    takes: those two, TensorBoard's where asked, and the plateau schedule's."""
     stopper, hook = training_callbacks(config, steps, progress, cancel)
     callbacks: list[Any] = [stopper, hook, *tensorboard_callbacks(config)]
     if config.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=max(1, config.patience // 2)))
+    return stopper, hook, callbacks
 
-    started = time.perf_counter()
+
+def _fit(model: Any, train_ds: Any, val_ds: Any, config: TrainConfig, callbacks: list[Any],
+         class_weight: dict[int, float] | None, strategy: Any) -> None:
     with warnings.catch_warnings(), distributed.fit_guard(strategy):
         # File datasets have unknown length (unreadable files are dropped), so Keras
         # finds each epoch's end by running out of data and warns every epoch.
@@ -124,22 +160,21 @@ def fit_on_images(dataset: LabelledDataset, config: TrainConfig, progress: Progr
             epochs=config.epochs,
             shuffle=False,  # the pipeline shuffles, seeded
             callbacks=callbacks,
-            class_weight=summary.class_weights if config.class_weights else None,
+            class_weight=class_weight,
             verbose=0,
         )
-    history, best_epoch = fit_outcome(model, stopper, hook)
-    # Hand back an uncompiled copy: bundles then hold weights only, not the optimizer's
-    # moment estimates (which would triple the file).
-    trained = keras.Model.from_config(model.get_config())
-    trained.set_weights(model.get_weights())
-    return TrainResult(trained, preprocessing, config, history, best_epoch,
-                       time.perf_counter() - started, summary.to_dict())
+
+
+def _weights_copy(model: Any) -> Any:
+    """A new, uncompiled model from ``model``'s config, holding its weights."""
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _head_trainable_copy(model: Any) -> Any:
     """A copy of ``model`` (its own weights) in which only the Dense layers train."""
-    copy = keras.Model.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
+    copy = _weights_copy(model)
     for layer in copy.layers:
         layer.trainable = isinstance(layer, keras.layers.Dense)
     return copy
