@@ -2,7 +2,7 @@
 
     python bench/bench_compress.py [--only textures shapes]
 
-Everything goes through ``vision.training.compress.compress``, as the CLI's ``optimize`` and the
+Everything goes through ``vision.optimize.compress.compress``, as the CLI's ``optimize`` and the
 app's Optimize view do; every variant is measured as its TFLite flatbuffer on LiteRT.
 
 - textures (``vision.data.photos``, 10 photos per class, 120 held-out test patches): the few-shot
@@ -45,7 +45,7 @@ def _verdict(passed: bool | None) -> str:
 
 
 def _print_table(title: str, rows: list) -> None:
-    from vision.training.compress import COLUMNS
+    from vision.optimize.compress import COLUMNS
 
     print(f"\n{title}")
     print("| " + " | ".join(COLUMNS) + " | parameters | .keras gzip (MB) | sparsity |")
@@ -62,8 +62,8 @@ def _latency_ratio(rows: list, names: tuple[str, str], repeats: int = 60) -> tup
     """(ms of names[0], ms of names[1], ratio), the two flatbuffers taking turns."""
     from vision.bundle.store import load_bundle
     from vision.data.images import preprocess
+    from vision.optimize.compress import model_flatbuffer
     from vision.runtime.tflite import TFLiteRunner
-    from vision.training.compress import model_flatbuffer
 
     sides = {}
     for name in names:
@@ -94,8 +94,8 @@ def textures(tmp: Path, prune_lite0: bool = True) -> None:
     from vision.bundle.store import load_bundle
     from vision.data.datasets import load_folder
     from vision.data.photos import write_texture_task
+    from vision.optimize.compress import CompressionPlan, compress
     from vision.runtime.inference import Classifier
-    from vision.training.compress import CompressionPlan, compress
     from vision.training.config import DistillConfig, TrainConfig
     from vision.training.evaluate import evaluate_classifier
     from vision.training.recipe import train_bundle
@@ -143,7 +143,7 @@ def shapes(tmp: Path) -> None:
     from vision.data.datasets import Split, load_folder
     from vision.data.synthetic import SHAPES, make_shapes, write_shapes
     from vision.defaults import SHAPES_MODEL
-    from vision.training.compress import CompressionPlan, compress
+    from vision.optimize.compress import CompressionPlan, compress
 
     bundle = load_bundle(SHAPES_MODEL)
     dataset = load_folder(write_shapes(tmp / "shapes-data", per_class=250, size=64, seed=0) / "train")

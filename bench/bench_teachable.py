@@ -82,7 +82,7 @@ def main() -> None:
 def _run_flatbuffer(path: Path, probes: list[Path]) -> np.ndarray:
     from PIL import Image
 
-    from vision.export.int8 import dequantize
+    from vision.runtime.int8 import dequantize
     from vision.runtime.tflite import TFLiteRunner
 
     runner = TFLiteRunner(path.read_bytes())

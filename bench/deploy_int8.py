@@ -110,8 +110,8 @@ def measure_model(model: str, tmp: Path, methods: tuple[str, ...] = ("ptq", "qat
     from vision.data.images import preprocess
     from vision.errors import ExportError
     from vision.export.formats import export
-    from vision.export.int8 import run
     from vision.models.serving import split_outputs
+    from vision.runtime.int8 import run
     from vision.runtime.tflite import TFLiteRunner
 
     bundle, images, labels, described = _subject(model, tmp)

@@ -65,8 +65,7 @@ def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
 def int8_accuracy(model: Any, calibration: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy of ``model``'s full-integer TFLite conversion (calibrated on ``calibration``),
     run on LiteRT."""
-    from vision.export.int8 import run
-    from vision.export.int8_convert import convert
+    from vision.runtime.int8 import convert, run
     from vision.runtime.tflite import TFLiteRunner
 
     return float(np.mean(run(TFLiteRunner(convert(model, calibration)), x)[0].argmax(1) == y))

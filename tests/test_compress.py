@@ -13,7 +13,7 @@ from vision.cli import main
 from vision.data.datasets import Split, load_folder
 from vision.data.synthetic import SHAPES, make_shapes, write_shapes
 from vision.errors import VisionError
-from vision.training.compress import TABLE_FILE, CompressionPlan, compress
+from vision.optimize.compress import TABLE_FILE, CompressionPlan, compress
 from vision.training.prune import measured_sparsity
 
 from conftest import SHAPES_MODEL

@@ -16,9 +16,9 @@ from vision.data.photos import photographed_at
 from vision.data.synthetic import make_shapes
 from vision.errors import ExportError
 from vision.export.formats import export
-from vision.export.int8 import calibration_images, convert, run
+from vision.export.int8 import calibration_images
 from vision.export.parity import PARITY_FILE
-from vision.export.weight_rounding import bias_corrected, int8_kernel, kernel_axes
+from vision.runtime.int8 import convert, run
 from vision.runtime.tflite import TFLiteRunner, make_interpreter
 from vision.training.qat import (
     FakeQuant,
@@ -28,6 +28,7 @@ from vision.training.qat import (
     quantized_tensors,
     tflite_ranges,
 )
+from vision.training.weight_rounding import bias_corrected, int8_kernel, kernel_axes
 
 from conftest import SHAPES_MODEL
 
@@ -74,7 +75,7 @@ def test_every_tensor_is_int8_but_the_io_asked_for(exports, quantize, io):
     dtypes = _dtypes(interpreter)
     assert dtypes.pop("int8") > 30 and dtypes.pop("int32") > 10
     assert dtypes == ({} if io == "int8" else {io: len(ends)})
-    # Conv kernels carry one scale per output channel (as vision.export.weight_rounding assumes).
+    # Conv kernels carry one scale per output channel (as vision.training.weight_rounding assumes).
     kernels = [t for t in interpreter.get_tensor_details() if len(t["shape"]) == 4 and t["dtype"] == np.int8
                and len(t["quantization_parameters"]["scales"]) > 1]
     assert kernels and all(len(t["quantization_parameters"]["scales"]) == t["shape"][0] for t in kernels)

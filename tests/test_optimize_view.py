@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from vision.training.compress import COLUMNS
+from vision.optimize.compress import COLUMNS
 
 from app_server import cancel_once_registered, launch_app
 from conftest import SHAPES_MODEL

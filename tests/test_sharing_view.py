@@ -218,7 +218,7 @@ def test_a_model_the_page_cannot_run_is_named_with_the_reason(tmp_path):
 
     from vision.bundle.store import make_info, save_tflite_bundle
     from vision.data.images import Preprocessing
-    from vision.export.webpage import WebPage
+    from vision.serve.webpage import WebPage
 
     info = make_info("Trash sorter", ["Cardboard", "Glass"], "teachable-machine", Preprocessing(size=(224, 224)),
                      runtime={"kind": "tflite-only"})

@@ -24,7 +24,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from vision.export.formats import WEB_FILES, WEB_VENDOR
-from vision.export.webpage import WebPage
+from vision.serve.webpage import WebPage
 from vision.ui.config import AppConfig
 from vision.ui.session import SessionRegistry
 from vision.ui.static import static_routes
@@ -118,7 +118,7 @@ def _fail_the_export(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[P
     def export_page_model(web_dir: Path, bundle_path: Path, **options: object) -> None:
         raise ImportError(f"No module named 'tensorflowjs' (while exporting {bundle_path} into {web_dir})")
 
-    monkeypatch.setattr("vision.export.webpage.export_page_model", export_page_model)
+    monkeypatch.setattr("vision.serve.webpage.export_page_model", export_page_model)
     return fake_web(tmp_path / "web", model=False), "the model export failed (ImportError)"
 
 
@@ -139,7 +139,7 @@ def test_a_failed_preparation_is_a_503_that_names_the_step_without_server_paths(
                                                                                   failure):
     web, step = failure(monkeypatch, tmp_path)
     monkeypatch.setenv("VISION_WEB_SETUP", "1")
-    caplog.set_level(logging.INFO, logger="vision.export.webpage")
+    caplog.set_level(logging.INFO, logger="vision.serve.webpage")
     page = WebPage(web, tmp_path / "bundle")
     page.prepare_in_background()
     assert page.wait(timeout=60) is False

@@ -408,7 +408,7 @@ def _train(args: argparse.Namespace) -> None:
 def _optimize(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from vision.training.compress import COLUMNS, CompressionPlan, compress  # lazy: imports TensorFlow
+    from vision.optimize.compress import COLUMNS, CompressionPlan, compress  # lazy: imports TensorFlow
 
     bundle = load_bundle(resolve_model(args.model))
     if not args.data and is_hub_ref(args.model):

@@ -137,7 +137,7 @@ def _use(info: dict[str, Any]) -> list[str]:
         "",
         "```json",
         json.dumps({"training": info.get("training", {}), "dataset": info.get("dataset", {}),
-                    # How a smaller variant was made from its original (``vision.training.compress``).
+                    # How a smaller variant was made from its original (``vision.optimize.compress``).
                     **{key: info[key] for key in ("distillation", "pruning") if key in info}},
                    indent=2, sort_keys=True),
         "```",

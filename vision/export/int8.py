@@ -64,10 +64,13 @@ from vision.data.datasets import Split
 from vision.data.images import load_image, preprocess
 from vision.data.photos import photographed_at, with_crops
 from vision.errors import ExportError
-from vision.export.int8_convert import convert
 from vision.export.options import INT8_METHODS
-from vision.export.weight_rounding import bias_corrected
 from vision.models.heads import OUTPUT_LAYER
+from vision.models.serving import serving_model
+from vision.runtime.int8 import convert, run
+from vision.runtime.tflite import TFLiteRunner
+from vision.training.qat import fine_tune
+from vision.training.weight_rounding import bias_corrected
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ FULL_INTEGER = {"int8": "float32", "int8-io": "int8", "int8-uint8-io": "uint8"}
 #: How many calibration images: TFLite's guidance is ~100-500; ranges settle well before 100
 #: on the models here, and the everyday model calibrates in ~3 s per 100.
 CALIBRATION_IMAGES = 96
-#: "ptq": calibration and bias correction (``weight_rounding``); "qat": then quantization-aware
+#: "ptq": calibration and bias correction (``vision.training.weight_rounding``); "qat": then quantization-aware
 #: fine-tuning on the calibration images (``vision.training.qat``). PTQ is the default: it agreed
 #: with Keras as well as QAT or better on every model of ``bench/deploy_int8.py`` in a fifth
 #: of the time. QAT earns its place where int8 itself costs accuracy: ``bench/bench_qat.py``'s
@@ -140,45 +143,19 @@ def package_photos(names: tuple[str, ...]) -> list[Path]:
     packages ship; the ones missing here are left out."""
     roots = {}
     try:
-        import skimage
+        import skimage  # lazy: optional, and only the calibration without training images needs it
 
         roots["skimage"] = Path(skimage.__file__).parent / "data"
     except ImportError:
         pass
     try:
-        import sklearn
+        import sklearn  # lazy: optional, and only the calibration without training images needs it
 
         roots["sklearn"] = Path(sklearn.__file__).parent / "datasets" / "images"
     except ImportError:
         pass
     paths = [roots[package] / file for package, file in (name.split(":", 1) for name in names) if package in roots]
     return [path for path in paths if path.is_file()]
-
-
-def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """Model input ``x`` (float, preprocessed) as the interpreter input ``detail`` takes it."""
-    dtype = np.dtype(detail["dtype"])
-    if dtype == np.float32:
-        return x.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    limits = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), limits.min, limits.max).astype(dtype)
-
-
-def dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """An interpreter output as float32 (``(q - zero_point) * scale`` for an integer tensor)."""
-    if np.dtype(detail["dtype"]) == np.float32:
-        return y
-    scale, zero_point = detail["quantization"]
-    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
-
-
-def run(runner: Any, inputs: np.ndarray) -> list[np.ndarray]:
-    """Float model inputs through a ``vision.runtime.tflite.TFLiteRunner`` of a full-integer
-    flatbuffer, whatever its I/O dtype: quantized on the way in, dequantized on the way out."""
-    interpreter = runner.interpreter
-    inputs = quantize_input(inputs, interpreter.get_input_details()[0])
-    return [dequantize(y, detail) for y, detail in zip(runner.batch(inputs), interpreter.get_output_details())]
 
 
 def io_metadata(interpreter: Any, preprocessing: Any, classes: int) -> dict[str, Any]:
@@ -220,8 +197,6 @@ def int8_ready(model: Any, calibration: np.ndarray, method: str = DEFAULT_METHOD
     if method not in METHODS:
         raise ExportError(f"unknown int8 method {method!r}; choose one of: {', '.join(METHODS)}")
     if method == "qat":
-        from vision.training.qat import fine_tune  # lazy: only QAT pays for the training loop
-
         tuned = fine_tune(model, calibration)
         return tuned.model, {"steps": tuned.steps, "losses": [float(f"{v:.3g}") for v in tuned.losses]}
     return bias_corrected(model, calibration), {}
@@ -244,9 +219,6 @@ def export_full_integer(bundle: Bundle, folder: Path, inputs: np.ndarray, quanti
         under ``full_integer``: the I/O tensors' dtypes, scales and zero points, the
         calibration set and the method.
     """
-    from vision.models.serving import serving_model
-    from vision.runtime.tflite import TFLiteRunner
-
     started = time.perf_counter()
     images, source = calibration_images(bundle, images=calibration)
     calibration = np.asarray(preprocess(np.stack(images), bundle.preprocessing))

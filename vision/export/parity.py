@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from vision.defaults import REPO
+from vision.runtime.int8 import quantize_input
+from vision.runtime.tflite import TFLiteRunner
 from vision.timing import RUNS, median_ms
 
 PARITY_FILE = "parity.json"
@@ -39,9 +41,6 @@ def latency(fmt: str, folder: Path, x: np.ndarray, metadata: dict[str, Any]) -> 
     """(median ms per image, the runtime that ran it) for the export in ``folder``; ``x`` is one
     preprocessed input without a batch axis. (None, why) where the runtime is not here."""
     if fmt == "tflite":
-        from vision.export.int8 import quantize_input
-        from vision.runtime.tflite import TFLiteRunner
-
         runner = TFLiteRunner((folder / "model.tflite").read_bytes())
         sample = quantize_input(x, runner.interpreter.get_input_details()[0])
         return median_ms(lambda: runner(sample)), f"LiteRT, XNNPACK, {os.cpu_count()} threads"

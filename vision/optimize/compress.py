@@ -26,11 +26,14 @@ from vision.bundle.store import Bundle, load_bundle
 from vision.data.datasets import LabelledDataset, Split
 from vision.data.images import ImageSource, input_side, load_image, preprocess
 from vision.errors import VisionError
+from vision.export.formats import export
 from vision.models.serving import split_outputs
+from vision.runtime.int8 import dequantize, quantize_input
 from vision.runtime.tflite import TFLiteRunner, cached_flatbuffer, convert_to_tflite
 from vision.timing import median_ms
 from vision.training.config import DistillConfig, ProgressHook, TrainConfig, TrainProgress, TrainResult
 from vision.training.distill import distill
+from vision.training.prune import prune
 from vision.training.recipe import save_trained
 from vision.training.teacher import teacher_views
 from vision.trust.calibration import softmax
@@ -88,8 +91,6 @@ def _checked_inputs(check: Split) -> list[np.ndarray]:
 def _measure(name: str, path: Path, kind: str, flatbuffer: bytes, bundle: Bundle, pixels: list[np.ndarray],
              labels: np.ndarray | None, reference: np.ndarray | None,
              details: dict[str, Any] | None = None) -> tuple[Variant, np.ndarray]:
-    from vision.export.int8 import dequantize, quantize_input
-
     runner = TFLiteRunner(flatbuffer)
     interpreter = runner.interpreter
     input_detail, output_details = interpreter.get_input_details()[0], interpreter.get_output_details()
@@ -149,19 +150,8 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
         VisionError: an empty plan, a sparsity outside [0, 1), or variants already in ``out``.
         TrainingCancelledError: ``cancel`` was set; the variants finished before it are kept.
     """
-    from vision.export.formats import export  # lazy: the export machinery only for int8
-    from vision.training.prune import prune
-
-    if not plan.steps():
-        raise VisionError("choose at least one of: distil into a student, prune, int8")
-    if plan.sparsity is not None and not 0.0 < plan.sparsity < 1.0:
-        raise VisionError(f"the sparsity is the share of weights set to zero, between 0 and 1; got {plan.sparsity}")
     out = Path(out)
-    name = name or original.path.name  # the folder's name: display names may hold spaces
-    targets = {step: out / f"{name}-{step}" for step in plan.steps()}
-    taken = [str(path.name) for path in targets.values() if path.exists()]
-    if taken and not overwrite:
-        raise VisionError(f"already in the output folder: {', '.join(taken)}; choose another name or overwrite")
+    targets = _variant_folders(original, plan, out, name, overwrite)
     check = check if check is not None else dataset.val
     pixels = _checked_inputs(check)
     labels = np.asarray(check.labels) if len(check) else None
@@ -172,18 +162,9 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
 
     report("measure", 0, 1)
     first, reference = _bundle_variant("original", original, pixels, labels, None, {})
-    rows = [first]
-    current = original
-    views = None
+    rows, current, made = [first], original, []
     if plan.distill or plan.sparsity:
-        per_image = max(1, min(PRUNE_VIEWS, MAX_PRUNE_VIEWS // max(len(dataset.train), 1)))
-        config = plan.distill or DistillConfig(views=per_image)
-        # The same sources and labels as ``distill`` passes: its call is then a cache hit.
-        views = teacher_views(original, [*dataset.train.sources(), *(unlabelled or [])],
-                              [*dataset.train.labels, *[-1] * len(unlabelled or [])], config.views, config.seed,
-                              lambda done, total: report("teacher", done, total),
-                              cancelled=lambda: cancel is not None and cancel.is_set())
-    made = []
+        views, prune_on = _teacher_labelled(original, dataset, plan, unlabelled, report, cancel)
     if plan.distill:
         result = distill(original, dataset, plan.distill, unlabelled, progress, cancel)
         current = _save(result, dataset, targets["distilled"], overwrite)
@@ -191,18 +172,8 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
         rows.append(_bundle_variant("+".join(made), current, pixels, labels, reference,
                                     {"seconds": round(result.seconds, 1)})[0])
     if plan.sparsity:
-        assert views is not None
-        keep = np.arange(len(views)) % config.views < per_image
-        inputs = np.asarray(preprocess(views.images[keep], current.preprocessing), np.float32)
-        soft = softmax(views.logits[keep]).astype(np.float32)
-        pruned = prune(current.model, inputs, soft, plan.sparsity, epochs=plan.prune_epochs,
-                       progress=lambda epoch, epochs, sparsity: _pruning_progress(progress, epoch, epochs, sparsity),
-                       cancel=cancel)
-        result = TrainResult(pruned.model, current.preprocessing, _config_of(current), pruned.history,
-                             len(pruned.history.get("loss", [1])) - 1, pruned.seconds,
-                             info={"pruning": {"sparsity": round(pruned.sparsity, 4), "target": plan.sparsity,
-                                               "from": current.name, "epochs": plan.prune_epochs}})
-        current = _save(result, dataset, targets["pruned"], overwrite)
+        current, pruned = _pruned(current, views, prune_on, plan, dataset, targets["pruned"], overwrite, progress,
+                                  cancel)
         made.append("pruned")
         rows.append(_bundle_variant("+".join(made), current, pixels, labels, reference,
                                     {"sparsity": round(pruned.sparsity, 4), "seconds": round(pruned.seconds, 1)})[0])
@@ -217,6 +188,54 @@ def compress(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan, 
                              {"from": current.name})[0])
     write_table(out, rows)
     return rows
+
+
+def _variant_folders(original: Bundle, plan: CompressionPlan, out: Path, name: str | None,
+                     overwrite: bool) -> dict[str, Path]:
+    """Step -> the folder its variant goes to, once the plan is checked and the folders are free."""
+    if not plan.steps():
+        raise VisionError("choose at least one of: distil into a student, prune, int8")
+    if plan.sparsity is not None and not 0.0 < plan.sparsity < 1.0:
+        raise VisionError(f"the sparsity is the share of weights set to zero, between 0 and 1; got {plan.sparsity}")
+    name = name or original.path.name  # the folder's name: display names may hold spaces
+    targets = {step: out / f"{name}-{step}" for step in plan.steps()}
+    taken = [str(path.name) for path in targets.values() if path.exists()]
+    if taken and not overwrite:
+        raise VisionError(f"already in the output folder: {', '.join(taken)}; choose another name or overwrite")
+    return targets
+
+
+def _teacher_labelled(original: Bundle, dataset: LabelledDataset, plan: CompressionPlan,
+                      unlabelled: list[ImageSource] | None, report: Any,
+                      cancel: threading.Event | None) -> tuple[Any, np.ndarray]:
+    """The original's answers on augmented views of the training images (and ``unlabelled``),
+    computed once for distillation and pruning, and which of them pruning learns from
+    (``PRUNE_VIEWS`` an image, ``MAX_PRUNE_VIEWS`` in all)."""
+    per_image = max(1, min(PRUNE_VIEWS, MAX_PRUNE_VIEWS // max(len(dataset.train), 1)))
+    config = plan.distill or DistillConfig(views=per_image)
+    # The same sources and labels as ``distill`` passes: its call is then a cache hit.
+    views = teacher_views(original, [*dataset.train.sources(), *(unlabelled or [])],
+                          [*dataset.train.labels, *[-1] * len(unlabelled or [])], config.views, config.seed,
+                          lambda done, total: report("teacher", done, total),
+                          cancelled=lambda: cancel is not None and cancel.is_set())
+    return views, np.arange(len(views)) % config.views < per_image
+
+
+def _pruned(current: Bundle, views: Any, keep: np.ndarray, plan: CompressionPlan, dataset: LabelledDataset,
+            folder: Path, overwrite: bool, progress: ProgressHook | None,
+            cancel: threading.Event | None) -> tuple[Bundle, Any]:
+    """``current`` pruned to ``plan.sparsity`` while learning the original's answers on the kept
+    ``views``, saved as a bundle in ``folder``; and what pruning reported."""
+    inputs = np.asarray(preprocess(views.images[keep], current.preprocessing), np.float32)
+    soft = softmax(views.logits[keep]).astype(np.float32)
+    pruned = prune(current.model, inputs, soft, plan.sparsity, epochs=plan.prune_epochs,
+                   progress=lambda epoch, epochs, sparsity: _pruning_progress(progress, epoch, epochs, sparsity),
+                   cancel=cancel)
+    result = TrainResult(pruned.model, current.preprocessing, _config_of(current), pruned.history,
+                         len(pruned.history.get("loss", [1])) - 1, pruned.seconds,
+                         info={"pruning": {"sparsity": round(pruned.sparsity, 4), "target": plan.sparsity,
+                                           "from": current.name, "epochs": plan.prune_epochs}})
+    return _save(result, dataset, folder, overwrite), pruned
 
 
 def _pruning_progress(progress: ProgressHook | None, epoch: int, epochs: int, sparsity: float) -> None:

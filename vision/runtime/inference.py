@@ -28,6 +28,7 @@ import numpy as np
 from vision.bundle.store import TFLITE_FILE, Bundle, open_bundle
 from vision.data.images import ImageSource, input_side, load_image, preprocess
 from vision.models.serving import serving_model, split_outputs
+from vision.runtime.int8 import dequantize, quantize_input
 from vision.runtime.tflite import TFLiteRunner, cached_flatbuffer, convert_to_tflite
 
 log = logging.getLogger(__name__)
@@ -262,8 +263,6 @@ class _RawFlatbuffer:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Probabilities for one preprocessed input ``x`` (H, W, C) float32."""
-        from vision.export.int8 import dequantize, quantize_input  # the same arithmetic as the int8 export
-
         runner = self._pool.get()
         try:
             output = runner(quantize_input(np.asarray(x, np.float32), self._input))[0]

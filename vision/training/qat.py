@@ -9,7 +9,7 @@ layers, and fine-tunes the float weights briefly so the int8 conversion that fol
   every tensor TFLite stores in int8: after each fused conv + batch norm + ReLU, after
   additions, pooling and the logits, on the range TFLite gives each (calibrated min and max,
   or what a post-training conversion of the same model stored where it chose otherwise);
-- each kernel is rounded to TFLite's grid (``vision.export.weight_rounding``): symmetric int8,
+- each kernel is rounded to TFLite's grid (``vision.training.weight_rounding``): symmetric int8,
   one scale per output channel. Batch norm runs on its moving statistics, so folding it into
   the kernel (which the converter does) scales each output channel by a constant and the
   grid is the same; the rounding is applied with the straight-through estimator (the
@@ -35,10 +35,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vision.export.int8_convert import convert
-from vision.export.weight_rounding import bias_corrected, consumers, int8_kernel, kernel_axes
 from vision.models.heads import LOGITS_LAYER
+from vision.runtime.int8 import convert
+from vision.runtime.tflite import make_interpreter
 from vision.training.seeding import seed_weights
+from vision.training.weight_rounding import bias_corrected, consumers, int8_kernel, kernel_axes
 
 #: Layers TFLite fuses into the op before them: their input is never stored in int8.
 _FUSED = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation)
@@ -121,8 +122,6 @@ def tflite_ranges(flatbuffer: bytes, names: list[str]) -> dict[str, tuple[float,
     ending at 9.8 kept up to 16.2). Simulating with the flatbuffer's ranges puts every
     tensor on the grid TFLite will use.
     """
-    from vision.runtime.tflite import make_interpreter
-
     found = {}
     for tensor in make_interpreter(flatbuffer).get_tensor_details():
         scale, zero_point = tensor["quantization"]

@@ -21,6 +21,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 def kernel_axes(layer: Any) -> tuple[int, ...] | None:
@@ -36,8 +37,6 @@ def kernel_axes(layer: Any) -> tuple[int, ...] | None:
 def int8_kernel(kernel: Any, channel_axes: tuple[int, ...]) -> Any:
     """``kernel`` rounded to TFLite's int8 weight grid: symmetric, [-127, 127], one scale per
     output channel (``channel_axes``). Takes and returns TensorFlow tensors or NumPy arrays."""
-    import tensorflow as tf  # the training loop calls this inside a tf.function
-
     kernel = tf.convert_to_tensor(kernel)
     reduce = [axis for axis in range(len(kernel.shape)) if axis not in channel_axes]
     scale = tf.reduce_max(tf.abs(kernel), axis=reduce, keepdims=True) / 127.0

@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 
 from vision.data.images import MAX_PIXELS
 from vision.defaults import EVERYDAY_MODEL
-from vision.export.webpage import WebPage
+from vision.serve.webpage import WebPage
 from vision.ui.cache import get_classifier, get_explainer
 from vision.ui.config import AppConfig
 from vision.ui.context import Context

@@ -22,7 +22,7 @@ from vision.errors import DatasetError
 from vision.export.formats import export
 from vision.export.int8 import FULL_INTEGER
 from vision.export.parity import COLUMNS, PARITY_FILE, table_row
-from vision.export.webpage import tfjs_installed
+from vision.serve.webpage import tfjs_installed
 from vision.ui.cache import get_bundle
 from vision.ui.context import Context
 from vision.ui.errors import user_errors

@@ -13,8 +13,8 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from vision.export.formats import WEB_FILES, WEB_VENDOR
-from vision.export.webpage import WebPage
 from vision.serve.rest import serving_routes
+from vision.serve.webpage import WebPage
 from vision.ui.serving import serving_api
 from vision.ui.session import SessionRegistry
 
@@ -26,7 +26,7 @@ class WebFiles(StaticFiles):
     """Only the page, its libraries and the app's model's own files (those its model.json
     names, from ``page.model_dir``) and ``model/card.json`` (what the page says of the model):
     not package.json, tests, dotfiles, ...; "503, being prepared" while a fresh Space installs
-    TF.js or the model is exported (``vision.export.webpage``), and a page naming the model and
+    TF.js or the model is exported (``vision.serve.webpage``), and a page naming the model and
     the reason where the browser cannot run it."""
 
     def __init__(self, page: WebPage) -> None:
