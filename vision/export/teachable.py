@@ -4,7 +4,7 @@ One export folder holds both of TM's model formats, each also zipped as TM's sit
 
 - ``tfjs/``: a TF.js *layers* model (``model.json`` + ``weights.bin``) and TM's ``metadata.json``,
   which TM's library (``tmImage.load(modelURL, metadataURL)``) loads. The topology is written
-  as data (``vision.models.layers_config.layers_topology``) in the Keras 2 form TF.js 1.x reads:
+  as data (``vision.export.tfjs_layers``) in the Keras 2 form TF.js 1.x reads:
   TF.js cannot load a Keras 3 layers model (tensorflow/tfjs#8328).
 - ``keras/``: ``keras_model.h5`` + ``labels.txt``, which TM's published Python snippet runs as it
   is: ``keras.models.load_model(..., compile=False)`` on the pinned Keras 3.
@@ -118,7 +118,7 @@ def metadata(bundle: Bundle) -> dict[str, Any]:
 
 
 def _write_tfjs(model: Any, bundle: Bundle, folder: Path) -> dict[str, Any]:
-    from vision.models.layers_config import layers_topology
+    from vision.export.tfjs_layers import layers_topology
 
     try:
         topology, weights = layers_topology(model)

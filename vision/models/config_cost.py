@@ -7,13 +7,15 @@ tensor, so asking a built model for ``count_params()`` is too late for an untrus
 ``DecompressionBombError`` is the model: the size is read from the header and refused before
 any pixel exists. Here the "header" is the config: each allowlisted layer's output shape and
 parameter count follow from its arguments and its inputs' shapes (channels last, batch 1),
-as Keras computes them. ``vision.models.layers_config`` walks the graph with these rules
-first and builds only a model whose totals are under its bounds.
+as Keras computes them. Each public function here is one such rule; the allowlist in
+``vision.models.layers_config`` pairs every accepted layer type with its rule, walks the graph
+with them first and builds only a model whose totals are under its bounds.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +49,13 @@ class Cost:
             self.largest, self.largest_layer = values, name
 
 
-def layer_output(class_name: str, kwargs: dict[str, Any], inputs: list[Shape], name: str,
+def layer_output(rule: Rule, kwargs: dict[str, Any], inputs: list[Shape], name: str,
                  where: str) -> tuple[Shape, int]:
     """The output shape and parameter count of one allowlisted layer.
 
     Args:
-        class_name: The Keras class (a key of ``layers_config``'s allowlist).
+        rule: Its type's rule, one of this module's (``conv``, ``dense``...), as the allowlist in
+            ``vision.models.layers_config`` pairs each accepted type with one.
         kwargs: Its checked keyword arguments, as ``layers_config`` passes them to Keras.
         inputs: Its inputs' shapes, without the batch axis.
         name: The layer's name, for messages.
@@ -62,9 +65,6 @@ def layer_output(class_name: str, kwargs: dict[str, Any], inputs: list[Shape], n
         InvalidModelFileError: inputs of a rank or size the layer cannot take (a window larger
             than its input, an image layer on a vector, merged shapes that differ).
     """
-    rule = _RULES.get(class_name)
-    if rule is None:
-        raise InvalidModelFileError(f"{where}: no cost rule for layer type {class_name!r}")
     return rule(kwargs, inputs, _Context(name, where))
 
 
@@ -88,6 +88,10 @@ class _Context:
         return shape
 
 
+#: A layer type's rule: (checked keyword arguments, input shapes, context) -> (output shape, parameters).
+Rule = Callable[[dict[str, Any], list[Shape], _Context], tuple[Shape, int]]
+
+
 def _window(size: int, kernel: int, stride: int, dilation: int, padding: str, context: _Context) -> int:
     """One spatial side after a convolution or pooling window (Keras's formula)."""
     if padding == "same":
@@ -105,7 +109,8 @@ def _spatial(kwargs: dict[str, Any], shape: Shape, window: tuple[int, int], stri
             _window(shape[1], window[1], strides[1], dilation[1], kwargs["padding"], context))
 
 
-def _conv(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+def conv(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+    """A ``Conv2D``: its kernel over every input channel, for each filter."""
     height, width, channels = context.image(inputs)
     kernel = kwargs["kernel_size"]
     out = _spatial(kwargs, (height, width), kernel, kwargs["strides"], context)
@@ -113,7 +118,8 @@ def _conv(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tup
     return (*out, filters), kernel[0] * kernel[1] * channels * filters + (filters if kwargs["use_bias"] else 0)
 
 
-def _depthwise(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+def depthwise(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+    """A ``DepthwiseConv2D``: one kernel per input channel and multiplier."""
     height, width, channels = context.image(inputs)
     kernel = kwargs["kernel_size"]
     out = _spatial(kwargs, (height, width), kernel, kwargs["strides"], context)
@@ -121,19 +127,22 @@ def _depthwise(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -
     return (*out, filters), kernel[0] * kernel[1] * filters + (filters if kwargs["use_bias"] else 0)
 
 
-def _pooling(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+def pooling(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+    """``MaxPooling2D`` and ``AveragePooling2D``: a window, no weights."""
     height, width, channels = context.image(inputs)
     pool = kwargs["pool_size"]
     out = _spatial(kwargs, (height, width), pool, kwargs["strides"] or pool, context)
     return (*out, channels), 0
 
 
-def _global_pooling(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+def global_pooling(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+    """``GlobalAveragePooling2D`` and ``GlobalMaxPooling2D``: one value per channel."""
     channels = context.image(inputs)[-1]
     return ((1, 1, channels) if kwargs["keepdims"] else (channels,)), 0
 
 
-def _zero_padding(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+def zero_padding(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+    """``ZeroPadding2D``: the image grown by its padding."""
     height, width, channels = context.image(inputs)
     padding = kwargs["padding"]
     if isinstance(padding, int):
@@ -147,28 +156,33 @@ def _zero_padding(kwargs: dict[str, Any], inputs: list[Shape], context: _Context
     return (height + rows, width + columns, channels), 0
 
 
-def _batch_norm(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+def batch_norm(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+    """``BatchNormalization``: its input's shape, and up to four parameters a channel."""
     shape = context.one(inputs)
     # gamma and beta where scaled / centred, and the moving mean and variance always
     return shape, shape[-1] * (2 + int(kwargs["center"]) + int(kwargs["scale"]))
 
 
-def _dense(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+def dense(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+    """A ``Dense`` layer, on the last axis of its input."""
     shape = context.one(inputs)
     units = kwargs["units"]
     # Keras's Dense acts on the last axis of any rank.
     return (*shape[:-1], units), shape[-1] * units + (units if kwargs["use_bias"] else 0)
 
 
-def _same(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+def same(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+    """Layers whose output is their input's shape, without weights (activations, dropout)."""
     return context.one(inputs), 0
 
 
-def _flatten(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+def flatten(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+    """``Flatten``: every value in one axis."""
     return (math.prod(context.one(inputs)),), 0
 
 
-def _elementwise(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+def elementwise(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+    """``Add`` and ``Multiply``: two or more inputs of one shape, broadcast as Keras does."""
     if len(inputs) < 2:
         raise context.fail(f"merges {len(inputs)} input; it needs two or more")
     if len({len(shape) for shape in inputs}) != 1:
@@ -182,29 +196,11 @@ def _elementwise(kwargs: dict[str, Any], inputs: list[Shape], context: _Context)
     return tuple(out), 0
 
 
-def _concatenate(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+def concatenate(kwargs: dict[str, Any], inputs: list[Shape], context: _Context) -> tuple[Shape, int]:
+    """``Concatenate``: inputs joined along the last axis."""
     if len(inputs) < 2:
         raise context.fail(f"joins {len(inputs)} input; it needs two or more")
     if len({shape[:-1] for shape in inputs}) != 1:
         raise context.fail(f"joins shapes that differ before the last axis {inputs}")
     return (*inputs[0][:-1], sum(shape[-1] for shape in inputs)), 0
 
-
-_RULES = {
-    "Conv2D": _conv,
-    "DepthwiseConv2D": _depthwise,
-    "BatchNormalization": _batch_norm,
-    "ReLU": _same,
-    "Activation": _same,
-    "Dense": _dense,
-    "Dropout": _same,
-    "Add": _elementwise,
-    "Multiply": _elementwise,
-    "Concatenate": _concatenate,
-    "ZeroPadding2D": _zero_padding,
-    "GlobalAveragePooling2D": _global_pooling,
-    "GlobalMaxPooling2D": _global_pooling,
-    "MaxPooling2D": _pooling,
-    "AveragePooling2D": _pooling,
-    "Flatten": _flatten,
-}

@@ -21,6 +21,8 @@ softmax named ``probabilities``: the shape every classifier here has (see
 
 Weights are matched by ``<layer>/<variable>`` name, never by position: TF.js lists
 trainable weights before the BatchNorm statistics.
+
+Writing a model in this form (Teachable Machine's TF.js export) is ``vision.export.tfjs_layers``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from vision.errors import InvalidModelFileError
+from vision.models import config_cost as rules
 from vision.models.config_cost import Cost, layer_output
 from vision.models.heads import LOGITS_LAYER, OUTPUT_LAYER
 
@@ -270,8 +273,8 @@ class _Walk:
 
     def _layer(self, node: Mapping[str, Any], inputs: list[Any]) -> Any:
         class_name = node.get("class_name")
-        make = _LAYERS.get(class_name) if isinstance(class_name, str) else None
-        if make is None:
+        accepted = _LAYERS.get(class_name) if isinstance(class_name, str) else None
+        if accepted is None:
             raise InvalidModelFileError(
                 f"{self.where}: layer type {str(class_name)[:60]!r} is not accepted; an imported model may use "
                 f"only {', '.join(sorted(_LAYERS))}")
@@ -279,7 +282,7 @@ class _Walk:
         if self.layers > MAX_LAYERS:
             raise InvalidModelFileError(f"{self.where}: more than {MAX_LAYERS} layers")
         source_name = _layer_name(node, self.where)
-        kwargs = make(_config(node, self.where), self.where)
+        kwargs = accepted.read(_config(node, self.where), self.where)
         if class_name not in ("Add", "Concatenate", "Multiply"):
             inputs = [_single(inputs, source_name, self.where)]
         return self.apply(class_name, source_name, kwargs, inputs)
@@ -297,7 +300,7 @@ class _Planner(_Walk):
         return shape
 
     def apply(self, class_name: str, source_name: str, kwargs: dict[str, Any], inputs: list[Any]) -> Any:
-        shape, parameters = layer_output(class_name, kwargs, inputs, source_name, self.where)
+        shape, parameters = layer_output(_LAYERS[class_name].cost, kwargs, inputs, source_name, self.where)
         self.cost.add(source_name, shape, parameters)
         # Refused at the first layer over a bound: the walk itself stays cheap.
         error = _over_bounds(self.cost, self.where)
@@ -441,23 +444,35 @@ def _flatten(config: Mapping[str, Any], where: str) -> dict[str, Any]:
     return {}
 
 
-_LAYERS: dict[str, Callable[[Mapping[str, Any], str], dict[str, Any]]] = {
-    "Conv2D": _conv,
-    "DepthwiseConv2D": lambda config, where: _conv(config, where, depthwise=True),
-    "BatchNormalization": _batch_norm,
-    "ReLU": _relu,
-    "Activation": lambda config, where: {"activation": _activation(config.get("activation"), where)},
-    "Dense": _dense,
-    "Dropout": lambda config, where: {"rate": _bounded_float(config.get("rate", 0.0), 0.0, 1.0, "rate", where)},
-    "Add": _no_arguments,
-    "Multiply": _no_arguments,
-    "Concatenate": lambda config, where: {"axis": _choice(config.get("axis", -1), (-1, 3), "axis", where)},
-    "ZeroPadding2D": _zero_padding,
-    "GlobalAveragePooling2D": _global_pooling,
-    "GlobalMaxPooling2D": _global_pooling,
-    "MaxPooling2D": _pooling,
-    "AveragePooling2D": _pooling,
-    "Flatten": _flatten,
+class _Accepted(NamedTuple):
+    """An accepted layer type: how its config is read (only what shapes the computation, each
+    value bounded) and its rule in ``vision.models.config_cost`` (what it costs)."""
+
+    read: Callable[[Mapping[str, Any], str], dict[str, Any]]
+    cost: rules.Rule
+
+
+#: The allowlist, the one list of layer types an imported model may use.
+_LAYERS: dict[str, _Accepted] = {
+    "Conv2D": _Accepted(_conv, rules.conv),
+    "DepthwiseConv2D": _Accepted(lambda config, where: _conv(config, where, depthwise=True), rules.depthwise),
+    "BatchNormalization": _Accepted(_batch_norm, rules.batch_norm),
+    "ReLU": _Accepted(_relu, rules.same),
+    "Activation": _Accepted(lambda config, where: {"activation": _activation(config.get("activation"), where)},
+                            rules.same),
+    "Dense": _Accepted(_dense, rules.dense),
+    "Dropout": _Accepted(lambda config, where: {"rate": _bounded_float(config.get("rate", 0.0), 0.0, 1.0, "rate",
+                                                                       where)}, rules.same),
+    "Add": _Accepted(_no_arguments, rules.elementwise),
+    "Multiply": _Accepted(_no_arguments, rules.elementwise),
+    "Concatenate": _Accepted(lambda config, where: {"axis": _choice(config.get("axis", -1), (-1, 3), "axis", where)},
+                             rules.concatenate),
+    "ZeroPadding2D": _Accepted(_zero_padding, rules.zero_padding),
+    "GlobalAveragePooling2D": _Accepted(_global_pooling, rules.global_pooling),
+    "GlobalMaxPooling2D": _Accepted(_global_pooling, rules.global_pooling),
+    "MaxPooling2D": _Accepted(_pooling, rules.pooling),
+    "AveragePooling2D": _Accepted(_pooling, rules.pooling),
+    "Flatten": _Accepted(_flatten, rules.flatten),
 }
 
 
@@ -583,67 +598,7 @@ def _short_weight_name(name: str) -> str:
     return f"{parts[-2]}/{variable}"
 
 
-# --- the other way: a Keras 3 model as a Keras 2 / TF.js layers topology ---------------------
-
-#: The keys written for each layer type: what TF.js 1.x's layers read (it fills in the rest).
-_WRITTEN_KEYS = {
-    "Conv2D": ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "activation",
-               "use_bias"),
-    "DepthwiseConv2D": ("kernel_size", "strides", "padding", "data_format", "dilation_rate", "depth_multiplier",
-                        "activation", "use_bias"),
-    "BatchNormalization": ("axis", "momentum", "epsilon", "center", "scale"),
-    "ReLU": ("max_value", "negative_slope", "threshold"),
-    "Activation": ("activation",),
-    "Dense": ("units", "activation", "use_bias"),
-    "Dropout": ("rate",),
-    "Add": (), "Multiply": (), "Concatenate": ("axis",),
-    "ZeroPadding2D": ("padding", "data_format"),
-    "GlobalAveragePooling2D": ("data_format",), "GlobalMaxPooling2D": ("data_format",),
-    "MaxPooling2D": ("pool_size", "strides", "padding", "data_format"),
-    "AveragePooling2D": ("pool_size", "strides", "padding", "data_format"),
-    "Flatten": ("data_format",),
-}
-#: Keras 3 weight names that the Keras 2 / TF.js formats spell differently.
-_WRITTEN_WEIGHT_NAMES = {("DepthwiseConv2D", "kernel"): "depthwise_kernel"}
-
-
-def layers_topology(model: Any) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
-    """``model`` (a flat Keras 3 functional model of the allowed layer types) as a Keras 2
-    style ``{"class_name": "Model", ...}`` topology that TF.js 1.x and later load, and its
-    weights as ``("<layer>/<variable>", array)`` in layer order.
-
-    Raises:
-        InvalidModelFileError: a layer type TF.js layers models cannot hold, a nested model,
-            or a layer called more than once; the message names it.
-    """
-    config = model.get_config()
-    layers, weights = [], []
-    for layer, entry in zip(model.layers, config["layers"], strict=True):
-        class_name = type(layer).__name__
-        if class_name == "InputLayer":
-            layers.append({"class_name": "InputLayer", "name": layer.name, "inbound_nodes": [],
-                           "config": {"batch_input_shape": [None, *layer.output.shape[1:]], "dtype": "float32",
-                                      "sparse": False, "name": layer.name}})
-            continue
-        if class_name not in _WRITTEN_KEYS:
-            raise InvalidModelFileError(
-                f"layer {layer.name!r} is a {class_name}, which a TF.js layers model (Teachable Machine's format) "
-                f"cannot hold; it can hold {', '.join(sorted(_WRITTEN_KEYS))}")
-        layer_config = layer.get_config()
-        written = {key: _plain(layer_config[key]) for key in _WRITTEN_KEYS[class_name] if key in layer_config}
-        if class_name == "BatchNormalization" and written.get("axis") == -1:
-            written["axis"] = len(layer.input.shape) - 1  # TF.js 1.x wants a non-negative axis
-        layers.append({"class_name": class_name, "name": layer.name,
-                       "config": {"name": layer.name, "trainable": True, "dtype": "float32", **written},
-                       "inbound_nodes": [[[source, 0, 0, {}] for source in inbound_layer_names(entry, layer.name)]]})
-        weights.extend((f"{layer.name}/{_WRITTEN_WEIGHT_NAMES.get((class_name, _variable_name(v)), _variable_name(v))}",
-                        np.asarray(v.numpy(), np.float32)) for v in layer.weights)
-    topology = {"class_name": "Model", "config": {
-        "name": model.name, "layers": layers,
-        "input_layers": [[layer.name, 0, 0] for layer in model.layers if type(layer).__name__ == "InputLayer"],
-        "output_layers": [[_producer_name(model.outputs[0]), 0, 0]]}}
-    return topology, weights
-
+# --- Keras 3 connections ---------------------------------------------------------------------
 
 def inbound_layer_names(entry: Mapping[str, Any], name: str) -> list[str]:
     """The layers whose outputs the layer ``name`` reads, from its entry in a Keras 3
@@ -671,10 +626,3 @@ def inbound_layer_names(entry: Mapping[str, Any], name: str) -> list[str]:
     collect(nodes[0].get("args", []))
     return sources
 
-
-def _producer_name(tensor: Any) -> str:
-    return tensor._keras_history.operation.name
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
