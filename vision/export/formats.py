@@ -107,6 +107,35 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
         ExportError: unknown format or quantization, an existing ``out``, a failed
             conversion, or an artifact whose answers differ from Keras.
     """
+    out = _checked_request(bundle, fmt, out, quantize, overwrite, features, single_output)
+    if bundle.tflite_only:
+        return _export_flatbuffer_as_is(bundle, out, images if images is not None else probe_images(bundle))
+    images = images if images is not None else probe_images(bundle)
+    inputs = np.stack([np.asarray(preprocess(image, bundle.preprocessing)) for image in images])
+    # Calibrated probabilities, plus the "unknown" detector's familiarity where there is one.
+    model = serving_model(bundle.model, bundle.detector, features=features)
+    classes = len(bundle.labels)
+    expected = _joined(model(inputs, training=False), classes)
+    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        expected, predicted, full_integer, teachable = _convert(
+            bundle, model, fmt, staging, images, inputs, expected, quantize, features, int8_method, calibration,
+            single_output)
+        result = _verify(fmt, quantize, expected, predicted, classes)
+        metadata = _metadata(bundle, fmt, quantize, result, staging, full_integer, teachable, features, single_output)
+        return _publish(staging, out, fmt, quantize, result, metadata, inputs[0])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _checked_request(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None, overwrite: bool,
+                     features: bool, single_output: bool) -> Path:
+    """``out`` as a path, once the format, its options and the folder are known to make an export.
+
+    Raises:
+        ExportError: what ``export`` cannot make, naming what can be.
+    """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if single_output and (fmt != "savedmodel" or features):
@@ -117,62 +146,64 @@ def export(bundle: Bundle, fmt: str, out: str | Path, quantize: str | None = Non
     out = Path(out)
     if out.exists() and not overwrite:
         raise ExportError(f"'{out}' already exists; choose another folder or overwrite")
-    if bundle.tflite_only:
-        if fmt != "tflite" or quantize:
-            raise ExportError(f"'{bundle.name}' came as a TFLite file only, so it exports to TFLite as it is "
-                              "(tflite, no quantization); other formats need its Keras or TF.js export")
-        return _export_flatbuffer_as_is(bundle, out, images if images is not None else probe_images(bundle))
-    images = images if images is not None else probe_images(bundle)
-    inputs = np.stack([np.asarray(preprocess(image, bundle.preprocessing)) for image in images])
-    # Calibrated probabilities, plus the "unknown" detector's familiarity where there is one.
-    model = serving_model(bundle.model, bundle.detector, features=features)
+    if bundle.tflite_only and (fmt != "tflite" or quantize):
+        raise ExportError(f"'{bundle.name}' came as a TFLite file only, so it exports to TFLite as it is "
+                          "(tflite, no quantization); other formats need its Keras or TF.js export")
+    return out
+
+
+def _convert(bundle: Bundle, model: Any, fmt: str, staging: Path, images: list[np.ndarray], inputs: np.ndarray,
+             expected: np.ndarray, quantize: str | None, features: bool, int8_method: str | None,
+             calibration: Split | None, single_output: bool) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+    """Write the ``fmt`` export into ``staging`` and run it on ``inputs``. Returns the Keras
+    answers it is to match (the columns it has), its own answers, and the full-integer and
+    Teachable Machine records for the metadata (None unless that is the format)."""
     classes = len(bundle.labels)
-    expected = _joined(model(inputs, training=False), classes)
-    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
     full_integer = teachable = None
-    try:
-        if fmt == "savedmodel":
-            # TF Serving's layout. Both signatures (encoded images, float tensors) are held to
-            # Keras; the worse one is what the check reports.
-            answers = [_joined(a, classes) for a in export_for_serving(model, bundle, staging, images, features,
-                                                                       single_output)]
-            expected = expected[:, :classes] if single_output else expected
-            predicted = max(answers, key=lambda answer: float(np.abs(answer - expected).max()))
-        elif fmt == "onnx":
-            predicted = _joined(export_onnx(model, staging / ONNX_FILE, inputs, bundle.detector is not None,
-                                            features), classes)
-        elif fmt == "tflite" and quantize in FULL_INTEGER:
-            outputs, full_integer = export_full_integer(bundle, staging, inputs, quantize, features,
-                                                        int8_method or DEFAULT_METHOD, calibration)
-            predicted = _joined(outputs, classes)
-        elif fmt == "tflite":
-            predicted = _export_tflite(model, staging, inputs, quantize, classes)
-        elif fmt == "teachable-machine":
-            # TM's formats have no "unknown" output: the probabilities alone are compared.
-            teachable = export_teachable(bundle, staging)
-            expected = expected[:, :classes]
-            predicted = check_teachable(staging, inputs, bundle.preprocessing, expected)
-        else:
-            predicted = _export_tfjs(model, staging, inputs, quantize, bundle.model, classes)
-        result = _verify(fmt, quantize, expected, predicted, classes)
-        metadata = export_metadata(bundle, fmt, quantize, result)
-        if full_integer:  # the input and output tensors' dtype, scale and zero point
-            metadata["input"]["dtype"] = full_integer["input"]["dtype"]
-            metadata["full_integer"] = full_integer
-        if fmt == "teachable-machine":
-            metadata["teachable_machine"] = teachable
-        if features:
-            size = int(bundle.model.get_layer(LOGITS_LAYER).input.shape[-1])
-            metadata["features"] = {"output": "features", "size": size}
-        if fmt == "savedmodel":
-            metadata["serving"] = serving_metadata(bundle, (metadata.get("features") or {}).get("size"),
-                                                   single_output)
-        elif fmt == "onnx":  # inside the model too: an ONNX user needs no other file
-            write_metadata_props(staging / ONNX_FILE, metadata)
-        return _publish(staging, out, fmt, quantize, result, metadata, inputs[0])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    if fmt == "savedmodel":
+        # TF Serving's layout. Both signatures (encoded images, float tensors) are held to
+        # Keras; the worse one is what the check reports.
+        answers = [_joined(a, classes) for a in export_for_serving(model, bundle, staging, images, features,
+                                                                   single_output)]
+        expected = expected[:, :classes] if single_output else expected
+        predicted = max(answers, key=lambda answer: float(np.abs(answer - expected).max()))
+    elif fmt == "onnx":
+        predicted = _joined(export_onnx(model, staging / ONNX_FILE, inputs, bundle.detector is not None,
+                                        features), classes)
+    elif fmt == "tflite" and quantize in FULL_INTEGER:
+        outputs, full_integer = export_full_integer(bundle, staging, inputs, quantize, features,
+                                                    int8_method or DEFAULT_METHOD, calibration)
+        predicted = _joined(outputs, classes)
+    elif fmt == "tflite":
+        predicted = _export_tflite(model, staging, inputs, quantize, classes)
+    elif fmt == "teachable-machine":
+        # TM's formats have no "unknown" output: the probabilities alone are compared.
+        teachable = export_teachable(bundle, staging)
+        expected = expected[:, :classes]
+        predicted = check_teachable(staging, inputs, bundle.preprocessing, expected)
+    else:
+        predicted = _export_tfjs(model, staging, inputs, quantize, bundle.model, classes)
+    return expected, predicted, full_integer, teachable
+
+
+def _metadata(bundle: Bundle, fmt: str, quantize: str | None, result: dict[str, Any], staging: Path,
+              full_integer: Any, teachable: Any, features: bool, single_output: bool) -> dict[str, Any]:
+    """``export_metadata`` with what this format's export adds (written into the ONNX model too)."""
+    metadata = export_metadata(bundle, fmt, quantize, result)
+    if full_integer:  # the input and output tensors' dtype, scale and zero point
+        metadata["input"]["dtype"] = full_integer["input"]["dtype"]
+        metadata["full_integer"] = full_integer
+    if fmt == "teachable-machine":
+        metadata["teachable_machine"] = teachable
+    if features:
+        size = int(bundle.model.get_layer(LOGITS_LAYER).input.shape[-1])
+        metadata["features"] = {"output": "features", "size": size}
+    if fmt == "savedmodel":
+        metadata["serving"] = serving_metadata(bundle, (metadata.get("features") or {}).get("size"),
+                                               single_output)
+    elif fmt == "onnx":  # inside the model too: an ONNX user needs no other file
+        write_metadata_props(staging / ONNX_FILE, metadata)
+    return metadata
 
 
 def _publish(staging: Path, out: Path, fmt: str, quantize: str | None, result: dict[str, Any],
