@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from vision.cli import main
-from vision.training.tensorboard import GRADCAM_IMAGES, start_tensorboard, stop_tensorboard
+from vision.serve.tensorboard import start_tensorboard, stop_tensorboard
+from vision.training.tensorboard import GRADCAM_IMAGES
 
 pytestmark = pytest.mark.slow
 

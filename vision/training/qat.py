@@ -171,97 +171,125 @@ def fine_tune(model: Any, images: np.ndarray, epochs: int = 3, batch_size: int =
     # Bias-corrected first (what post-training quantization does here): a better start. Its dropout is
     # seeded locally, never through the process's generators.
     student = seed_weights(bias_corrected(model, images, batch_size), seed, fresh=lambda layer: False)
+    simulated = _simulated_logits(student, images, batch_size)
+    # Everything trains, batch norm's scale and offset too (the pretrained backbone as well:
+    # distillation keeps it where it was). Batch norm runs on its moving statistics
+    # (training=False) and they never update, so folding it stays a per-channel constant and
+    # rounding the raw kernel per channel is rounding the folded one.
+    for layer in student.layers:
+        layer.trainable = True
+    steps_per_epoch = -(-2 * len(images) // batch_size)
+    inputs, targets = _float_answers(model, images, batch_size)
+    distiller = _Distiller(student, simulated, _warm_cosine_adam(learning_rate, epochs, steps_per_epoch), targets)
+    losses, steps = distiller.train(inputs, targets, epochs, batch_size, seed, progress)
+    for layer, original in zip(student.layers, model.layers):
+        layer.trainable = original.trainable
+    return QATResult(student, losses, steps, time.perf_counter() - started)
+
+
+def _simulated_logits(student: Any, images: np.ndarray, batch_size: int) -> Any:
+    """``student``'s logits with every tensor TFLite stores in int8 rounded to its grid, on the
+    ranges TFLite gives them (``quantization_aware_model``); the layers are ``student``'s own."""
     # Distilled on the logits: TFLite's int8 softmax rounds the small probabilities of a
     # 1000-class output to 0, which a loss on probabilities turns into huge, useless gradients.
     logits = keras.Model(student.input, student.get_layer(LOGITS_LAYER).output)
     ranges = activation_ranges(logits, images, batch_size)
     # Where TFLite stores a tensor on another range than its calibrated min and max, its own.
     ranges.update(tflite_ranges(convert(logits, images), list(ranges)))
-    simulated = quantization_aware_model(logits, ranges)
+    return quantization_aware_model(logits, ranges)
 
-    # Everything trains, batch norm's scale and offset too (the pretrained backbone as well:
-    # distillation keeps it where it was). Batch norm runs on its moving statistics
-    # (training=False) and they never update, so folding it stays a per-channel constant and
-    # rounding the raw kernel per channel is rounding the folded one.
-    quantized = [(layer.kernel, axes) for layer in student.layers if (axes := kernel_axes(layer))]
-    for layer in student.layers:
-        layer.trainable = True
-    variables = student.trainable_variables
-    # Adam: batch norm folded into a kernel scales its gradient by up to ~50 (Lite0's tiny
-    # variances), so plain SGD diverges at any rate that moves the other kernels (measured).
-    # Adam steps each weight by about the rate whatever its gradient, so the rate warms up
-    # (its first steps are sign-like) and decays to 0 (steps near the optimum are noise).
-    steps_per_epoch = -(-2 * len(images) // batch_size)
+
+def _warm_cosine_adam(learning_rate: float, epochs: int, steps_per_epoch: int) -> Any:
+    """Adam whose rate warms up over half an epoch to ``learning_rate``, then decays to 0.
+
+    Adam, because batch norm folded into a kernel scales its gradient by up to ~50 (Lite0's tiny
+    variances), so plain SGD diverges at any rate that moves the other kernels (measured). Adam
+    steps each weight by about the rate whatever its gradient, so the rate warms up (its first
+    steps are sign-like) and decays to 0 (steps near the optimum are noise)."""
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, epochs * steps_per_epoch - steps_per_epoch // 2), warmup_target=learning_rate,
         warmup_steps=steps_per_epoch // 2)
-    optimizer = keras.optimizers.Adam(schedule)
-    optimizer.build(variables)
+    return keras.optimizers.Adam(schedule)
 
+
+def _float_answers(model: Any, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images and their mirrors, and the float model's probabilities on them: what the
+    simulated int8 model learns to give."""
     inputs = np.concatenate([images, images[:, :, ::-1]]).astype(np.float32)
     targets = np.concatenate([np.asarray(model.predict(part, batch_size=batch_size, verbose=0))
                               for part in (images, images[:, :, ::-1])])
-    cross_entropy = keras.losses.CategoricalCrossentropy(from_logits=True)
-    # Minus the targets' own entropy: the loss is the KL divergence, 0 for a perfect copy.
-    floor = float(np.mean(-np.sum(targets * np.log(np.clip(targets, 1e-12, 1)), axis=1)))
+    return inputs, targets
 
-    def distillation(target: Any, logits: Any) -> Any:
-        return cross_entropy(target, logits) - floor
 
-    @tf.function(reduce_retracing=True)
-    def loss_of(x: Any, target: Any) -> Any:
-        return distillation(target, simulated(x, training=False))
+class _Distiller:
+    """Distillation of the float model's probabilities into ``simulated`` (the student's logits
+    under int8 rounding), with the student's kernels on TFLite's int8 weight grid in every
+    forward pass and the straight-through estimator for their gradients."""
 
-    @tf.function(reduce_retracing=True)
-    def step(x: Any, target: Any) -> Any:
-        floats = [tf.identity(kernel.value) for kernel, _ in quantized]
-        for kernel, axes in quantized:
+    def __init__(self, student: Any, simulated: Any, optimizer: Any, targets: np.ndarray) -> None:
+        self.simulated, self.optimizer = simulated, optimizer
+        self.quantized = [(layer.kernel, axes) for layer in student.layers if (axes := kernel_axes(layer))]
+        self.variables = student.trainable_variables
+        optimizer.build(self.variables)
+        self.cross_entropy = keras.losses.CategoricalCrossentropy(from_logits=True)
+        # Minus the targets' own entropy: the loss is the KL divergence, 0 for a perfect copy.
+        self.floor = float(np.mean(-np.sum(targets * np.log(np.clip(targets, 1e-12, 1)), axis=1)))
+        self.step = tf.function(self._step, reduce_retracing=True)
+        self._loss_of = tf.function(self._loss, reduce_retracing=True)
+
+    def _loss(self, x: Any, target: Any) -> Any:
+        return self.cross_entropy(target, self.simulated(x, training=False)) - self.floor
+
+    def _step(self, x: Any, target: Any) -> Any:
+        floats = [tf.identity(kernel.value) for kernel, _ in self.quantized]
+        for kernel, axes in self.quantized:
             kernel.assign(int8_kernel(kernel.value, axes))
         with tf.GradientTape() as tape:
-            loss = distillation(target, simulated(x, training=False))
-        gradients = tape.gradient(loss, variables)
+            loss = self._loss(x, target)
+        gradients = tape.gradient(loss, self.variables)
         # Straight-through: the gradient taken at the rounded weights moves the float ones.
-        for (kernel, _), value in zip(quantized, floats):
+        for (kernel, _), value in zip(self.quantized, floats):
             kernel.assign(value)
-        optimizer.apply(gradients, variables)
+        self.optimizer.apply(gradients, self.variables)
         return loss
 
-    def with_rounded_kernels(x: Any, target: Any) -> float:
-        floats = [np.asarray(kernel.value) for kernel, _ in quantized]
-        for kernel, axes in quantized:
+    def measured(self, inputs: np.ndarray, targets: np.ndarray, batch_size: int) -> float:
+        """The mean loss over ``inputs`` with the kernels rounded to the int8 grid, as the
+        converted model will have them; the float kernels are put back after."""
+        floats = [np.asarray(kernel.value) for kernel, _ in self.quantized]
+        for kernel, axes in self.quantized:
             kernel.assign(int8_kernel(kernel.value, axes))
         try:
-            return float(loss_of(x, target))
+            return float(np.mean([float(self._loss_of(inputs[i:i + batch_size], targets[i:i + batch_size]))
+                                  for i in range(0, len(inputs), batch_size)]))
         finally:
-            for (kernel, _), value in zip(quantized, floats):
+            for (kernel, _), value in zip(self.quantized, floats):
                 kernel.assign(value)
 
-    def measured() -> float:
-        return float(np.mean([with_rounded_kernels(inputs[i:i + batch_size], targets[i:i + batch_size])
-                              for i in range(0, len(inputs), batch_size)]))
-
-    rng = np.random.default_rng(seed)
-    losses = [measured()]
-    # The best weights seen are kept, the start included: where int8 barely moves a model,
-    # every step is noise, and fine-tuning must never return something worse than it got.
-    best = [v.numpy() for v in variables]
-    steps = 0
-    for epoch in range(epochs):
-        order = rng.permutation(len(inputs))
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            step(inputs[batch], targets[batch])
-            steps += 1
-        losses.append(measured())
-        if losses[-1] < min(losses[:-1]):
-            best = [v.numpy() for v in variables]
-        if progress:
-            progress(epoch, losses[-1])
-    for variable, value in zip(variables, best):
-        variable.assign(value)
-    for layer, original in zip(student.layers, model.layers):
-        layer.trainable = original.trainable
-    return QATResult(student, [float(v) for v in losses], steps, time.perf_counter() - started)
+    def train(self, inputs: np.ndarray, targets: np.ndarray, epochs: int, batch_size: int, seed: int,
+              progress: Callable[[int, float], None] | None) -> tuple[list[float], int]:
+        """``epochs`` shuffled passes; the measured loss before any step and after each epoch,
+        and the steps taken. The variables end at the best measured weights."""
+        rng = np.random.default_rng(seed)
+        losses = [self.measured(inputs, targets, batch_size)]
+        # The best weights seen are kept, the start included: where int8 barely moves a model,
+        # every step is noise, and fine-tuning must never return something worse than it got.
+        best = [v.numpy() for v in self.variables]
+        steps = 0
+        for epoch in range(epochs):
+            order = rng.permutation(len(inputs))
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                self.step(inputs[batch], targets[batch])
+                steps += 1
+            losses.append(self.measured(inputs, targets, batch_size))
+            if losses[-1] < min(losses[:-1]):
+                best = [v.numpy() for v in self.variables]
+            if progress:
+                progress(epoch, losses[-1])
+        for variable, value in zip(self.variables, best):
+            variable.assign(value)
+        return [float(v) for v in losses], steps
 
 
 def _is_softmax(layer: Any) -> bool:

@@ -1,4 +1,4 @@
-"""TensorBoard logs for every training, and a TensorBoard on loopback to read them.
+"""TensorBoard logs for every training.
 
 A training with ``TrainConfig.tensorboard = DIR`` writes one run, ``DIR/<bundle name>-<time>``
 (``new_run``), so trainings side by side are comparable in one TensorBoard:
@@ -12,11 +12,7 @@ A training with ``TrainConfig.tensorboard = DIR`` writes one run, ``DIR/<bundle 
 - ``fine_tune/{train,validation}``: the end-to-end stage after a head (``stage``), whose
   epochs count from 0 again.
 
-``start_tensorboard`` serves a log folder on 127.0.0.1. TensorBoard's front end comes from
-its own wheel (``tensorboard/webfiles.zip``: the page, its script, the Roboto fonts, the
-Monaco editor): nothing from a CDN. The one third-party URL its script could load, Polymer's
-Google Fonts stylesheet, is switched off by the script's first line
-(``window.polymerSkipLoadingFontRoboto = true``). ``tests/test_tensorboard.py`` checks both.
+Reading them in a TensorBoard server is ``vision.serve.tensorboard``.
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ import dataclasses
 import io
 import logging
 import re
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,11 +43,7 @@ GRADCAM_IMAGES = 6
 PANEL_SIDE = 224
 #: The plots a bundle keeps that TensorBoard shows too: file name -> image tag.
 PLOT_TAGS = {CONFUSION_FILE: "confusion_matrix", RELIABILITY_FILE: "reliability_diagram"}
-#: How often the server looks for new events (TensorBoard's default).
-RELOAD_SECONDS = 5
 
-
-# -- writing ---------------------------------------------------------------------------------
 
 
 def run_name(name: str, when: float | None = None) -> str:
@@ -100,7 +91,7 @@ def tensorboard_callbacks(config: TrainConfig) -> list[Any]:
     """
     if not config.tensorboard:
         return []
-    import keras  # lazy: the app imports this module for the server alone
+    import keras  # lazy: importing this module costs no Keras; only a logged training needs it
 
     return [keras.callbacks.TensorBoard(log_dir=config.tensorboard)]
 
@@ -182,60 +173,3 @@ def _fit(pixels: np.ndarray) -> np.ndarray:
 
 def _decode(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-
-
-# -- serving ---------------------------------------------------------------------------------
-
-_servers: dict[str, tuple[str, Any]] = {}  # resolved log folder -> (URL, server)
-_servers_lock = threading.Lock()
-
-
-def start_tensorboard(logdir: str | Path, reload_seconds: int = RELOAD_SECONDS) -> str:
-    """Serve ``logdir`` with TensorBoard on 127.0.0.1 at a free port and return its URL
-    (``http://127.0.0.1:PORT/``); later calls for the same folder return the same server.
-
-    TensorBoard's own ``launch()``: its web server runs in a daemon thread of this process, and
-    event files are read by the Rust data server its wheel ships (``--load_fast=auto``, its
-    default), a child process that exits with this one. Not the Python reader: its thread reads
-    through TensorFlow and, caught reading when the process exits, aborts it ("FATAL: exception
-    not rethrown"); it remains the fallback where the data server is unavailable. It serves
-    anyone who can reach loopback on this machine, without a login.
-
-    Raises:
-        VisionError: TensorBoard could not start (its message says why).
-    """
-    key = str(Path(logdir).resolve())
-    with _servers_lock:
-        if key in _servers:
-            return _servers[key][0]
-        from tensorboard import program  # lazy: imports every TensorBoard plugin
-
-        made: list[Any] = []
-
-        def server(app: Any, flags: Any) -> Any:  # keeps the server, so it can be stopped
-            made.append(program.WerkzeugServer(app, flags))
-            return made[-1]
-
-        board = program.TensorBoard(server_class=server)
-        try:
-            board.configure(argv=[None, "--logdir", key, "--host", "127.0.0.1", "--port", "0",
-                                  "--load_fast", "auto", "--reload_interval", str(reload_seconds)])
-            url = board.launch()
-        except program.TensorBoardServerException as error:
-            raise VisionError(f"TensorBoard could not start: {error.msg}") from None
-        _servers[key] = (url, made[-1])
-        return url
-
-
-def stop_tensorboard(logdir: str | Path) -> bool:
-    """Stop the server ``start_tensorboard`` started for ``logdir``; False if none runs.
-
-    Its port closes; its data server, which TensorBoard gives no stop, idles until the process ends.
-    """
-    with _servers_lock:
-        entry = _servers.pop(str(Path(logdir).resolve()), None)
-    if entry is None:
-        return False
-    entry[1].shutdown()
-    entry[1].server_close()
-    return True
