@@ -1,5 +1,7 @@
-"""The package's shape: no import cycles among ``vision`` modules (imports inside functions
-included), and no TensorFlow on the start-up paths that do not need it."""
+"""The package's shape: every import goes down the declared stage order (``vision.STAGES``), no
+import cycles among ``vision`` modules (imports inside functions included in both), functions a
+reader can hold, imports inside functions only where they say why, and no TensorFlow on the
+start-up paths that do not need it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from vision import STAGES
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vision"
 
@@ -92,6 +96,107 @@ def test_the_cycle_check_sees_imports_inside_functions():
     tree = ast.parse("def f():\n    from vision.b import x\n")
     graph = {"vision.a": _imports(tree, {"vision.a", "vision.b"}, "vision"), "vision.b": {"vision.a"}}
     assert find_cycle(graph) == ["vision.a", "vision.b", "vision.a"]
+
+
+def stage(module: str) -> int:
+    """The position of ``module``'s stage in ``vision.STAGES`` (0: the bottom); the package's own
+    ``__init__``, which imports nothing, is at the bottom."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return 0
+    for position, names in enumerate(STAGES):
+        if parts[1] in names:
+            return position
+    raise LookupError(f"{module} is in no stage: add vision.{parts[1]} to vision.STAGES")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import in ``graph`` from a lower stage to a higher one, as readable lines."""
+    return [f"{module} ({'/'.join(STAGES[stage(module)])}) imports {target} ({'/'.join(STAGES[stage(target)])})"
+            for module in sorted(graph) for target in sorted(graph[module]) if stage(target) > stage(module)]
+
+
+def test_every_module_has_a_stage():
+    graph = import_graph()
+    assert {stage(module) for module in graph} == set(range(len(STAGES)))  # and no stage is empty
+
+
+def test_every_import_goes_down_the_stage_order():
+    """A module imports only its own stage and lower ones, at module level or inside a function
+    (``if TYPE_CHECKING`` aside): a circle between stages cannot hide in a deferred import."""
+    graph = import_graph()
+    assert "vision.runtime.int8" in graph["vision.runtime.inference"]
+    upward = upward_imports(graph)
+    assert not upward, "imports up the stage order (vision.STAGES):\n" + "\n".join(upward)
+
+
+def test_the_stage_check_sees_an_upward_import_inside_a_function():
+    """The check above can fail: an import from training into export inside a function is found,
+    one under ``if TYPE_CHECKING`` is not."""
+    code = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from vision.serve import rest\n"
+            "def f():\n    from vision.export.formats import export\n")
+    modules = {"vision.training.x", "vision.export.formats", "vision.serve.rest"}
+    graph = {"vision.training.x": _imports(ast.parse(code), modules, "vision.training")}
+    assert upward_imports(graph) == ["vision.training.x (training) imports vision.export.formats (export)"]
+
+
+#: The longest function a reader is asked to hold, from its ``def`` line to its last line.
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int]]:
+    """(name, lines) of every function or method in ``source`` longer than ``limit`` lines,
+    nested ones included."""
+    return [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= limit]
+
+
+def test_no_function_is_longer_than_80_lines():
+    found = [f"{path.relative_to(PACKAGE.parent)}: {name} ({lines} lines)"
+             for path in sorted(PACKAGE.rglob("*.py")) for name, lines in long_functions(path.read_text())]
+    assert not found, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(found)
+
+
+def test_the_length_check_counts_from_the_def_line_to_the_last():
+    body = "".join(f"    x{i} = {i}\n" for i in range(79))
+    assert long_functions(f"def held():\n{body}") == []  # 80 lines
+    assert long_functions(f"@decorated\ndef long():\n{body}    return x0\n") == [("long", 81)]
+
+
+def function_imports(source: str) -> list[tuple[int, str]]:
+    """(line number, first line) of every import inside a function in ``source``, except under
+    ``if TYPE_CHECKING``."""
+    lines = source.splitlines()
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for branch in child.orelse:
+                    visit(branch, in_function)
+                continue
+            if in_function and isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.append((child.lineno, lines[child.lineno - 1].strip()))
+            visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(ast.parse(source), False)
+    return found
+
+
+def test_every_import_inside_a_function_says_why_it_is_lazy():
+    """An import deferred into a function keeps something heavy or optional (TensorFlow, most
+    often) off a path that does not need it, and says so on its line: ``# lazy: <reason>``.
+    Anything else belongs at the top of the module, where a reader sees what it depends on."""
+    found = [f"{path.relative_to(PACKAGE.parent)}:{number}: {line}"
+             for path in sorted(PACKAGE.rglob("*.py")) for number, line in function_imports(path.read_text())
+             if "# lazy: " not in line]
+    assert not found, "imports inside functions without a '# lazy: <reason>' comment:\n" + "\n".join(found)
+
+
+def test_the_lazy_check_sees_imports_in_methods_and_nested_blocks():
+    code = ("import os\nclass A:\n    def f(self):\n        try:\n            import json\n"
+            "        except ImportError:\n            pass\n        import re  # lazy: reason\n")
+    assert function_imports(code) == [(5, "import json"), (8, "import re  # lazy: reason")]
 
 
 @pytest.mark.parametrize("module", ["vision.cli", "vision.data", "vision.data.datasets", "vision.runtime.inference",
