@@ -28,12 +28,12 @@ from vision.data.samples import SampleCollection
 from vision.errors import AccessDeniedError, BundleExistsError, DatasetError, LimitExceededError
 from vision.models.registry import get_spec
 from vision.plots import plot_confusion, plot_history
+from vision.serve.tensorboard import start_tensorboard
 from vision.training.callbacks import stop_if_cancelled
 from vision.training.config import ProgressHook, TrainConfig
 from vision.training.jobs import JobFailed, JobFinished, TrainingJob
 from vision.training.objectives import check as check_objectives
 from vision.training.recipe import TrainedBundle, train_bundle
-from vision.training.tensorboard import start_tensorboard
 from vision.ui.catalog import MINE, SHARED
 from vision.ui.context import Context
 from vision.ui.errors import user_errors
