@@ -22,6 +22,7 @@ from vision.ui.context import Context
 from vision.ui.fairness import FairQueue
 from vision.ui.layout import build_blocks
 from vision.ui.static import missing_endpoint_handlers, static_routes
+from vision.ui.upload_ceiling import UploadCeiling
 from vision.zoo.everyday import ensure_everyday_bundle
 
 #: The endpoints an MCP client may call (``AppConfig.mcp``), each a tool named after its handler.
@@ -40,14 +41,24 @@ class VisionApp:
         self.ctx = Context.create(config)
         # The page runs the app's own model (never another), unless the owner left it out of the views.
         self.web_page = WebPage.for_model(config.web_dir, config.default_model) if config.shows("web") else None
-        # The classifier now: a broken bundle fails at start with a clear message, and the first
-        # visitor does not wait for it (its TFLite conversion is cached on disk after the first run).
-        get_classifier(config.default_model)
         self.demo = build_blocks(self.ctx)
         self._warming: threading.Thread | None = None
 
     def launch(self, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kwargs: Any) -> str:
         """Start serving without blocking; returns the local URL."""
+        if self.web_page is not None:
+            # A Space runs no set-up: TF.js and the page's model are prepared in a thread whose
+            # export is a child process, started first so that it runs on another core while this
+            # process converts the classifier (a cold start's two long steps, side by side).
+            self.web_page.prepare_in_background()
+        try:
+            # The classifier before serving: a broken bundle fails the start with a clear message,
+            # and the first visitor does not wait for it (its TFLite conversion is cached on disk).
+            get_classifier(self.config.default_model)
+        except BaseException:
+            if self.web_page is not None:
+                self.web_page.stop()
+            raise
         # In public mode the direct /run/* routes are closed (api_open=False): they would skip
         # the queue, its concurrency groups and FairQueue's per-session shares.
         self.demo.queue(default_concurrency_limit=4, max_size=64, api_open=not self.config.public)
@@ -59,17 +70,14 @@ class VisionApp:
         app_kwargs = {"routes": static_routes(self.web_page, self.ctx.sessions),
                       "exception_handlers": missing_endpoint_handlers(),
                       "middleware": [Middleware(FairQueue, blocks=self.demo, shares=self.config.shares,
-                                                 pace=self.config.serving.pace)]}
+                                                 pace=self.config.serving.pace),
+                                      Middleware(UploadCeiling, cap_bytes=self.config.upload_cap_bytes)]}
         # _frontend=False skips Gradio's probe of its own index page (a HEAD with a 3 s timeout, meant
         # to detect Colab), which fails the start when the machine is busy, as a Space is while it
         # restarts. Gradio has already checked the server answers (its startup-events request).
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
                          prevent_thread_lock=True, run_history=False, app_kwargs=app_kwargs,
                          mcp_server=self.config.mcp, _frontend=False, **kwargs)
-        if self.web_page is not None:
-            # A Space runs no set-up: TF.js and the page's model are prepared now, in a thread whose
-            # export runs in a child process; started after launch so it never delays the first answer.
-            self.web_page.prepare_in_background()
         if self.config.mcp:
             _keep_mcp_tools(self.demo)
         # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
