@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from conftest import SHAPES_MODEL
 
 
@@ -21,12 +23,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_app(models_dir: Path, default_model: Path | None = None, **settings: object) -> tuple[object, str]:
+def launch_app(models_dir: Path, default_model: Path | None = None, prepare_web: bool = False,
+               **settings: object) -> tuple[object, str]:
     """Build and start the app with ``models_dir`` holding a copy of the shapes model, which
     is also the default unless ``default_model`` names another bundle.
 
-    ``settings`` override ``AppConfig`` fields (``public=True``, ``owner=...``, ``limits=...``).
-    Returns the ``VisionApp`` (``close()`` stops it and removes its files) and its URL.
+    ``prepare_web``: export the page's model in the background, as the app does on a Space
+    (conftest turns that off for every other launch). ``settings`` override ``AppConfig`` fields
+    (``public=True``, ``owner=...``, ``limits=...``). Returns the ``VisionApp`` (``close()``
+    stops it and removes its files) and its URL.
     """
     from vision.ui import build
     from vision.ui.config import AppConfig
@@ -35,7 +40,9 @@ def launch_app(models_dir: Path, default_model: Path | None = None, **settings: 
     config = AppConfig(default_model=default_model or models_dir / "shapes", models_dir=models_dir,
                        state_dir=models_dir.parent / f"{models_dir.name}-state", **settings)
     app = build(config)
-    app.launch("127.0.0.1", free_port(), quiet=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VISION_WEB_SETUP", "1" if prepare_web else "0")
+        app.launch("127.0.0.1", free_port(), quiet=True)
     return app, app.demo.local_url
 
 

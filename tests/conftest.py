@@ -15,6 +15,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="vision-keras-home-")
 os.environ["VISION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vision-cache-")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# An app a test starts does not export its page's model unless the test asks for the page
+# (``launch_app(..., prepare_web=True)``): each export is a child process with a minute of CPU,
+# and an app closed before it ends had it killed, to start again at the next launch.
+os.environ["VISION_WEB_SETUP"] = "0"
 # The Hub: a private cache, no telemetry, the classic LFS upload path the test server speaks,
 # and an endpoint that refuses connections unless a test points it at its own server.
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="vision-hf-home-")

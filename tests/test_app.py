@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     models_dir = tmp_path_factory.mktemp("models")
-    demo, url = launch_app(models_dir)
+    demo, url = launch_app(models_dir, prepare_web=True)
     yield url, models_dir
     demo.close()
 
@@ -235,12 +236,27 @@ def test_export_view_and_the_web_page_served_by_the_app(client, server):
     base = link.split("model=")[1]
     metadata = urllib.request.urlopen(url.rstrip("/") + base + "/metadata.json").read()
     assert b'"quantization": "uint8"' in metadata
-    assert urllib.request.urlopen(url + "web/").status == 200
+    assert _web_page_status(url) == 200
     for hidden in ("web/package.json", "web/test/classifier.test.js", "exports/"):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url + hidden)
         assert refused.value.code == 404, hidden
     assert "choose: float16, dynamic" in _error(client, "tflite", "uint8", api_name="/export")
+
+
+def _web_page_status(url: str, timeout: float = 600) -> int:
+    """/web/'s status once the page's model is exported (503 "being prepared" until then)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return urllib.request.urlopen(url + "web/").status
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or time.monotonic() > deadline:
+                return error.code
+        time.sleep(1)
 
 
 def test_hub_view_push_and_pull_never_leak_the_token(client, server, monkeypatch, caplog, capfd):

@@ -59,7 +59,7 @@ def workbench(textures, tmp_path_factory):
     from vision.data.photos import example_photos
 
     # The everyday model's package photos are configured, as AppConfig.from_env does: they must not show.
-    app, url = launch_app(tmp_path_factory.mktemp("workbench") / "models", default_model=textures,
+    app, url = launch_app(tmp_path_factory.mktemp("workbench") / "models", default_model=textures, prepare_web=True,
                           examples=tuple(str(path) for path in example_photos()))
     yield app, url
     app.close()
@@ -69,8 +69,8 @@ def workbench(textures, tmp_path_factory):
 def demo(textures, tmp_path_factory):
     from vision.ui.config import DEMO_VIEWS
 
-    app, url = launch_app(tmp_path_factory.mktemp("demo") / "models", default_model=textures, public=True,
-                          views=DEMO_VIEWS)
+    app, url = launch_app(tmp_path_factory.mktemp("demo") / "models", default_model=textures, prepare_web=True,
+                          public=True, views=DEMO_VIEWS)
     yield app, url
     app.close()
 

@@ -60,7 +60,7 @@ def test_a_fresh_space_serves_a_working_web_page(tmp_path):
     meta = yaml.safe_load((REPO / "README.md").read_text().split("---\n", 2)[1])
     port = free_port()
     env = {**os.environ, "SPACE_ID": "someone/vision-demo", "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port)}
+           "GRADIO_SERVER_PORT": str(port), "VISION_WEB_SETUP": "1"}
     url = f"http://127.0.0.1:{port}/"
     with running([sys.executable, meta["app_file"]], None, cwd=clone, env=env) as process:
         statuses = _web_statuses_from_the_first_connection(url + "web/", process, timeout=600)
