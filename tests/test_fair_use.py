@@ -306,13 +306,11 @@ def test_uploads_have_a_ceiling(tmp_path_factory):
 
     from gradio.utils import get_upload_folder
 
-    from vision.ui.fairness import QueueShares
-
     held = Path(get_upload_folder()) / "vision-test-ceiling"
     held.mkdir(parents=True, exist_ok=True)
     (held / "upload.bin").write_bytes(b"x")  # the folder holds one byte: over a ceiling of 0
     app, url = launch_app(tmp_path_factory.mktemp("uploads") / "models", public=True,
-                          shares=QueueShares(upload_cap_bytes=0))
+                          upload_cap_bytes=0)
     try:
         with pytest.raises(Exception, match="507"):
             Client(url, verbose=False).predict(handle_file(str(STAR)), 3, api_name="/classify")
@@ -337,5 +335,46 @@ def test_a_session_has_a_share_of_the_queue_in_all(tmp_path_factory, pictures):
             assert [status for status, _ in answers].count(200) == 2, answers
             refused = [text for status, text in answers if status != 200]
             assert all("this session already has 2 requests waiting or running" in text for text in refused), refused
+    finally:
+        app.close()
+
+
+def _card_event(app, url: str, session_hash: str, name: str) -> int:
+    """The fn_index of ``name`` (remove, rename or delete) on the session's class cards. The page
+    asks the cards' ``gr.render`` to draw them; what it makes lives in that session's state only,
+    not in ``blocks.fns`` where FairQueue finds every other event's group."""
+    render = next(i for i, fn in app.demo.fns.items() if fn.renderable is not None)
+    assert _join(url, session_hash, render, [])[0] == 200
+
+    def drawn() -> list[int]:
+        if session_hash not in app.demo.state_holder:
+            return []
+        fns = app.demo.state_holder[session_hash].blocks_config.fns
+        return [i for i, fn in list(fns.items()) if fn.rendered_in is not None and fn.name == name]
+
+    _wait(drawn, 60, "the class cards were never drawn")
+    assert drawn()[0] not in app.demo.fns
+    return drawn()[0]
+
+
+def test_the_session_total_holds_for_events_gr_render_makes(tmp_path_factory, pictures):
+    """A class card's delete is in no group FairQueue knows (``gr.render`` made it in the
+    session's own state): the session's total share is all that bounds it, and it holds. With
+    two requests a session and five trainings a group, a session whose two trainings wait has
+    its card refused; once they are gone, the same card event is let in."""
+    from vision.ui.fairness import QueueShares
+
+    app, url = launch_app(tmp_path_factory.mktemp("render-shares") / "models", public=True,
+                          shares=QueueShares(per_session=2, per_group={"train": 5}, per_client=100,
+                                             per_client_group={"train": 100}))
+    try:
+        owner = _with_samples(url, pictures)
+        delete = _card_event(app, url, owner.session_hash, "delete")
+        train, refused_name = _fn_index(app, "train"), _train_args("../bad")
+        with _train_group_busy(app, url, pictures):
+            assert [_join(url, owner.session_hash, train, refused_name)[0] for _ in range(2)] == [200, 200]
+            status, text = _join(url, owner.session_hash, delete, [])
+            assert status == 429 and "this session already has 2 requests waiting or running" in text, (status, text)
+        assert _join(url, owner.session_hash, delete, [])[0] == 200
     finally:
         app.close()

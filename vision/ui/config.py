@@ -14,6 +14,7 @@ from vision.errors import VisionError
 from vision.feedback_store import feedback_home
 from vision.serve.limits import ServingLimits
 from vision.ui.fairness import QueueShares
+from vision.ui.upload_ceiling import UPLOAD_CAP_BYTES
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class AppConfig:
     state_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vision-app-")))
     limits: Limits = Limits()
     shares: QueueShares = QueueShares()
+    upload_cap_bytes: int = UPLOAD_CAP_BYTES  # Gradio's upload folder, all visitors together
     serving: ServingLimits = ServingLimits()
     max_file_size: str = "50mb"
     #: What visitors see in public mode (``parse_views``); None: every view, the workbench.

@@ -1,4 +1,4 @@
-"""Fair use of the shared queue and upload folder: one visitor cannot take them from the others.
+"""Fair shares of the shared queue: one visitor cannot take it from the others.
 
 Gradio's queue has one size limit for everybody (64 events), so a single visitor that joins the
 same expensive event 65 times fills it and every other visitor gets "Queue is full". Gradio has
@@ -17,26 +17,19 @@ Gradio will run, and a body Gradio refuses is passed on for Gradio to refuse. An
 from its check until Gradio has answered it (by then its event is in the queue), so a burst of
 parallel requests cannot all slip under the limit together, and no entry waits for another's.
 
-It also refuses an upload when Gradio's upload folder holds more than ``upload_cap_bytes``:
-uploads arrive before any event and carry no session, so the only bound that holds for them
-is one on the folder, kept small by the app's short cache sweep (``delete_cache``).
+Uploads come before any event and carry no session: their bound is ``vision.ui.upload_ceiling``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
 from gradio.data_classes import PredictBody, SimplePredictBody
-from gradio.utils import get_upload_folder
 from pydantic import ValidationError
 
 from vision.serve.bodies import BodyError, BodyPace, read_body
@@ -48,8 +41,6 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: A join body is a few kB of JSON (file inputs are references to uploads, not bytes).
 MAX_JOIN_BODY = 1024 * 1024
-#: Seconds between counts of the upload folder (the ceiling is coarse: a few seconds late is fine).
-RECOUNT_S = 5.0
 #: Gradio's call-then-stream routes (``routes.py``): ``/call/v2`` takes named inputs and no session.
 _CALL = re.compile(r"/call/(?P<v2>v2/)?(?P<api_name>[^/]+)$")
 
@@ -65,7 +56,6 @@ class QueueShares:
     per_client_group: Mapping[str, int] = field(
         default_factory=lambda: {"train": 2, "export": 4, "explain": 6, "hub": 4})
     per_client: int = 12
-    upload_cap_bytes: int = 2 * 1024**3  # Gradio's upload folder, all visitors together
 
 
 @dataclass(frozen=True)
@@ -78,7 +68,7 @@ class Entry:
 
 
 class FairQueue:
-    """ASGI middleware: per-session and per-client shares of Gradio's queue, and a ceiling on uploads.
+    """ASGI middleware: per-session and per-client shares of Gradio's queue.
 
     ``blocks`` is the app's ``gr.Blocks``: the events already in its queue are the ones Gradio
     keeps in ``Queue.event_ids_to_events`` until they end, each with its request (hence its
@@ -88,8 +78,6 @@ class FairQueue:
     def __init__(self, app: Any, blocks: Any, shares: QueueShares, pace: BodyPace | None = None) -> None:
         self.app, self.blocks, self.shares, self.pace = app, blocks, shares, pace or BodyPace()
         self._entering: list[Entry] = []  # checked, and not yet answered by Gradio
-        self._upload_bytes: tuple[float, int] = (0.0, 0)  # (when measured, bytes)
-        self._recounting = threading.Lock()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and "/gradio_api/mcp" in scope["path"]:
@@ -102,8 +90,6 @@ class FairQueue:
         call = _CALL.search(path)
         if call:
             return await self._enter(scope, receive, send, call)
-        if path.endswith("/upload") and self._uploads_full():
-            return await _refuse(send, 507, "the server holds too many uploads right now; try again in a few minutes")
         return await self.app(scope, receive, send)
 
     async def _enter(self, scope: dict[str, Any], receive: Receive, send: Send, call: re.Match | None) -> None:
@@ -174,45 +160,6 @@ class FairQueue:
         mine = Counter(kind for _, client, kind in held if client == entry.client)
         return _over(mine, group, self.shares.per_client_group, self.shares.per_client,
                      "this address (all its sessions together)")
-
-    def _uploads_full(self) -> bool:
-        """Whether the upload folder was over its ceiling when last counted. The count runs in a
-        worker thread at most every ``RECOUNT_S``: walking the folder on the event loop stalled
-        every request the server was handling (it was the largest cost of a classify call under
-        load, after the model itself)."""
-        measured_at, size = self._upload_bytes
-        if not measured_at:  # the first upload waits for the first count: no stale zero to trust
-            self._recount()
-            return self._upload_bytes[1] > self.shares.upload_cap_bytes
-        if time.monotonic() - measured_at > RECOUNT_S and not self._recounting.locked():
-            self._upload_bytes = (time.monotonic(), size)  # one recount at a time
-            threading.Thread(target=self._recount, daemon=True, name="upload-recount").start()
-        return size > self.shares.upload_cap_bytes
-
-    def _recount(self) -> None:
-        with self._recounting:
-            self._upload_bytes = (time.monotonic(), folder_bytes(Path(get_upload_folder())))
-
-
-def folder_bytes(folder: Path) -> int:
-    """The bytes of the files under ``folder`` (0 when it is missing), links not followed."""
-    total = 0
-    stack = [folder]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:  # gone meanwhile (Gradio's cache sweep)
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                continue
-    return total
-
 
 def _over(held: Counter, group: str | None, per_group: Mapping[str, int], total: int, who: str) -> str | None:
     """Why one more event of ``group`` is over ``who``'s share when it ``held`` these, or None."""
