@@ -95,7 +95,7 @@ def push(bundle_path: str | Path, repo_id: str, token: str | None = None, privat
         HubAuthError, HubNotFoundError, HubConnectionError, HubError: from the Hub.
         InvalidBundleError: the bundle is not valid (named by its folder's name, not its path).
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # lazy: slow to import; the CLI imports this module
 
     from vision.export.formats import export  # lazy: imports TensorFlow, which pull and resolve do not need
 
@@ -147,7 +147,7 @@ def pull(repo_id: str, revision: str | None = None, token: str | bool | None = N
         LimitExceededError: the bundle is bigger than ``max_bytes``, or its download went past it.
         InvalidBundleError: the repo is not a valid bundle (files named as in the repo).
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # lazy: slow to import; the CLI imports this module
 
     repo_id, ref_revision = parse_ref(repo_id)
     revision = revision or ref_revision
@@ -165,7 +165,7 @@ def whoami(token: str, endpoint: str | None = None) -> str:
     Raises:
         TokenRejectedError: the Hub rejected the token. HubConnectionError: unreachable.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # lazy: slow to import; the CLI imports this module
 
     url = endpoint or _endpoint()
     with _hub_errors("whoami", None, url):
@@ -193,8 +193,8 @@ def without_paths(text: str, names: Mapping[Path, str]) -> str:
 def _fetch(api: Any, repo_id: str, revision: str | None, cache_dir: str | Path | None,
            max_bytes: int | None) -> Path:
     """The snapshot folder of the bundle: looked up, checked, then downloaded within ``max_bytes``."""
-    import httpx2  # huggingface_hub 2.x's HTTP client
-    from huggingface_hub import constants, errors
+    import httpx2  # lazy: huggingface_hub 2.x's HTTP client, as slow to import
+    from huggingface_hub import constants, errors  # lazy: slow to import; the CLI imports this module
 
     try:
         # resolve_revision records branch -> commit in the cache's refs, so an offline pull finds
@@ -219,7 +219,7 @@ def _fetch(api: Any, repo_id: str, revision: str | None, cache_dir: str | Path |
 
 def _listing(api: Any, repo_id: str, commit: str) -> dict[str, int]:
     """Size of every file a bundle could use at ``commit``: the root, and ``assets/`` if any."""
-    from huggingface_hub.hf_api import RepoFile, RepoFolder
+    from huggingface_hub.hf_api import RepoFile, RepoFolder  # lazy: slow to import; the CLI imports this module
 
     root = list(api.list_repo_tree(repo_id, revision=commit))
     sizes = {entry.path: entry.size for entry in root if isinstance(entry, RepoFile)}
@@ -261,7 +261,7 @@ def _is_asset(name: str) -> bool:
 def _download(api: Any, repo_id: str, commit: Any, files: Mapping[str, int], cache_dir: str | Path | None,
               budget: "_Budget") -> None:
     """Each of ``files`` into the cache at ``commit``, one at a time, through ``budget``'s meter."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # lazy: slow to import; the CLI imports this module
 
     for name in files:
         hf_hub_download(repo_id, name, revision=commit, cache_dir=cache_dir, endpoint=api.endpoint,
@@ -269,7 +269,7 @@ def _download(api: Any, repo_id: str, commit: Any, files: Mapping[str, int], cac
 
 
 def _cached(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # lazy: slow to import; the CLI imports this module
 
     patterns = [*REQUIRED_FILES, *OPTIONAL_FILES, f"{ASSETS_FOLDER}/*", f"{EXAMPLES_FOLDER}/*.jpg"]
     return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True,
@@ -333,7 +333,7 @@ class _Budget:
                                      "the Hub announced for its files; it was stopped and nothing was kept")
 
     def _meter_class(self) -> type:
-        from huggingface_hub.utils import tqdm as hf_tqdm
+        from huggingface_hub.utils import tqdm as hf_tqdm  # lazy: slow to import; the CLI imports this module
 
         budget = self
 
@@ -392,8 +392,8 @@ def _restore(storage: Path, before: Mapping[Path, bytes | None]) -> None:
 
 def _storage_folder(repo_id: str, cache_dir: str | Path | None) -> Path:
     """The repo's folder in the Hugging Face cache, as huggingface_hub names it."""
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
+    from huggingface_hub import constants  # lazy: slow to import; the CLI imports this module
+    from huggingface_hub.file_download import repo_folder_name  # lazy: slow to import; the CLI imports this module
 
     root = Path(cache_dir or constants.HF_HUB_CACHE).expanduser().resolve()
     return root / repo_folder_name(repo_id=repo_id, repo_type="model")
@@ -408,13 +408,13 @@ def _mb(count: int) -> str:
 
 
 def _offline() -> bool:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # lazy: slow to import; the CLI imports this module
 
     return bool(constants.HF_HUB_OFFLINE)
 
 
 def _endpoint() -> str:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # lazy: slow to import; the CLI imports this module
 
     return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
 
@@ -422,8 +422,8 @@ def _endpoint() -> str:
 @contextmanager
 def _hub_errors(repo_id: str, revision: str | None, endpoint: str) -> Iterator[None]:
     """Turn huggingface_hub and network exceptions into HubErrors with a clear message."""
-    import httpx2  # huggingface_hub 2.x's HTTP client
-    from huggingface_hub import errors
+    import httpx2  # lazy: huggingface_hub 2.x's HTTP client, as slow to import
+    from huggingface_hub import errors  # lazy: slow to import; the CLI imports this module
 
     where = _where(repo_id, revision)
     try:

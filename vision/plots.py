@@ -15,10 +15,10 @@ if TYPE_CHECKING:
 
 def _figure(**kwargs: Any) -> Any:
     """A matplotlib ``Figure`` on the Agg backend: no display, safe in server threads."""
-    import matplotlib  # pyplot's global state is never touched; a Figure is drawn alone
+    import matplotlib  # lazy: slow to import, and the CLI imports this module; pyplot's global state is never touched
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: as matplotlib above
 
     return Figure(**kwargs)
 

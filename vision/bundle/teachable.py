@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from vision.bundle.store import make_info, save_bundle, save_tflite_bundle
+from vision.bundle.tflite_check import check_tflite
 from vision.data.archives import extract_zip
 from vision.data.images import Preprocessing
 from vision.errors import InvalidModelFileError, UnsafeArchiveError, VisionError
@@ -351,7 +352,7 @@ def _read_h5(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], float]:
 
     The topology is costed (``check_cost``) before any weight is read; any failure of h5py on
     a damaged or hostile file becomes a refusal that names the file, never a traceback."""
-    import h5py  # installed with Keras
+    import h5py  # lazy: only Keras .h5 files need h5py (installed with Keras)
 
     if path.stat().st_size > MAX_WEIGHT_BYTES:
         raise InvalidModelFileError(f"{path.name} is over {MAX_WEIGHT_BYTES:,} bytes")
@@ -382,7 +383,7 @@ def _h5_child(group: Any, path: str, where: str) -> Any:
     """``group[path]``, following hard links only, checked on every component of ``path``: a
     soft or external link anywhere on the way (``ext`` in ``ext/kernel``) could lead to another
     object or another file, which an upload must not reach."""
-    import h5py
+    import h5py  # lazy: only Keras .h5 files need h5py
 
     node = group
     for part in path.split("/"):
@@ -406,7 +407,7 @@ def _h5_weights(group: Any, where: str) -> dict[str, np.ndarray]:
     files (external links, external storage, virtual datasets) or load filter plugins, which
     an upload must not. Bytes are counted at the stored dtype's size and at float32's, the
     larger, before anything is read."""
-    import h5py
+    import h5py  # lazy: only Keras .h5 files need h5py
 
     weights: dict[str, np.ndarray] = {}
     total = 0
@@ -432,7 +433,7 @@ def _h5_weights(group: Any, where: str) -> dict[str, np.ndarray]:
 
 
 def _check_dataset(dataset: Any, name: str, where: str) -> None:
-    import h5py
+    import h5py  # lazy: only Keras .h5 files need h5py
 
     if not isinstance(dataset, h5py.Dataset) or dataset.external or dataset.is_virtual \
             or dataset.dtype.kind != "f" or dataset.dtype.itemsize > 8 or dataset.ndim > 5:
@@ -464,8 +465,6 @@ def _provenance(export: TeachableExport, **extra: Any) -> dict[str, Any]:
 # --- TFLite -----------------------------------------------------------------------------------
 
 def _import_tflite(export: TeachableExport, out: Path, name: str, overwrite: bool) -> Path:
-    from vision.bundle.tflite_check import check_tflite
-
     file = export.folder / export.metadata["file"]
     if file.stat().st_size > MAX_WEIGHT_BYTES:
         raise InvalidModelFileError(f"{file.name} is over {MAX_WEIGHT_BYTES:,} bytes")

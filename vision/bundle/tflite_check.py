@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vision.errors import InvalidModelFileError
 
 #: What a TFLite image classifier needs, with (fewest, most) inputs per operator. The
@@ -281,15 +283,13 @@ def check_tflite(flatbuffer: bytes, where: str) -> dict[str, dict[str, Any]]:
 def _child() -> None:
     """The child's side: cap memory and CPU, read stdin, build, allocate, invoke on zeros,
     print the I/O description (or the error) as one JSON line."""
-    import resource
-
-    import numpy as np
+    import resource  # lazy: Unix only, and only the child caps its own limits
 
     resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
     resource.setrlimit(resource.RLIMIT_CPU, (CHILD_SECONDS, CHILD_SECONDS))
     flatbuffer = sys.stdin.buffer.read(MAX_FLATBUFFER_BYTES + 1)
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # lazy: loaded in the child, under its memory and CPU caps
 
         interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
         interpreter.allocate_tensors()

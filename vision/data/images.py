@@ -319,7 +319,7 @@ def preprocess(images: Any, spec: Preprocessing) -> Any:
     """
     pixels = _resize(images, spec.size, spec.resize, spec.crop)
     if spec.grayscale:
-        import tensorflow as tf  # deferred as in _resize
+        import tensorflow as tf  # lazy: decoding and resizing on NumPy never pay for TensorFlow
 
         # Teachable Machine's luma weights; linear, so doing it after the resize is exact.
         pixels = tf.reduce_sum(pixels * tf.constant(GRAY_WEIGHTS), axis=-1, keepdims=True)
@@ -330,7 +330,7 @@ def _resize(images: Any, size: tuple[int, int], method: str, crop: str = "none")
     # The one resize: TF's bilinear with half-pixel centres and no antialiasing, which is
     # what tf.image.resizeBilinear does in the TF.js page. PIL's bilinear antialiases when
     # it shrinks and would give the model other pixels than it was trained on.
-    import tensorflow as tf  # deferred: decoding alone should not pay for TensorFlow
+    import tensorflow as tf  # lazy: decoding alone should not pay for TensorFlow
 
     pixels = tf.cast(tf.convert_to_tensor(images), tf.float32)
     if crop == "center":

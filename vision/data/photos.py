@@ -21,7 +21,7 @@ TEXTURES = ("brick", "grass", "gravel")
 
 def _skimage_data() -> Path:
     try:
-        import skimage
+        import skimage  # lazy: optional: only the package photos need scikit-image
     except ImportError:
         raise DatasetError("the package photos need scikit-image: pip install scikit-image") from None
     return Path(skimage.__file__).parent / "data"
@@ -29,7 +29,7 @@ def _skimage_data() -> Path:
 
 def example_photos() -> list[Path]:
     """Everyday photos from matplotlib and scikit-image (a cat, a coffee, a portrait, a rocket…)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is slow to import; only its sample photo is wanted here
 
     found = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
     try:

@@ -11,7 +11,7 @@ from PIL import Image
 
 @lru_cache(maxsize=4)
 def _lookup_table(colormap: str) -> np.ndarray:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is slow to import, and the CLI's start imports this module
 
     return (matplotlib.colormaps[colormap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 

@@ -33,7 +33,7 @@ _DRAFT_SCALES = (1, 2, 4, 8)
 def decode(data: Any, max_side: int) -> Any:
     """One encoded image (a scalar ``tf.string``) as RGB uint8 (H, W, 3), at most ``max_side``
     on its longer side."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     pixels = tf.cast(_decoded(data, max_side), tf.float64)
     channels = tf.shape(pixels)[-1]
@@ -50,7 +50,7 @@ def decode(data: Any, max_side: int) -> Any:
 
 
 def _decoded(data: Any, max_side: int) -> Any:
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     def jpeg() -> Any:
         # The accurate integer DCT, as Pillow decodes (TF's default, the fast DCT, moved pixels
@@ -66,7 +66,7 @@ def _draft_index(data: Any, max_side: int) -> Any:
     """Which of ``_DRAFT_SCALES`` Pillow's ``JpegImageFile.draft`` picks for ``load_image``'s
     request (1 unless the image is larger than ``max_side``): the largest that keeps the image at
     least the size ``load_image`` asks for."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     shape = tf.cast(tf.io.extract_jpeg_shape(data), tf.float64)
     height, width = shape[0], shape[1]
@@ -80,7 +80,7 @@ def _draft_index(data: Any, max_side: int) -> Any:
 def _thumbnail_size(height: Any, width: Any, max_side: int) -> tuple[Any, Any]:
     """``Image.thumbnail((max_side, max_side))``'s size: the longer side becomes ``max_side``, the
     other the floor or ceiling (whichever keeps the aspect closer, the floor on a tie), at least 1."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     h, w = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
     side = tf.constant(float(max_side), tf.float64)
@@ -102,7 +102,7 @@ def _thumbnail_size(height: Any, width: Any, max_side: int) -> tuple[Any, Any]:
 def _reduced(rgba: Any, height: Any, width: Any) -> Any:
     """Pillow's RGBA resize with the BOX filter: premultiply, horizontal pass, vertical pass,
     unpremultiply; every step rounded as Pillow rounds it."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     colour, alpha = rgba[..., :3], rgba[..., 3:]
     product = colour * alpha + 128.0  # MULDIV255
@@ -117,7 +117,7 @@ def _reduced(rgba: Any, height: Any, width: Any) -> Any:
 
 def _box_pass(pixels: Any, size: Any, axis: int) -> Any:
     """One of Pillow's resampling passes along ``axis`` (1: horizontal, 0: vertical) to ``size``."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     coefficients = _box_coefficients(tf.shape(pixels)[axis], size)  # (size, input), integers
     if axis == 1:
@@ -130,7 +130,7 @@ def _box_pass(pixels: Any, size: Any, axis: int) -> Any:
 def _box_coefficients(in_size: Any, out_size: Any) -> Any:
     """Pillow's ``precompute_coeffs`` for the BOX filter, normalised to 22-bit integers: output
     pixel ``o`` averages the input pixels whose centres fall in its window."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     in_size, out_size = tf.cast(in_size, tf.float64), tf.cast(out_size, tf.float64)
     scale = in_size / out_size
@@ -149,7 +149,7 @@ def _box_coefficients(in_size: Any, out_size: Any) -> Any:
 def _on_white(rgba: Any) -> Any:
     """Alpha flattened onto white: ``Image.alpha_composite`` over white gives exactly these
     values for every (colour, alpha) pair (checked on all 65,536)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     colour = tf.cast(rgba[..., :3], tf.float32)
     alpha = tf.cast(rgba[..., 3:], tf.float32) / 255.0

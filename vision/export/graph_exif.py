@@ -25,7 +25,7 @@ _SHORT, _LONG = 3, 4
 def orientation(data: Any) -> Any:
     """The EXIF orientation (an int32 scalar, 1-8) of one encoded JPEG (a scalar ``tf.string``);
     1 when it has none or it cannot be read."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     raw = tf.io.decode_raw(data, tf.uint8)
     size = tf.size(raw)
@@ -42,7 +42,7 @@ def orientation(data: Any) -> Any:
 def _exif_block(size: Any, byte: Any) -> tuple[Any, Any]:
     """Where the first APP1 ``Exif\\0\\0`` block's TIFF header starts and where its segment ends
     (both -1 when there is none before the image data)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     exif = tf.constant([0x45, 0x78, 0x69, 0x66, 0, 0], tf.int32)
 
@@ -67,7 +67,7 @@ def _exif_block(size: Any, byte: Any) -> tuple[Any, Any]:
 def _tagged_value(tiff: Any, end: Any, byte: Any) -> Any:
     """The orientation entry's value in the first IFD of the TIFF block at ``tiff`` (ending at
     ``end``), or 0 when the block, its byte order or the entry is missing or out of bounds."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     little = (byte(tiff) == 0x49) & (byte(tiff + 1) == 0x49)
     big = (byte(tiff) == 0x4D) & (byte(tiff + 1) == 0x4D)
@@ -94,7 +94,7 @@ def _tagged_value(tiff: Any, end: Any, byte: Any) -> Any:
 
 def oriented(pixels: Any, orientation: Any) -> Any:
     """``pixels`` (H, W, C) turned as ``ImageOps.exif_transpose`` turns an image of that orientation."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: serve/rest.py imports savedmodel, and so this module, without TensorFlow
 
     branches = [
         lambda: pixels,  # 1: as stored

@@ -40,10 +40,12 @@ def export_onnx(model: Any, path: Path, inputs: np.ndarray, detector: bool, feat
     Returns:
         ONNX Runtime's outputs, in the model's order.
     """
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    import onnx  # lazy: optional and slow to import; only the ONNX export needs it
+    import tensorflow as tf  # lazy: export/parity.py reads ONNX_FILE without TensorFlow
+    import tf2onnx  # lazy: optional, as onnx above
+    from tensorflow.python.framework.convert_to_constants import (  # lazy: as tensorflow above
+        convert_variables_to_constants_v2,
+    )
 
     spec = tf.TensorSpec(model.inputs[0].shape, tf.float32, name=model.inputs[0].name)
     traced = tf.function(lambda image: model(image, training=False)).get_concrete_function(spec)
@@ -57,7 +59,7 @@ def export_onnx(model: Any, path: Path, inputs: np.ndarray, detector: bool, feat
 
 def run_onnx(path: Path, inputs: np.ndarray) -> list[np.ndarray]:
     """``inputs`` (the preprocessed batch) through the ONNX model at ``path``, on the CPU."""
-    import onnxruntime
+    import onnxruntime  # lazy: optional; only the check runs it
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: inputs.astype(np.float32)})
@@ -66,7 +68,7 @@ def run_onnx(path: Path, inputs: np.ndarray) -> list[np.ndarray]:
 def write_metadata_props(path: Path, metadata: dict[str, Any]) -> None:
     """Store ``metadata`` (``vision.export.formats.export_metadata``) in the ONNX model at
     ``path`` as ``metadata_props``: one entry per top-level key, its value as JSON."""
-    import onnx
+    import onnx  # lazy: optional, as above
 
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
@@ -78,7 +80,7 @@ def write_metadata_props(path: Path, metadata: dict[str, Any]) -> None:
 
 def read_metadata_props(path: Path) -> dict[str, Any]:
     """What ``write_metadata_props`` stored, read back through ONNX Runtime as a user would."""
-    import onnxruntime
+    import onnxruntime  # lazy: optional; only reading an ONNX file's metadata needs it
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return {key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()}

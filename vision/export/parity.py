@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from vision.defaults import REPO
+from vision.export.onnx import ONNX_FILE
+from vision.export.savedmodel import TENSOR_INPUT, TENSOR_SIGNATURE
 from vision.runtime.int8 import quantize_input
 from vision.runtime.tflite import TFLiteRunner
 from vision.timing import RUNS, median_ms
@@ -45,17 +47,13 @@ def latency(fmt: str, folder: Path, x: np.ndarray, metadata: dict[str, Any]) -> 
         sample = quantize_input(x, runner.interpreter.get_input_details()[0])
         return median_ms(lambda: runner(sample)), f"LiteRT, XNNPACK, {os.cpu_count()} threads"
     if fmt == "onnx":
-        import onnxruntime
-
-        from vision.export.onnx import ONNX_FILE
+        import onnxruntime  # lazy: optional, and only timing an ONNX export needs it
 
         session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: x[None].astype(np.float32)}
         return median_ms(lambda: session.run(None, feed)), f"ONNX Runtime {onnxruntime.__version__}, CPU"
     if fmt == "savedmodel":
-        import tensorflow as tf
-
-        from vision.export.savedmodel import TENSOR_INPUT, TENSOR_SIGNATURE
+        import tensorflow as tf  # lazy: the Export view's table reads parity.json without TensorFlow
 
         serve = tf.saved_model.load(str(folder / metadata["serving"]["path"])).signatures[TENSOR_SIGNATURE]
         sample = tf.constant(x[None])

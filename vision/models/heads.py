@@ -19,7 +19,7 @@ LITE0_FEATURES = 1280
 
 def classification_head(features: Any, num_classes: int, dropout: float = 0.2) -> Any:
     """Pooled ``features`` (a Keras tensor) -> dropout -> ``logits`` -> float32 softmax."""
-    import keras  # keeps Keras off the import path of modules that only read the layer names
+    import keras  # lazy: keeps Keras off the import path of modules that only read the layer names
 
     x = keras.layers.Dropout(dropout, name="dropout")(features) if dropout else features
     x = keras.layers.Dense(num_classes, name=LOGITS_LAYER)(x)
@@ -29,7 +29,7 @@ def classification_head(features: Any, num_classes: int, dropout: float = 0.2) -
 def freeze_pretrained(layers: Sequence[Any], fine_tune_layers: int = 0) -> None:
     """Freeze pretrained ``layers`` but the top ``fine_tune_layers``; batch norm stays frozen
     even there, because its statistics updating on a few photos wrecks pretrained features."""
-    import keras  # see classification_head
+    import keras  # lazy: as in classification_head
 
     for i, layer in enumerate(layers):
         top = i >= len(layers) - fine_tune_layers

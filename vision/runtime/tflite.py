@@ -113,8 +113,7 @@ def make_interpreter(flatbuffer: bytes, threads: int | None = None, engine: str 
     """
     engine = engine or os.environ.get(ENGINE_VARIABLE) or ENGINES[0]
     if engine == "litert":
-        # lazy: only what runs a model pays for loading the runtime
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # lazy: only running a model pays for the runtime
     elif engine == "tensorflow":
         import tensorflow as tf  # lazy: the comparison engine only
 
@@ -206,7 +205,7 @@ def keras_messages_to_log() -> Iterator[None]:
     swapped (``contextlib.redirect_stdout`` is process-wide: two overlapping swaps could
     leave it pointing at a closed devnull).
     """
-    import keras  # lazy, like tensorflow above: `import vision.runtime` stays TF-free
+    import keras  # lazy: like tensorflow above: `import vision.runtime` stays TF-free
 
     was_enabled = keras.config.is_interactive_logging_enabled()
     keras.config.disable_interactive_logging()

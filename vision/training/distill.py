@@ -26,6 +26,7 @@ import tensorflow as tf
 from vision.bundle.store import Bundle
 from vision.data.datasets import LabelledDataset, summarize
 from vision.data.images import ImageSource, input_side, load_image, preprocess
+from vision.errors import TrainingCancelledError
 from vision.models.heads import LOGITS_LAYER
 from vision.models.registry import get_spec
 from vision.training.callbacks import ProgressCallback
@@ -71,8 +72,6 @@ def distill(teacher: Bundle, dataset: LabelledDataset, config: DistillConfig | N
         TrainingCancelledError: ``cancel`` was set; nothing is kept.
         UnknownModelError: ``config.student`` is not a registry architecture.
     """
-    from vision.errors import TrainingCancelledError
-
     config = config or DistillConfig()
     if list(teacher.labels) != list(dataset.class_names):
         raise ValueError(f"the teacher's classes {teacher.labels} are not the dataset's {dataset.class_names}")

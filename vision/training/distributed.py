@@ -175,7 +175,7 @@ def strategy() -> Any:
 
 def shard_by_data(dataset: Any) -> Any:
     """``dataset`` with ``AutoShardPolicy.DATA``: each task keeps its share of every batch (see above)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow loads after TF_CONFIG is checked
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -186,8 +186,8 @@ def shard_by_data(dataset: Any) -> Any:
 def fit_guard(strategy: Any) -> Iterator[None]:
     """Around ``model.fit``: under a multi-worker strategy, Keras with its two functions corrected
     (keras-team/keras#20585); under any other strategy, nothing changes."""
-    import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer
+    import tensorflow as tf  # lazy: TensorFlow loads after TF_CONFIG is checked
+    from keras.src.backend.tensorflow import trainer  # lazy: TensorFlow loads after TF_CONFIG is checked
 
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         yield
@@ -222,7 +222,7 @@ def fit_guard(strategy: Any) -> Iterator[None]:
 
 
 def lost_peer(error: Any) -> bool:
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow loads after TF_CONFIG is checked
 
     lost = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
             tf.errors.CancelledError)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tensorflow as tf
+
 from vision.bundle.examples import pick_examples
 from vision.bundle.store import CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE, make_info, save_bundle
 from vision.data.datasets import LabelledDataset
@@ -227,8 +229,6 @@ def train_bundle_on_cluster(cluster: distributed.Cluster, dataset: LabelledDatas
     Raises:
         VisionError: another task stopped responding (nothing is saved), or what ``train_bundle`` raises.
     """
-    import tensorflow as tf
-
     config = dataclasses.replace(config, distributed=True)
     try:
         if cluster.is_chief:

@@ -18,11 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
 from cachetools import LRUCache
 
 from vision.bundle.store import Bundle
 from vision.data.images import ImageSource, input_side, load_image, preprocess, resized
+from vision.errors import TrainingCancelledError
 from vision.models.heads import LOGITS_LAYER
 
 #: Bytes of teachers' views (and their logits) kept in memory, process-wide: 30 photos at 24 views
@@ -57,8 +59,6 @@ class TeacherViews:
 def strong_augmenter(seed: int = 0) -> Any:
     """Flip, zoom (mostly in), rotation, shift and RandAugment's photometric and geometric ops,
     on uint8-range floats. Keras's own layers: RandAugment is the maintained recipe."""
-    import keras  # lazy: importing the module to read the data class needs no Keras
-
     return keras.Sequential([
         keras.layers.RandomFlip("horizontal", seed=seed),
         # Zooming in up to 1.4x makes new crops out of a few photos; out only a little, as reflected
@@ -108,8 +108,6 @@ def _key(teacher: Bundle, pixels: Sequence[np.ndarray], labels: np.ndarray, view
 
 def teacher_logits_model(teacher: Bundle) -> Any:
     """The teacher's Keras model up to its ``logits`` layer (before the softmax)."""
-    import keras
-
     model = teacher.model
     return keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
 
@@ -131,8 +129,6 @@ def teacher_views(teacher: Bundle, images: Sequence[ImageSource], labels: Sequen
         ValueError: no images, or labels not matching them.
         TrainingCancelledError: ``cancelled()`` became True.
     """
-    from vision.errors import TrainingCancelledError
-
     labels = np.asarray(labels, np.int64)
     if not len(images) or len(images) != len(labels):
         raise ValueError(f"need images with one label each; got {len(images)} images, {len(labels)} labels")

@@ -20,8 +20,9 @@ from vision.bundle.store import (
     describe_bundle,
 )
 from vision.bundle.teachable import MAX_ZIP_BYTES
+from vision.data.datasets import load_zip
 from vision.errors import AccessDeniedError, BundleExistsError, DatasetError, InvalidModelFileError, LimitExceededError
-from vision.training.evaluate import COMPARE_COLUMNS
+from vision.training.evaluate import COMPARE_COLUMNS, compare_classifiers
 from vision.ui import access
 from vision.ui.cache import forget, get_bundle, get_classifier
 from vision.ui.catalog import MINE, SHARED
@@ -84,9 +85,6 @@ class ModelsView:
     def compare(self, keys: list[str] | None, zip_file: str | None, request: gr.Request,
                 progress: gr.Progress = gr.Progress(track_tqdm=False)) -> list[list[Any]]:
         """Evaluate the chosen models side by side on one labelled zip (class folders)."""
-        from vision.data.datasets import load_zip
-        from vision.training.evaluate import compare_classifiers
-
         session = self.ctx.session(request)
         keys = list(dict.fromkeys(keys or []))
         if not 1 <= len(keys) <= MAX_COMPARED:

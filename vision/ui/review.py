@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+import pandas as pd
+from PIL import Image, ImageDraw
 
 from vision.data.images import DISPLAY_SIDE, load_image
 from vision.errors import DatasetError
@@ -116,8 +117,6 @@ class Mistakes:
 def confusion_table(class_names: list[str], confusion: np.ndarray) -> Any:
     """The confusion matrix as a table (rows true, columns predicted), shaded by count: a
     ``gr.Dataframe`` shows the colours, and a click on a cell names its (row, column)."""
-    import pandas as pd
-
     frame = pd.DataFrame(np.asarray(confusion, dtype=int), columns=list(class_names))
     frame.insert(0, TRUE_COLUMN, list(class_names))
     return frame.style.background_gradient(cmap="Blues", subset=list(class_names), vmin=0)
@@ -133,8 +132,6 @@ def cell_of(index: Any) -> str:
 def captioned(image: np.ndarray, text: str) -> np.ndarray:
     """``image`` with ``text`` written in a strip under it: Gradio shows a gallery's
     captions only in some layouts, and the answer belongs with the picture."""
-    from PIL import ImageDraw
-
     width = max(image.shape[1], 8 * len(text) + 12)
     canvas = Image.new("RGB", (width, image.shape[0] + 22), "white")
     canvas.paste(Image.fromarray(image), (0, 0))

@@ -42,6 +42,6 @@ def start_grpc_server(config: AppConfig, port: int, host: str = "[::]") -> Any:
     """TF Serving's gRPC API for the app's models on ``port`` (``app.py --grpc-port``); returns the
     started ``grpc.Server``. Imported here, not at the top: grpc and the TF Serving protos load only
     when the owner turns gRPC on."""
-    from vision.serve.grpc_api import start_grpc
+    from vision.serve.grpc_api import start_grpc  # lazy: grpc and TF Serving's protos load only with gRPC on
 
     return start_grpc(serving_api(config), port, host)

@@ -32,8 +32,7 @@ def build_everyday_bundle(out: str | Path, overwrite: bool = False) -> Path:
         CheckpointError: the weights or class-name package is missing or altered.
         BundleExistsError: ``out`` exists and ``overwrite`` is False.
     """
-    # lazy: imports Keras; finding the built model (default_model, ensure_everyday_bundle) needs none
-    from vision.models.efficientnet_lite import (
+    from vision.models.efficientnet_lite import (  # lazy: imports Keras; finding the built model needs none
         PREPROCESSING,
         WEIGHTS_PACKAGE,
         WEIGHTS_SHA256,
