@@ -20,6 +20,7 @@ from vision.models.serving import split_outputs
 from vision.runtime.tflite import make_interpreter
 
 from conftest import REPO, SHAPES_MODEL
+from threads import run_together
 
 pytestmark = pytest.mark.usefixtures("no_stray_writes")
 
@@ -163,13 +164,13 @@ def test_tfjs_export_leaves_stdout_alone(tmp_path):
                 swapped.append(sys.stdout)
             time.sleep(0.002)
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        result = formats.export(load_bundle(SHAPES_MODEL), "tfjs", tmp_path / "out")
-    finally:
-        done.set()
-        watcher.join()
+    def export() -> object:
+        try:
+            return formats.export(load_bundle(SHAPES_MODEL), "tfjs", tmp_path / "out")
+        finally:
+            done.set()
+
+    _, result = run_together(watch, export)
     assert not swapped
     assert result.top1_agreement == 1.0 and (result.path / "model.json").is_file()
 

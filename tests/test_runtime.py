@@ -22,6 +22,8 @@ from vision.runtime.inference import Classifier
 from vision.runtime.tflite import TFLiteRunner, convert_to_tflite
 from vision.ui.cache import get_classifier
 
+from threads import run_together
+
 
 @pytest.fixture(scope="module")
 def classifier(tiny_bundle):
@@ -89,26 +91,15 @@ def test_large_images_are_decoded_as_the_app_decodes_them(classifier, rng):
 
 def test_concurrent_callers_get_the_serial_answers(classifier, images):
     expected = [classifier.probabilities(image) for image in images]
-    results: dict[tuple[int, int], np.ndarray] = {}
-    errors: list[BaseException] = []
 
-    def worker(worker_id: int) -> None:
-        try:
-            for round_ in range(5):
-                for i, image in enumerate(images):
-                    results[(worker_id, round_ * 100 + i)] = classifier.probabilities(image)
-        except BaseException as error:  # surfaced below
-            errors.append(error)
+    def worker() -> list[np.ndarray]:
+        return [classifier.probabilities(image) for _ in range(5) for image in images]
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
-    assert len(results) == 8 * 5 * len(images)
-    for (_, key), probabilities in results.items():
-        np.testing.assert_allclose(probabilities, expected[key % 100], atol=1e-6)
+    answers = run_together(*[worker] * 8)
+    assert [len(answer) for answer in answers] == [5 * len(images)] * 8
+    for answer in answers:
+        for i, probabilities in enumerate(answer):
+            np.testing.assert_allclose(probabilities, expected[i % len(images)], atol=1e-6)
 
 
 def test_bad_input_raises_a_vision_error(classifier):
@@ -143,21 +134,10 @@ def test_two_tflite_conversions_at_once_leave_stdout_alone(tiny_bundle, monkeypa
 
     monkeypatch.setattr(TFLiteKerasModelConverterV2, "convert", overlapping)
     models = [load_bundle(tiny_bundle).model for _ in range(2)]
-    flatbuffers, errors = [None, None], []
-
-    def worker(index: int) -> None:
-        try:
-            flatbuffers[index] = convert_to_tflite(models[index])
-        except BaseException as error:  # surfaced below
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sys.stdout is before and not sys.stdout.closed
-    assert not errors
+    try:
+        flatbuffers = run_together(*(lambda model=model: convert_to_tflite(model) for model in models))
+    finally:
+        assert sys.stdout is before and not sys.stdout.closed
     x = np.zeros((32, 32, 3), np.float32)
     for flatbuffer, model in zip(flatbuffers, models):
         np.testing.assert_allclose(TFLiteRunner(flatbuffer)(x)[0], np.asarray(model(x[None]))[0], atol=1e-5)
