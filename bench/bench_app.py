@@ -15,7 +15,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -50,6 +49,7 @@ def stream_every(url: str) -> list[float]:
 
 def load_report(url: str, clients: int, requests: int) -> None:
     from gradio_client import Client, handle_file
+    from timing import concurrent_seconds
 
     example = REPO / "docs" / "examples" / "star.png"
     latencies: list[float] = []
@@ -65,13 +65,7 @@ def load_report(url: str, clients: int, requests: int) -> None:
             except BaseException as error:  # counted in the report
                 errors.append(error)
 
-    threads = [threading.Thread(target=user) for _ in range(clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
+    wall = concurrent_seconds([user] * clients)
     ms = sorted(x * 1000 for x in latencies)
     print(f"load: {clients} clients x {requests} classify requests over HTTP (gradio_client), {example.name}")
     print(f"  ok {len(ms)}, errors {len(errors)}")
@@ -131,25 +125,14 @@ def main() -> None:
     parser.add_argument("--live-seconds", type=float, default=15)
     args = parser.parse_args()
 
-    import shutil
-
     from vision.defaults import SHAPES_MODEL
 
-    from app_server import free_port, running
+    from app_server import app_process
 
-    # The server runs in its own process, as it would in production: the load clients'
-    # threads must not share its interpreter lock.
-    with tempfile.TemporaryDirectory() as tmp:
-        models = Path(tmp) / "models"
-        shutil.copytree(SHAPES_MODEL, models / "shapes")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/"
-        env = {**os.environ, "VISION_MODELS_DIR": str(models), "VISION_MODEL": str(models / "shapes")}
-        with running([sys.executable, str(REPO / "app.py"), "--port", str(port)], url, timeout=240, env=env):
-            print(f"app.py on the shapes model ({SHAPES_MODEL})")
-            load_report(url, args.clients, args.requests)
-            live_report(url, args.live_seconds)
-
+    with tempfile.TemporaryDirectory() as tmp, app_process(Path(tmp)) as url:
+        print(f"app.py on the shapes model ({SHAPES_MODEL})")
+        load_report(url, args.clients, args.requests)
+        live_report(url, args.live_seconds)
 
 if __name__ == "__main__":
     main()

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-from timing import BLOCKS, alternating_ms, machine  # noqa: E402
+from timing import BLOCKS, alternating_ms, machine, print_rows  # noqa: E402
 
 from vision.defaults import SHAPES_MODEL  # noqa: E402
 
@@ -105,12 +105,12 @@ def _speed(bundle, repeats: int) -> None:
     height, width = bundle.preprocessing.size
     print(f"\nmobilenet_v2 {height}x{width}, batch 1, medians; the four took turns in {BLOCKS} blocks "
           f"(Grad-CAM target layer: {fast.layer}, fast path: {fast.runtime}); {machine()}")
-    print(f"  Classifier.predict            {predict:8.2f} ms")
-    print(f"  Grad-CAM, fast path           {ours:8.2f} ms   {ours / predict:6.2f}x predict (target <= 2)")
-    print(f"  Grad-CAM, tf.function path    {ours_tf:8.2f} ms   {ours_tf / predict:6.2f}x predict")
-    print(f"  Grad-CAM, eager keras-io      {eager:8.2f} ms")
-    print(f"  eager / ours (fast)           {eager / ours:8.1f}x   (target >= 10)")
-    print(f"  eager / ours (tf.function)    {eager / ours_tf:8.1f}x")
+    print_rows([("Classifier.predict", f"{predict:8.2f} ms"),
+                ("Grad-CAM, fast path", f"{ours:8.2f} ms   {ours / predict:6.2f}x predict (target <= 2)"),
+                ("Grad-CAM, tf.function path", f"{ours_tf:8.2f} ms   {ours_tf / predict:6.2f}x predict"),
+                ("Grad-CAM, eager keras-io", f"{eager:8.2f} ms"),
+                ("eager / ours (fast)", f"{eager / ours:8.1f}x   (target >= 10)"),
+                ("eager / ours (tf.function)", f"{eager / ours_tf:8.1f}x")])
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-from timing import BLOCKS, alternating_ms, machine  # noqa: E402
+from timing import BLOCKS, alternating_ms, machine, print_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -163,14 +163,12 @@ def throughput_report(epochs: int = 3, source_size: int = 256, per_class: int = 
     trained = {name: epochs * n / seconds for name, seconds in training.items()}
     print(f"\n{n} PNG training files of {source_size}x{source_size}, model input {size}x{size}, {epochs} epochs "
           "per side, the sides' epochs taking turns")
-    print("input only (decode + preprocess + batch, no model)")
-    print(f"  tf.data pipeline         {rate['piped']:8.0f} images/s")
-    print(f"  naive per-file loader    {rate['naive']:8.0f} images/s")
-    print(f"  speed-up                 {rate['piped'] / rate['naive']:8.2f}x")
-    print(f"training {architecture}")
-    print(f"  tf.data pipeline         {trained['piped']:8.0f} images/s")
-    print(f"  naive per-file loader    {trained['naive']:8.0f} images/s")
-    print(f"  speed-up                 {trained['piped'] / trained['naive']:8.2f}x")
+    for title, speed in (("input only (decode + preprocess + batch, no model)", rate),
+                         (f"training {architecture}", trained)):
+        print(title)
+        print_rows([("tf.data pipeline", f"{speed['piped']:8.0f} images/s"),
+                    ("naive per-file loader", f"{speed['naive']:8.0f} images/s"),
+                    ("speed-up", f"{speed['piped'] / speed['naive']:8.2f}x")])
 
 
 def main() -> None:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -46,6 +44,7 @@ demo.launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), quiet=True)
 def load(url: str, clients: int, requests: int) -> tuple[list[float], float, int]:
     """(latencies in s, wall s, errors) of ``clients`` gradio_client users x ``requests`` classify calls."""
     from gradio_client import Client, handle_file
+    from timing import concurrent_seconds
 
     example = REPO / "docs" / "examples" / "star.png"
     latencies: list[float] = []
@@ -61,13 +60,8 @@ def load(url: str, clients: int, requests: int) -> tuple[list[float], float, int
             except Exception:  # counted in the report
                 errors[0] += 1
 
-    threads = [threading.Thread(target=user, args=(client,)) for client in ready]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies, time.perf_counter() - start, errors[0]
+    wall = concurrent_seconds([lambda client=client: user(client) for client in ready])
+    return latencies, wall, errors[0]
 
 
 def warm_explainer(url: str) -> None:
@@ -88,22 +82,16 @@ def main() -> None:
 
     from timing import machine
 
-    from vision.defaults import SHAPES_MODEL
-
-    from app_server import free_port, running
+    from app_server import app_process, free_port, running
 
     with tempfile.TemporaryDirectory() as tmp:
-        models = Path(tmp) / "models"
-        shutil.copytree(SHAPES_MODEL, models / "shapes")
         (Path(tmp) / "noop.py").write_text(NOOP_APP)
-        app_port, noop_port = free_port(), free_port()
-        urls = {"app": f"http://127.0.0.1:{app_port}/", "no-op Gradio": f"http://127.0.0.1:{noop_port}/"}
-        env = {**os.environ, "VISION_MODELS_DIR": str(models), "VISION_MODEL": str(models / "shapes"),
-               "PYTHONPATH": str(REPO)}
-        with running([sys.executable, str(REPO / "app.py"), "--port", str(app_port)], urls["app"], timeout=240,
-                     env=env), \
-                running([sys.executable, str(Path(tmp) / "noop.py"), str(noop_port)], urls["no-op Gradio"],
-                        timeout=120, env=env):
+        noop_port = free_port()
+        noop_url = f"http://127.0.0.1:{noop_port}/"
+        with app_process(Path(tmp)) as app_url, \
+                running([sys.executable, str(Path(tmp) / "noop.py"), str(noop_port)], noop_url, timeout=120,
+                        env={**os.environ, "PYTHONPATH": str(REPO)}):
+            urls = {"app": app_url, "no-op Gradio": noop_url}
             results: dict[str, list[tuple[list[float], float, int]]] = {name: [] for name in urls}
             for name, url in urls.items():  # warm both: first calls convert and trace
                 load(url, 2, 3)

@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
-from timing import machine  # noqa: E402
+from timing import concurrent_seconds, machine  # noqa: E402
 
 #: The Gradio floor for 8 concurrent clients (../shared/FACTS.md, "Gradio, measured 2026-11-23").
 GRADIO_FLOOR_P50_MS = 800.0
@@ -133,13 +133,7 @@ def measure_rest(files: list[Path], folder: Path, library: Any, clients: int, ro
                 with lock:
                     latencies.append(took)
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        seconds = time.perf_counter() - started
+        seconds = concurrent_seconds([lambda i=i: client(i) for i in range(clients)])
     finally:
         for thread in threading.enumerate():  # a process that exits under TensorFlow work aborts
             if thread.name in ("warm-explainer", "prepare-web-page"):

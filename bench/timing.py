@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks.
+"""Timing helpers shared by the benchmarks, and the aligned rows their reports print.
 
 Every ratio a benchmark prints (A against B) comes from ``alternating_ms``: the sides take
 turns in blocks within one run (A, B, A, B, ...), so a slower or busier stretch of the
@@ -18,8 +18,9 @@ import gc
 import math
 import os
 import statistics
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 #: Blocks per side in ``alternating_ms``.
 BLOCKS = 5
@@ -40,6 +41,18 @@ def _no_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def concurrent_seconds(calls: Iterable[Callable[[], object]]) -> float:
+    """Wall-clock seconds from starting each call in a thread of its own until the last one
+    ends: a load test's clients, all at once. Each call counts its own errors."""
+    threads = [threading.Thread(target=call) for call in calls]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
 
 
 def call_ms(fn: Callable[[], object]) -> float:
@@ -80,3 +93,10 @@ def alternating_ms(sides: Mapping[str, Callable[[], object]], repeats: int | Map
 def timed_calls(repeats: int, blocks: int = BLOCKS) -> int:
     """How many calls ``alternating_ms`` times for a side asked for ``repeats``."""
     return blocks * math.ceil(repeats / blocks)
+
+
+def print_rows(rows: Sequence[tuple[str, str]], indent: int = 2) -> None:
+    """Print ``(label, figures)`` rows with the figures in one column, after the longest label."""
+    width = max(len(label) for label, _ in rows)
+    for label, figures in rows:
+        print(f"{' ' * indent}{label:<{width}}  {figures}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHAPES_MODEL
+from conftest import REPO, SHAPES_MODEL
 
 
 def free_port() -> int:
@@ -69,6 +71,20 @@ def running(command: list[str], ready_url: str | None, timeout: float = 120,
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def app_process(folder: Path, timeout: float = 240) -> Iterator[str]:
+    """Run ``python app.py`` in a process of its own, as in production, on a copy of the shapes
+    model under ``folder`` (also its default); yields its URL once it answers. A benchmark's load
+    clients then do not share the server's interpreter lock."""
+    models = folder / "models"
+    shutil.copytree(SHAPES_MODEL, models / "shapes")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "VISION_MODELS_DIR": str(models), "VISION_MODEL": str(models / "shapes")}
+    with running([sys.executable, str(REPO / "app.py"), "--port", str(port)], url, timeout=timeout, env=env):
+        yield url
 
 
 def cancel_once_registered(client: object, api_name: str, timeout: float = 60) -> str:
