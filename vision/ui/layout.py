@@ -11,6 +11,8 @@ CLI); in private mode the one user is the owner and every view is built.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -83,6 +85,14 @@ def build_blocks(ctx: Context) -> gr.Blocks:
     return demo
 
 
+@contextmanager
+def _tab(title: str, intro: str) -> Iterator[gr.Tab]:
+    """A workbench tab (its id: the title in lower case) that opens with ``intro``."""
+    with gr.Tab(title, id=title.lower()) as tab:
+        gr.Markdown(intro)
+        yield tab
+
+
 def _components(names: dict[str, Any]) -> SimpleNamespace:
     """A tab builder's components by their variable names (what the wiring functions use)."""
     return SimpleNamespace(**{name: value for name, value in names.items() if isinstance(value, gr.blocks.Block)})
@@ -128,9 +138,8 @@ def _changed(parts: SimpleNamespace):
 def _train_tab(ctx: Context, demo: gr.Blocks, train: TrainView) -> SimpleNamespace:
     config = ctx.config
     architectures = [(f"{spec.name} — {spec.description}", spec.name) for spec in list_models()]
-    with gr.Tab("Train", id="train") as train_tab:
-        gr.Markdown("Upload a **.zip** with one folder per class, **or** build classes here from webcam "
-                    "snapshots and uploads. Then choose the model and train.")
+    with _tab("Train", "Upload a **.zip** with one folder per class, **or** build classes here from webcam "
+              "snapshots and uploads. Then choose the model and train.") as train_tab:
         with gr.Row():
             with gr.Column():
                 zip_file = gr.File(label="Dataset .zip (class folders)", file_types=[".zip"], type="filepath")
@@ -221,11 +230,10 @@ def _wire_train(train: TrainView, t: SimpleNamespace, choice: Any, parts: Simple
 
 def _hub_tab(ctx: Context) -> SimpleNamespace:
     config = ctx.config
-    with gr.Tab("Hub", id="hub"):
-        whose = ("your own token (or your sign-in)" if config.oauth else "your own token") if config.public \
-            else "the token (or `HF_TOKEN` on the server)"
-        gr.Markdown(f"Share the active model on the Hugging Face Hub, or use one from it. Calls use {whose}, "
-                    "for that request only; it is never stored.")
+    whose = ("your own token (or your sign-in)" if config.oauth else "your own token") if config.public \
+        else "the token (or `HF_TOKEN` on the server)"
+    with _tab("Hub", f"Share the active model on the Hugging Face Hub, or use one from it. Calls use {whose}, "
+                     "for that request only; it is never stored."):
         with gr.Row():
             with gr.Column():
                 push_repo = gr.Textbox(label="Push to repo", placeholder="user/my-model")
@@ -244,12 +252,10 @@ def _hub_tab(ctx: Context) -> SimpleNamespace:
 
 
 def _export_tab(ctx: Context) -> SimpleNamespace:
-    with gr.Tab("Export", id="export"):
-        gr.Markdown("Export the active model: **TF.js** runs in any visitor's browser "
-                    "([the page](/web/) runs the app's model), **TFLite** on phones and "
-                    "edge devices (**int8**: full integer, for NPUs and the Edge TPU; `-io`: integer input "
-                    "and output), **ONNX** in ONNX Runtime, **SavedModel** in TF Serving. Every export is "
-                    "checked against Keras on held-out images, and timed on this server.")
+    with _tab("Export", "Export the active model: **TF.js** runs in any visitor's browser ([the page](/web/) runs "
+              "the app's model), **TFLite** on phones and edge devices (**int8**: full integer, for NPUs and the "
+              "Edge TPU; `-io`: integer input and output), **ONNX** in ONNX Runtime, **SavedModel** in TF Serving. "
+              "Every export is checked against Keras on held-out images, and timed on this server."):
         with gr.Row():
             export_format = gr.Radio(list(FORMATS), value=FORMATS[0], label="Format")
             export_quantize = gr.Dropdown(["none", *quantization_names()], value="none",
@@ -277,12 +283,11 @@ def _wire_export(export: ExportView, e: SimpleNamespace) -> None:
 
 
 def _optimize_tab(ctx: Context) -> SimpleNamespace:
-    with gr.Tab("Optimize", id="optimize"):
-        gr.Markdown("Make a smaller variant of the active model: **distil** it into a small student trained "
-                    "on its answers, **prune** the student (or the model) to a share of zero weights, and "
-                    "**int8**-quantize the result; each step starts from the one before. Every variant is "
-                    "measured as it ships (TFLite on this server) on the same held-out images. The models "
-                    "appear in the Models tab (use, export or push them), the int8 one in the Export tab.")
+    with _tab("Optimize", "Make a smaller variant of the active model: **distil** it into a small student trained "
+              "on its answers, **prune** the student (or the model) to a share of zero weights, and **int8**-quantize "
+              "the result; each step starts from the one before. Every variant is measured as it ships (TFLite on "
+              "this server) on the same held-out images. The models appear in the Models tab (use, export or push "
+              "them), the int8 one in the Export tab."):
         with gr.Row():
             optimize_zip = gr.File(label="The model's training images: .zip of class folders (else your "
                                    "classes from the Train tab)", file_types=[".zip"], type="filepath",
