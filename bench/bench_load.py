@@ -67,7 +67,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
-from timing import machine  # noqa: E402
+from timing import concurrent_seconds, machine  # noqa: E402
 
 #: Longest wait for one measuring process (a Score-CAM pair on two busy cores takes ~1 min).
 CHILD_TIMEOUT_S = 1800
@@ -233,12 +233,8 @@ def measure_explain(model: str | Path, photos: list[str | Path], method: str) ->
         except BaseException as error:  # reported by the parent, not lost in a thread
             errors.append(error)
 
-    threads = [threading.Thread(target=explain, args=(photo,)) for photo in photos]
     with measured() as usage:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        concurrent_seconds([lambda photo=photo: explain(photo) for photo in photos])
     if errors:
         raise errors[0]
     return vars(usage) | {"peak_added": usage.peak_added, "kept": usage.kept}
