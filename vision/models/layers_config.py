@@ -118,7 +118,7 @@ def rebuild(topology: Mapping[str, Any], where: str) -> Rebuilt:
             graph that does not hold together.
     """
     check_cost(topology, where)
-    import keras  # lazy, and only after the cost check: importing it costs seconds
+    import keras  # lazy: only after the cost check, since importing it costs seconds
 
     builder = _Builder(keras, where)
     inputs = builder.input_for(topology)

@@ -29,7 +29,9 @@ import numpy as np
 from PIL import Image
 
 from vision.bundle.store import CONFUSION_FILE, RELIABILITY_FILE
+from vision.data.images import load_image
 from vision.errors import ExplainError, VisionError
+from vision.explain.overlay import overlay
 
 if TYPE_CHECKING:
     from vision.data.datasets import LabelledDataset, Split
@@ -106,7 +108,7 @@ def log_evaluation(result: TrainResult, dataset: LabelledDataset, files: dict[st
     logdir = result.config.tensorboard
     if not logdir:
         return
-    import tensorflow as tf  # lazy, as above
+    import tensorflow as tf  # lazy: importing this module costs no TensorFlow; only a logged training needs it
 
     images = [(tag, _decode(files[name]), None) for name, tag in PLOT_TAGS.items() if name in files]
     try:
@@ -130,9 +132,7 @@ def gradcam_panels(model: Any, preprocessing: Any, labels: list[str], split: Spl
     Raises:
         ExplainError: the model has no layer Grad-CAM can use.
     """
-    from vision.data.images import load_image
-    from vision.explain.cam import Explainer
-    from vision.explain.overlay import overlay
+    from vision.explain.cam import Explainer  # lazy: imports TensorFlow and Keras at its top
 
     # The tf.function path: the TFLite fast path would convert the model for six images.
     explainer = Explainer(model, preprocessing, labels, fast=False)
