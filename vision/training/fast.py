@@ -82,7 +82,8 @@ def train_on_features(dataset: LabelledDataset, config: TrainConfig, progress: P
 
 def fit_head(views: np.ndarray, labels: np.ndarray, classes: int, config: TrainConfig, epochs: int,
              class_weights: dict[int, float] | None = None,
-             validation: tuple[np.ndarray, np.ndarray] | None = None, callbacks: Sequence[Any] = ()) -> Any:
+             validation: tuple[np.ndarray, np.ndarray] | None = None, callbacks: Sequence[Any] = (),
+             head: Any = None) -> Any:
     """A new head trained on cached features the fast path's way: the deployed head and every
     calibration fold's head come from here, so the folds behave as the model does.
 
@@ -91,10 +92,13 @@ def fit_head(views: np.ndarray, labels: np.ndarray, classes: int, config: TrainC
         labels: the images' class numbers.
         class_weights: per-class loss weights; None weighs every example alike.
         validation: (features, labels) that ``callbacks`` (early stopping) watch.
+        head: an uncompiled Keras model from features to probabilities with a ``logits`` layer,
+            whose random weights are drawn afresh here; None builds the fast path's own.
     """
     x = views.reshape(-1, views.shape[-1])
     y = np.tile(labels, len(views))
-    head = seed_weights(_head(views.shape[-1], classes), config.seed)  # a local seed, never the process's
+    head = _head(views.shape[-1], classes) if head is None else head
+    seed_weights(head, config.seed)  # a local seed, never the process's
     head.compile(optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
                  loss=make_loss(config), metrics=objective_metrics(), jit_compile=config.jit_compile)
     weights = class_weight_of(y, class_weights)
@@ -106,20 +110,26 @@ def fit_head(views: np.ndarray, labels: np.ndarray, classes: int, config: TrainC
 
 
 class FoldHead(ClassifierMixin, BaseEstimator):
-    """``fit_head`` as a scikit-learn estimator, so ``vision.trust.folds.out_of_fold`` (sklearn's
-    ``cross_val_predict``) trains its k-fold copies exactly as it trains the audit's.
+    """A head trained by ``fit_head``, as a scikit-learn estimator: ``vision.trust.folds.out_of_fold``
+    (sklearn's ``cross_val_predict``) trains its k copies, each from fresh weights, the way the
+    model's own head was trained (optimiser, loss, class weights, batches).
+
+    Which head: the fast path's (``layers`` None), or a copy of a model's own head from its
+    serialized layers (``keras.layers.serialize``, from its first Dense layer to its softmax), for
+    a model trained further whose head is not the fast path's.
 
     One row of ``X`` per image: its views' features side by side (``views`` of them), the
     original view first. ``decision_function`` answers from the original view, as the model does.
     """
 
     def __init__(self, config: TrainConfig | None = None, epochs: int = 20, views: int = 1,
-                 cancelled: Callable[[], bool] | None = None) -> None:
+                 cancelled: Callable[[], bool] | None = None, layers: list[dict[str, Any]] | None = None) -> None:
         self.config = config
         self.epochs = epochs
         self.views = views
         #: Polled before each fold's head trains (a plain function: scikit-learn deep-copies params).
         self.cancelled = cancelled
+        self.layers = layers
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> FoldHead:  # noqa: N803 (scikit-learn's names)
         """Train a head for ``epochs`` epochs (no early stopping: no validation split to watch),
@@ -140,25 +150,29 @@ class FoldHead(ClassifierMixin, BaseEstimator):
         weights = (dict(enumerate(compute_class_weight("balanced", classes=np.arange(len(self.classes_)),
                                                        y=labels)))
                    if config.class_weights else None)
-        head = fit_head(views, labels, len(self.classes_), config, self.epochs, weights)
-        self.kernel_, self.bias_ = head.get_layer(LOGITS_LAYER).get_weights()
+        head = None if self.layers is None else _copied_head(views.shape[-1], self.layers)
+        head = fit_head(views, labels, len(self.classes_), config, self.epochs, weights, head=head)
+        self.logits_ = keras.Model(head.inputs, head.get_layer(LOGITS_LAYER).output)
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        """Logits of the original view (the first ``kernel_.shape[0]`` columns)."""
-        return np.asarray(X, np.float32)[:, :self.kernel_.shape[0]] @ self.kernel_ + self.bias_
+        """Logits of the original view (the first ``features`` columns of each row)."""
+        original = np.asarray(X, np.float32)[:, :self.logits_.input_shape[-1]]
+        return np.asarray(self.logits_(original, training=False), np.float32)
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
         """The winning class of each row (what scikit-learn requires of a classifier)."""
         return self.classes_[self.decision_function(X).argmax(axis=1)]
 
 
-def out_of_fold_logits(dataset: LabelledDataset, config: TrainConfig, epochs: int,
-                       cancelled: Callable[[], bool] | None = None) -> np.ndarray:
+def fast_head_out_of_fold_logits(dataset: LabelledDataset, config: TrainConfig, epochs: int,
+                                 cancelled: Callable[[], bool] | None = None) -> np.ndarray:
     """Logits of every image of ``dataset.everything()`` (training images first, then validation
-    ones), each from a head trained by ``fit_head`` for ``epochs`` epochs on the other folds'
-    images, in the views the deployed head trained on. The features come from the cache the
-    training just filled (only the validation images' mirrored view, where used, is new).
+    ones), each from the fast path's head trained by ``fit_head`` for ``epochs`` epochs on the other
+    folds' images, in the views the deployed head trained on. The features come from the frozen
+    backbone's cache the training just filled (only the validation images' mirrored view, where
+    used, is new). ``vision.training.further.own_head_out_of_fold_logits`` is the same for a model
+    whose head is its own, on the features of the layers below that head.
 
     Raises:
         DatasetError: a class has fewer than 2 images.
@@ -170,7 +184,7 @@ def out_of_fold_logits(dataset: LabelledDataset, config: TrainConfig, epochs: in
     everything = dataset.everything()
     features = extractor.features(everything.sources(), views)
     side_by_side = np.concatenate(list(features), axis=1)
-    return out_of_fold(FoldHead(config, epochs, len(views), cancelled), side_by_side, everything.labels,
+    return out_of_fold(FoldHead(config, epochs, len(views), cancelled=cancelled), side_by_side, everything.labels,
                        "decision_function", seed=config.seed, purpose="calibrating on out-of-fold logits")
 
 
@@ -190,3 +204,11 @@ def _head(features: int, classes: int) -> Any:
     """The same head the assembled model ends in, on a features input."""
     inputs = keras.Input((features,), name="features")
     return keras.Model(inputs, classification_head(inputs, classes), name="head")
+
+
+def _copied_head(features: int, layers: list[dict[str, Any]]) -> Any:
+    """A model's head rebuilt from its serialized layers on a features input (weights not copied)."""
+    x = inputs = keras.Input((features,), name="features")
+    for layer in layers:
+        x = keras.layers.deserialize(layer)(x)
+    return keras.Model(inputs, x, name="head")

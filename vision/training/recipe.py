@@ -24,7 +24,7 @@ from vision.training import distributed
 from vision.training.callbacks import stop_if_cancelled
 from vision.training.config import ProgressHook, TrainConfig, TrainProgress, TrainResult
 from vision.training.evaluate import Evaluation, evaluation_from_probabilities
-from vision.training.fast import out_of_fold_logits, train_on_features
+from vision.training.fast import fast_head_out_of_fold_logits, train_on_features
 from vision.training.loop import fit_on_images
 from vision.training.memory import release_memory
 from vision.training.tensorboard import log_evaluation, new_run, stage
@@ -207,8 +207,8 @@ def _out_of_fold(result: TrainResult, dataset: LabelledDataset, cancel: threadin
         return None
     try:
         # As many epochs as the model's head kept: the folds have no validation split to stop on.
-        return out_of_fold_logits(dataset, result.config, result.best_epoch + 1,
-                                  cancelled=(lambda: cancel.is_set()) if cancel is not None else None)
+        return fast_head_out_of_fold_logits(dataset, result.config, result.best_epoch + 1,
+                                            cancelled=(lambda: cancel.is_set()) if cancel is not None else None)
     except DatasetError:  # a class of one image: no fold can hold it out
         return None
 

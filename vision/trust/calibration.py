@@ -10,7 +10,7 @@ with no extra step anywhere.
 With ten photos per class the validation split is too small to fit ``T`` on; a model trained
 on cached features is then calibrated on out-of-fold logits instead: k copies of its head,
 each trained the same way without one fold, answer the images they never saw
-(``vision.training.fast.out_of_fold_logits``). ``Calibration.method`` records which.
+(``vision.training.fast.fast_head_out_of_fold_logits``). ``Calibration.method`` records which.
 
 The fit is one bounded scalar minimisation (scipy); the calibration libraries that wrap it
 (netcal, for one) pull in PyTorch, which this project does not otherwise need.

@@ -3,7 +3,8 @@ pooled features and logits of the training and validation images.
 
 The temperature is fitted on the validation split when it has ``MIN_CALIBRATION_IMAGES``;
 below that (ten photos per class), on out-of-fold logits of every image when the training
-could give them (``vision.training.fast.out_of_fold_logits``), and not at all otherwise."""
+could give them (``vision.training.fast.fast_head_out_of_fold_logits``, or
+``vision.training.further.own_head_out_of_fold_logits``), and not at all otherwise."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def fit_trust(model: Any, dataset: LabelledDataset, preprocessing: Preprocessing
         features: (train, validation) pooled features when already computed (the fast
             path's cached features, still valid when the backbone was not fine-tuned).
         out_of_fold: logits of every image of ``dataset.everything()`` from k-fold heads trained
-            as the model's head was (``vision.training.fast.out_of_fold_logits``).
+            as the model's head was (``vision.training.fast.fast_head_out_of_fold_logits``).
     """
     photos = background_photos()
     if features is None:
