@@ -15,19 +15,26 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
 from vision.bundle.examples import example_labels, from_folder, write_examples
 from vision.bundle.store import describe_bundle, list_bundles, load_bundle, open_bundle
+from vision.bundle.teachable import import_teachable
 from vision.data.datasets import Split, load_dataset
 from vision.data.images import load_image
 from vision.data.synthetic import write_shapes
 from vision.defaults import EVERYDAY_MODEL, MODELS_DIR
-from vision.errors import ExportError, TokenRejectedError, VisionError
+from vision.errors import DatasetError, ExportError, TokenRejectedError, VisionError
 from vision.explain.methods import METHODS
 from vision.explain.overlay import overlay
 from vision.export.options import FORMATS, INT8_METHODS, quantization_help
+from vision.feedback_store import FeedbackStore, feedback_home
 from vision.hub import is_hub_ref, pull, push
 from vision.hub import resolve_model as resolve_hub_model
 from vision.plots import plot_confusion
@@ -303,11 +310,6 @@ def _everyday_command(command: _Command) -> None:
 
 
 def _feedback(args: argparse.Namespace) -> None:
-    from collections import Counter
-
-    from vision.errors import DatasetError
-    from vision.feedback_store import FeedbackStore, feedback_home
-
     folder = args.dir or feedback_home()
     if folder is None:
         raise DatasetError("no feedback folder: pass --dir, or set VISION_FEEDBACK_DIR as the app had it")
@@ -345,13 +347,11 @@ def _synth(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     cluster = None
     if args.distributed:
-        from vision.training import distributed  # TensorFlow loads in start_cluster, after TF_CONFIG is checked
+        from vision.training import distributed  # lazy: TensorFlow loads after TF_CONFIG is checked (start_cluster)
 
         cluster = distributed.read_cluster()
         print(f"{cluster.name}: joining {cluster.size} tasks (waits until every one has started)", file=sys.stderr)
         distributed.start_cluster()  # before any other TensorFlow op of the process
-    from tqdm import tqdm
-
     from vision.training.recipe import train_bundle, train_bundle_on_cluster  # lazy: imports TensorFlow
 
     dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed, limit=args.limit)
@@ -383,7 +383,7 @@ def _train(args: argparse.Namespace) -> None:
 
     try:
         if args.from_bundle:
-            from vision.training.further import train_further
+            from vision.training.further import train_further  # lazy: imports TensorFlow
 
             if cluster is not None:
                 raise VisionError("--from trains a head in seconds on one machine: drop --distributed")
@@ -406,8 +406,6 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _optimize(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
     from vision.optimize.compress import COLUMNS, CompressionPlan, compress  # lazy: imports TensorFlow
 
     bundle = load_bundle(resolve_model(args.model))
@@ -452,9 +450,6 @@ def _optimize(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    import numpy as np
-    from tqdm import tqdm
-
 
     bundle = open_bundle(resolve_model(args.model))
     dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
@@ -483,8 +478,6 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _audit(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
     from vision.trust.audit import audit_dataset  # lazy: imports TensorFlow
 
     dataset = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
@@ -526,8 +519,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> None:
-    from PIL import Image
-
     from vision.explain.cam import Explainer  # lazy: imports TensorFlow
 
     if not 0.0 <= args.alpha <= 1.0:
@@ -569,8 +560,6 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _import_tm(args: argparse.Namespace) -> None:
-    from vision.bundle.teachable import import_teachable  # lazy: imports Keras
-
     folder = import_teachable(args.source, args.out, name=args.name, overwrite=args.overwrite)
     bundle = open_bundle(folder)
     kind = bundle.info.get("source", {}).get("export", "?")
