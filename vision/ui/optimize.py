@@ -263,10 +263,10 @@ def _in_model_order(dataset: LabelledDataset, labels: list[str]) -> LabelledData
 def plot_tradeoff(rows: list[Any]) -> Image.Image:
     """What each variant gives up for its size and speed: size against agreement with the
     original, and time per image against accuracy, one labelled point per variant."""
-    import matplotlib  # pyplot's global state is never touched: a Figure is drawn alone
+    import matplotlib  # lazy: slow to import; only the trade-off plot needs it (pyplot's state is never touched)
 
     matplotlib.use("Agg")
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: as matplotlib above
 
     figure = Figure(figsize=(8, 3.2), dpi=100, layout="constrained")
     scored = all(row.accuracy is not None for row in rows)
