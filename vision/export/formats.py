@@ -44,7 +44,8 @@ from vision.export.webweights import quantize_graph_model, uint8_kernels
 from vision.models.heads import LOGITS_LAYER, OUTPUT_LAYER
 from vision.models.serving import serving_model, split_outputs
 from vision.redact import without_paths
-from vision.runtime.tflite import TFLiteRunner, convert_to_tflite
+from vision.runtime.inference import Classifier
+from vision.runtime.tflite import TFLiteRunner, convert_to_tflite, describe_flatbuffer
 
 #: The page, and the Keras features of the "unknown" detector's background photos its trainer uses.
 WEB_FILES = ("index.html", "app.js", "classifier.js", "trainer.js", "style.css", "background.json")
@@ -224,9 +225,6 @@ def _publish(staging: Path, out: Path, fmt: str, quantize: str | None, result: d
 def _export_flatbuffer_as_is(bundle: Bundle, out: Path, images: list[np.ndarray]) -> ExportResult:
     """A TFLite-only bundle's flatbuffer, copied with its metadata and parity: checked by running
     the copy in LiteRT against the bundle's own classifier on ``images``."""
-    from vision.runtime.inference import Classifier
-    from vision.runtime.tflite import describe_flatbuffer
-
     expected = np.stack([Classifier(bundle).probabilities(image) for image in images])
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
