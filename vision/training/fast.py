@@ -99,6 +99,11 @@ def fit_head(views: np.ndarray, labels: np.ndarray, classes: int, config: TrainC
     y = np.tile(labels, len(views))
     head = _head(views.shape[-1], classes) if head is None else head
     seed_weights(head, config.seed)  # a local seed, never the process's
+    # The logits start at zero (as torchvision's ViT head and BiT's fine-tuning start theirs): a
+    # random start adds a random projection to every logit, which a few dozen steps on a few photos
+    # do not train away; it decided which answers were wrong, and how sure, more than the photos did.
+    logits = head.get_layer(LOGITS_LAYER)
+    logits.set_weights([np.zeros_like(w) for w in logits.get_weights()])
     head.compile(optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
                  loss=make_loss(config), metrics=objective_metrics(), jit_compile=config.jit_compile)
     weights = class_weight_of(y, class_weights)
