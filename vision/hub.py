@@ -33,6 +33,7 @@ from vision.bundle.store import (
     load_bundle,
     read_info,
 )
+from vision.bundle.teachable import parse_json
 from vision.errors import (  # noqa: F401  (the Hub errors are re-exported for callers of this module)
     HubAuthError,
     HubConnectionError,
@@ -43,6 +44,7 @@ from vision.errors import (  # noqa: F401  (the Hub errors are re-exported for c
     TokenRejectedError,
     VisionError,
 )
+from vision.models.layers_config import check_cost
 from vision.trust.ood import OOD_FILE
 
 log = logging.getLogger(__name__)
@@ -294,9 +296,6 @@ def _costed(folder: Path) -> None:
     """A pulled model's ``config.json`` is somebody else's file: its parameters, weight bytes and
     activation values are counted from the config alone (``check_cost``) before Keras builds
     anything, whose every weight it would allocate first."""
-    from vision.bundle.teachable import parse_json
-    from vision.models.layers_config import check_cost
-
     config = folder / KERAS_FILES[0]
     check_cost(parse_json(config.read_text(encoding="utf-8", errors="replace"), config.name), config.name)
 

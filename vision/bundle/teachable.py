@@ -34,7 +34,7 @@ from vision.bundle.tflite_check import check_tflite
 from vision.data.archives import extract_zip
 from vision.data.images import Preprocessing
 from vision.errors import InvalidModelFileError, UnsafeArchiveError, VisionError
-from vision.models.layers_config import check_cost
+from vision.models.layers_config import check_cost, rebuild
 
 #: TM's library scales pixels by ``x / 127 - 1``, not MobileNet's ``x / 127.5 - 1``; the
 #: import keeps TM's so that predictions match the page the model came from.
@@ -163,8 +163,6 @@ def load_teachable_model(export: TeachableExport) -> tuple[Any, Preprocessing]:
     Raises:
         InvalidModelFileError: see ``import_teachable``.
     """
-    from vision.models.layers_config import rebuild
-
     divisor = 1 / TM_SCALE
     if export.kind == "tfjs":
         topology, weights = _read_tfjs(export.folder)
