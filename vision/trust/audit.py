@@ -92,7 +92,7 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: i
                               seed: int = 0) -> np.ndarray:
     """Each image's class probabilities from a head that never saw it (stratified k-fold
     logistic regression on unit-length features)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn takes seconds to import
 
     unit = features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
     return out_of_fold(LogisticRegression(C=10.0, max_iter=2000), unit, labels, "predict_proba", folds, seed,
@@ -109,7 +109,7 @@ def audit_features(features: np.ndarray, labels: np.ndarray, class_names: list[s
             (a few-shot training's calibration folds, ``Trust.out_of_fold``): the folds are then
             not trained again.
     """
-    from cleanlab import Datalab
+    from cleanlab import Datalab  # lazy: takes seconds to import; only the label check runs it
 
     labels = np.asarray(labels, int)
     if len(labels) < 3:

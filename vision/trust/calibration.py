@@ -69,7 +69,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     ``T_RANGE``). Without the prior, a validation split the model gets entirely right
     drives ``T`` to the bound (every answer "100 %"); with it, a few images move ``T``
     a little and thousands move it freely."""
-    from scipy.optimize import minimize_scalar
+    from scipy.optimize import minimize_scalar  # lazy: SciPy takes seconds to import; only fitting T needs it
 
     labels = np.asarray(labels, int)
 

@@ -44,7 +44,7 @@ def out_of_fold(head: Any, features: np.ndarray, labels: np.ndarray, method: str
     Raises:
         DatasetError: a class has fewer than 2 images (the message starts with ``purpose``).
     """
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict  # lazy: takes seconds to import
 
     labels = np.asarray(labels, int)
     splitter = StratifiedKFold(fold_count(labels, folds, purpose), shuffle=True, random_state=seed)

@@ -152,7 +152,7 @@ def load_detector(folder: str | Path, info: dict[str, Any]) -> Detector | None:
 
 def auroc(in_distribution: np.ndarray, out_of_distribution: np.ndarray) -> float:
     """Probability that an in-distribution image scores higher than an outlier (ties half)."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # lazy: scikit-learn takes seconds; bundle.store imports this module
 
     labels = np.r_[np.ones(len(in_distribution)), np.zeros(len(out_of_distribution))]
     return float(roc_auc_score(labels, np.r_[in_distribution, out_of_distribution]))
