@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.class_weight import compute_class_weight
 
 from vision.data.datasets import LabelledDataset, summarize
 from vision.errors import TrainingCancelledError
@@ -30,6 +31,7 @@ from vision.training.objectives import class_weight_of, feature_batches, make_lo
 from vision.training.objectives import metrics as objective_metrics
 from vision.training.seeding import seed_weights
 from vision.training.tensorboard import tensorboard_callbacks
+from vision.trust.folds import out_of_fold
 
 #: Mirrored copies help few-shot training (a webcam class seen from both sides) and cost an
 #: extra pass per image, so they are used up to this many training images.
@@ -143,8 +145,6 @@ class FoldHead(ClassifierMixin, BaseEstimator):
         Raises:
             TrainingCancelledError: ``cancelled()`` returned True.
         """
-        from sklearn.utils.class_weight import compute_class_weight
-
         if self.cancelled is not None and self.cancelled():
             raise TrainingCancelledError("training was cancelled; nothing was saved")
         config = self.config or TrainConfig(model="efficientnet_lite0")
@@ -183,8 +183,6 @@ def fast_head_out_of_fold_logits(dataset: LabelledDataset, config: TrainConfig, 
         DatasetError: a class has fewer than 2 images.
         TrainingCancelledError: ``cancelled()`` returned True before a fold.
     """
-    from vision.trust.folds import out_of_fold
-
     extractor, views = _extractor_and_views(dataset, config)
     everything = dataset.everything()
     features = extractor.features(everything.sources(), views)

@@ -14,11 +14,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from vision.bundle.store import Bundle
-from vision.data.datasets import LabelledDataset
+from vision.data.datasets import LabelledDataset, make_pipeline
 from vision.errors import DatasetError, InvalidBundleError
+from vision.models.heads import LOGITS_LAYER, OUTPUT_LAYER
 from vision.training.config import ProgressHook, TrainConfig
 from vision.training.fast import FoldHead
 from vision.training.loop import fit_on_images
@@ -26,6 +28,7 @@ from vision.training.memory import release_memory
 from vision.training.recipe import TrainedBundle, save_trained
 from vision.training.tensorboard import new_run
 from vision.trust.fit import MIN_CALIBRATION_IMAGES
+from vision.trust.folds import out_of_fold
 
 
 def train_further(bundle: Bundle, dataset: LabelledDataset, config: TrainConfig, out: str | Path,
@@ -69,12 +72,6 @@ def own_head_out_of_fold_logits(model: Any, dataset: LabelledDataset, config: Tr
 
     The fast path's ``fast_head_out_of_fold_logits`` differs in its head (the fast path's, not the
     model's) and its features (the frozen backbone's cache, with the views its head trained on)."""
-    import keras
-
-    from vision.data.datasets import make_pipeline
-    from vision.models.heads import LOGITS_LAYER, OUTPUT_LAYER
-    from vision.trust.folds import out_of_fold
-
     layers = model.layers
     first = next((i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.Dense)), None)
     head = layers[first:] if first is not None else []
