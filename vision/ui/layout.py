@@ -294,7 +294,7 @@ def _optimize_tab(ctx: Context) -> SimpleNamespace:
                                    elem_id="optimize-data")
             optimize_unlabelled = gr.File(label="More images, unlabelled, for distillation (optional)",
                                           file_count="multiple", file_types=["image"], type="filepath",
-                                      elem_id="sample-uploads")
+                                          elem_id="optimize-unlabelled")
         with gr.Row():
             optimize_distil = gr.Checkbox(True, label="Distil into")
             optimize_student = gr.Dropdown(students(), value="simple_cnn", label="Student")
