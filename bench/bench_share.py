@@ -44,7 +44,9 @@ def texture_model(folder: Path) -> Path:
 
 def start_app(model: Path, port: int, cache: Path) -> tuple[subprocess.Popen, float]:
     """``app.py --model`` in a fresh process with ``cache`` as its export cache; returns it and its start time."""
-    env = {**os.environ, "VISION_CACHE_DIR": str(cache), "VISION_PORT": str(port), "VISION_HOST": "127.0.0.1"}
+    # VISION_WEB_SETUP: tests/conftest.py (imported with app_server) turns the page's export off.
+    env = {**os.environ, "VISION_CACHE_DIR": str(cache), "VISION_PORT": str(port), "VISION_HOST": "127.0.0.1",
+           "VISION_WEB_SETUP": "1"}
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--model", str(model)], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -41,10 +41,10 @@ def launch_app(models_dir: Path, default_model: Path | None = None, prepare_web:
     shutil.copytree(SHAPES_MODEL, models_dir / "shapes")
     config = AppConfig(default_model=default_model or models_dir / "shapes", models_dir=models_dir,
                        state_dir=models_dir.parent / f"{models_dir.name}-state", **settings)
-    app = build(config)
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:  # the app starts preparing its page as it is built
         patch.setenv("VISION_WEB_SETUP", "1" if prepare_web else "0")
-        app.launch("127.0.0.1", free_port(), quiet=True)
+        app = build(config)
+    app.launch("127.0.0.1", free_port(), quiet=True)
     return app, app.demo.local_url
 
 

@@ -41,23 +41,27 @@ class VisionApp:
         self.ctx = Context.create(config)
         # The page runs the app's own model (never another), unless the owner left it out of the views.
         self.web_page = WebPage.for_model(config.web_dir, config.default_model) if config.shows("web") else None
-        self.demo = build_blocks(self.ctx)
+        if self.web_page is not None:
+            # A Space runs no set-up: TF.js and the page's model are prepared in a thread whose
+            # export is a child process, started before anything else so that it runs on another
+            # core while this process builds the views and converts the classifier (a cold
+            # start's long steps side by side, not one after the other). ``close`` stops it.
+            self.web_page.prepare_in_background()
+        try:
+            self.demo = build_blocks(self.ctx)
+        except BaseException:
+            self._stop_page()
+            raise
         self._warming: threading.Thread | None = None
 
     def launch(self, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **kwargs: Any) -> str:
         """Start serving without blocking; returns the local URL."""
-        if self.web_page is not None:
-            # A Space runs no set-up: TF.js and the page's model are prepared in a thread whose
-            # export is a child process, started first so that it runs on another core while this
-            # process converts the classifier (a cold start's two long steps, side by side).
-            self.web_page.prepare_in_background()
         try:
             # The classifier before serving: a broken bundle fails the start with a clear message,
             # and the first visitor does not wait for it (its TFLite conversion is cached on disk).
             get_classifier(self.config.default_model)
         except BaseException:
-            if self.web_page is not None:
-                self.web_page.stop()
+            self._stop_page()
             raise
         # In public mode the direct /run/* routes are closed (api_open=False): they would skip
         # the queue, its concurrency groups and FairQueue's per-session shares.
@@ -87,6 +91,10 @@ class VisionApp:
         self._warming.start()
         return self.demo.local_url
 
+    def _stop_page(self) -> None:
+        if self.web_page is not None:
+            self.web_page.stop()
+
     def close(self) -> None:
         """Stop serving and remove every session's files and every export."""
         try:
@@ -95,12 +103,11 @@ class VisionApp:
             self.ctx.sessions.close_all()
             # A process that exits while TensorFlow is still building the explainer in that
             # thread aborts ("FATAL: exception not rethrown"): let it finish first.
-            if self.web_page is not None:  # its export runs in a child process: stopped, not waited for
-                self.web_page.stop()
-            if self._warming is not None:  # launched: the page's preparation may run too
+            self._stop_page()  # its export runs in a child process: stopped, not waited for
+            if self._warming is not None:
                 self._warming.join(WARM_UP_TIMEOUT_S)
-                if self.web_page is not None:
-                    self.web_page.wait(WARM_UP_TIMEOUT_S)
+            if self.web_page is not None:  # its thread ends once the child is stopped
+                self.web_page.wait(WARM_UP_TIMEOUT_S)
 
 
 def _keep_mcp_tools(demo: Any) -> None:
