@@ -181,17 +181,9 @@ def only_sharing() -> None:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--only", "sharing"]:
-        only_sharing()
-        return
-    if sys.argv[1:] == ["--only", "optimize"]:
-        only_optimize()
-        return
-    if sys.argv[1:] == ["--only", "train"]:
-        only_train()
-        return
-    if sys.argv[1:] == ["--only", "web-trainer"]:
-        only_web_trainer()
+    only = {"sharing": only_sharing, "optimize": only_optimize, "train": only_train, "web-trainer": only_web_trainer}
+    if sys.argv[1:2] == ["--only"] and sys.argv[2:] and sys.argv[2] in only:
+        only[sys.argv[2]]()
         return
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

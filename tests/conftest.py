@@ -59,6 +59,16 @@ def no_stray_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert set(os.listdir(tmp_path.parent)) == before_parent, "test wrote outside its tmp folder"
 
 
+def texture_task(factory: pytest.TempPathFactory, train_per_class: int, test_per_class: int = 10,
+                 patch: int = 96) -> Path:
+    """Brick, grass and gravel patches cut from scikit-image's photos, as ``train/`` and ``test/``
+    class folders in a new temporary folder (``vision.data.photos.write_texture_task``)."""
+    from vision.data.photos import write_texture_task
+
+    return write_texture_task(factory.mktemp("textures"), train_per_class=train_per_class,
+                              test_per_class=test_per_class, patch=patch)
+
+
 @pytest.fixture(scope="session")
 def shapes_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic dataset on disk: train/ and val/ class folders plus boxes.json."""

@@ -16,14 +16,16 @@ import pytest
 from gradio_client import Client, handle_file
 
 from vision.cli import main
-from vision.data.photos import TEXTURES, example_photos, write_texture_task
+from vision.data.photos import TEXTURES, example_photos
+
+from conftest import texture_task
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> Path:
-    return write_texture_task(tmp_path_factory.mktemp("textures"), train_per_class=10, test_per_class=10, patch=96)
+    return texture_task(tmp_path_factory, train_per_class=10)
 
 
 @pytest.fixture(scope="module")

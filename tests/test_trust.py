@@ -17,20 +17,20 @@ import pytest
 
 from vision.bundle.store import load_bundle, open_bundle
 from vision.cli import main
-from vision.data.photos import TEXTURES, example_photos, write_texture_task
+from vision.data.photos import TEXTURES, example_photos
 from vision.errors import InvalidBundleError
 from vision.runtime.inference import Classifier
 from vision.trust.calibration import calibrate, expected_calibration_error, fit_temperature, softmax
 from vision.trust.ood import OOD_FILE, fit_knn
 
-from conftest import SHAPES_MODEL
+from conftest import SHAPES_MODEL, texture_task
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> Path:
-    return write_texture_task(tmp_path_factory.mktemp("textures"), train_per_class=30, test_per_class=10, patch=96)
+    return texture_task(tmp_path_factory, train_per_class=30)
 
 
 @pytest.fixture(scope="module")
