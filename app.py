@@ -83,13 +83,16 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM is how Spaces, containers and systemd stop an app: make it a Ctrl-C, so the
     # same clean-up runs (sessions, exports and the temporary folder are removed).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    app.launch(args.host, args.port, share=args.share)
-    if args.grpc_port:
-        from vision.ui.serving import start_grpc_server
-
-        start_grpc_server(config, args.grpc_port, args.host)
-        logging.getLogger("vision.app").info("TF Serving gRPC API on %s:%d", args.host, args.grpc_port)
     try:
+        try:
+            app.launch(args.host, args.port, share=args.share)
+        except VisionError as error:  # the model's own files failed to load: said in one line
+            parser.exit(2, f"error: {error}\n")
+        if args.grpc_port:
+            from vision.ui.serving import start_grpc_server
+
+            start_grpc_server(config, args.grpc_port, args.host)
+            logging.getLogger("vision.app").info("TF Serving gRPC API on %s:%d", args.host, args.grpc_port)
         app.demo.block_thread()
     finally:
         app.close()

@@ -152,3 +152,16 @@ def test_a_failed_preparation_is_a_503_that_names_the_step_without_server_paths(
         assert path not in body, f"{path} in {body}"
     # The server's log keeps the whole story: the exception's text and its traceback.
     assert "Traceback" in caplog.text and str(tmp_path) in caplog.text
+
+
+def test_a_page_stopped_before_its_export_starts_never_exports(tmp_path, monkeypatch):
+    """An app whose start fails (or that closes during `npm ci`) stops its page before the
+    export's child exists: the export must then never start, not run on with no one to stop it."""
+    monkeypatch.setenv("VISION_WEB_SETUP", "1")
+    out = tmp_path / "page-model"
+    page = WebPage(fake_web(tmp_path / "web", model=False), SHAPES_MODEL, out)
+    page.stop()
+    page.prepare_in_background()
+    assert page.wait(timeout=300) is False
+    assert "stopped before the export began" in page.error
+    assert not out.exists()

@@ -164,6 +164,10 @@ class WebPage:
         self.model_files: frozenset[str] = frozenset()
         self._done = threading.Event()
         self._child: subprocess.Popen | None = None
+        # ``stop`` may come before the export's child exists (during `npm ci`, or as the app's
+        # build fails): it is remembered, so the child is stopped as it starts, or never started.
+        self._stopped = False
+        self._lock = threading.Lock()
         try:
             info = open_bundle(bundle_path).info
         except VisionError:
@@ -215,13 +219,20 @@ class WebPage:
         return self.ready
 
     def stop(self) -> None:
-        """Stop the model's export if it is running (the page then says the export failed)."""
-        child = self._child
+        """Stop the model's export, now if it is running, else as it would start (the page then
+        says the export failed)."""
+        with self._lock:
+            self._stopped = True
+            child = self._child
         if child is not None and child.poll() is None:
             child.terminate()
 
     def _started(self, child: subprocess.Popen) -> None:
-        self._child = child
+        with self._lock:
+            self._child = child
+            stopped = self._stopped
+        if stopped:
+            child.terminate()
 
     def _export(self) -> None:
         if self.model_dir == self.web_dir / "model":  # what `make` builds: uint8 weights
@@ -239,6 +250,8 @@ class WebPage:
                 install_tfjs(self.web_dir)
             if not model_exported(self.web_dir, self.model_dir):
                 step = "the model export failed"
+                if self._stopped:
+                    raise VisionError("the app stopped before the export began")
                 log.info("exporting %s for /web into %s", self.bundle_path, self.model_dir)
                 self._export()
             step = "reading the page's model failed"
@@ -251,7 +264,10 @@ class WebPage:
             why = f": {without_paths(str(error))}" if step == "the model export failed" and isinstance(
                 error, VisionError) else ""
             self.error = f"{step} ({type(error).__name__}{why})"
-            log.error("/web is not available: %s", step, exc_info=True)
+            if self._stopped:  # the app is closing: nothing went wrong
+                log.info("/web's preparation was stopped as the app closed")
+            else:
+                log.error("/web is not available: %s", step, exc_info=True)
             if not isinstance(error, Exception):
                 raise  # KeyboardInterrupt, SystemExit: recorded, and still stop what they stop
         finally:

@@ -60,9 +60,20 @@ class VisionApp:
             # The classifier before serving: a broken bundle fails the start with a clear message,
             # and the first visitor does not wait for it (its TFLite conversion is cached on disk).
             get_classifier(self.config.default_model)
+            self._serve(host, port, share, **kwargs)
         except BaseException:
-            self._stop_page()
+            self._stop_page()  # a start that fails (a broken bundle, a busy port) leaves no export behind
             raise
+        if self.config.mcp:
+            _keep_mcp_tools(self.demo)
+        # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
+        # build it once the server is up, so classification answers first and start-up stays short.
+        self._warming = threading.Thread(target=_warm_explainer, args=(self.config.default_model,),
+                                         name="warm-explainer", daemon=True)
+        self._warming.start()
+        return self.demo.local_url
+
+    def _serve(self, host: str, port: int | None, share: bool, **kwargs: Any) -> None:
         # In public mode the direct /run/* routes are closed (api_open=False): they would skip
         # the queue, its concurrency groups and FairQueue's per-session shares.
         self.demo.queue(default_concurrency_limit=4, max_size=64, api_open=not self.config.public)
@@ -82,14 +93,6 @@ class VisionApp:
         self.demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_file_size,
                          prevent_thread_lock=True, run_history=False, app_kwargs=app_kwargs,
                          mcp_server=self.config.mcp, _frontend=False, **kwargs)
-        if self.config.mcp:
-            _keep_mcp_tools(self.demo)
-        # Grad-CAM's explainer loads the Keras model (seconds for the everyday-objects model):
-        # build it once the server is up, so classification answers first and start-up stays short.
-        self._warming = threading.Thread(target=_warm_explainer, args=(self.config.default_model,),
-                                         name="warm-explainer", daemon=True)
-        self._warming.start()
-        return self.demo.local_url
 
     def _stop_page(self) -> None:
         if self.web_page is not None:
@@ -101,12 +104,12 @@ class VisionApp:
             self.demo.close()
         finally:
             self.ctx.sessions.close_all()
+            self._stop_page()  # its export is a child process: stopped, then its thread ends
             # A process that exits while TensorFlow is still building the explainer in that
             # thread aborts ("FATAL: exception not rethrown"): let it finish first.
-            self._stop_page()  # its export runs in a child process: stopped, not waited for
             if self._warming is not None:
                 self._warming.join(WARM_UP_TIMEOUT_S)
-            if self.web_page is not None:  # its thread ends once the child is stopped
+            if self.web_page is not None:
                 self.web_page.wait(WARM_UP_TIMEOUT_S)
 
 
