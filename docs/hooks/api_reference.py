@@ -3,7 +3,8 @@
 Each page is written at build time: the stage's own docstring (its ``__init__``), then a
 mkdocstrings block per module. Modules are found by listing the folder, so a module that is
 added, moved or renamed is documented without editing the docs; pages go into the nav in the
-stage order of ``shared/DESIGN.md``. griffe reads the source without importing it.
+stage order ``vision.STAGES`` declares (read from the source, like everything here: griffe reads
+the modules without importing them).
 """
 
 from __future__ import annotations
@@ -15,9 +16,18 @@ from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[2] / "vision"
 INDEX = "reference/api/index.md"
-# DESIGN.md's order, bottom up; "vision" is the top-level modules (errors, defaults, the Hub, ...).
-ORDER = ["vision", "data", "models", "trust", "bundle", "runtime", "explain", "training", "export", "optimize", "zoo",
-         "serve"]
+
+
+def _declared_order() -> list[str]:
+    """``vision.STAGES`` flattened, bottom first, read from ``vision/__init__.py``'s source."""
+    tree = ast.parse((ROOT / "__init__.py").read_text())
+    stages = next(node.value for node in tree.body
+                  if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "STAGES")
+    return [name for stage in ast.literal_eval(stages) for name in stage]
+
+
+# The stage order; "vision" is the page of the top-level modules (errors, defaults, the Hub, ...).
+ORDER = ["vision", *_declared_order()]
 # The app's views are Gradio wiring (guide: app.md) and the CLI has its own generated page.
 LEFT_OUT = {"ui", "cli", "__main__", "__init__"}
 

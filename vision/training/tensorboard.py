@@ -47,7 +47,6 @@ PANEL_SIDE = 224
 PLOT_TAGS = {CONFUSION_FILE: "confusion_matrix", RELIABILITY_FILE: "reliability_diagram"}
 
 
-
 def run_name(name: str, when: float | None = None) -> str:
     """``name`` (made safe as a folder name) and the local time, e.g. ``shapes-20261202-105644``."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"

@@ -161,6 +161,7 @@ class FairQueue:
         return _over(mine, group, self.shares.per_client_group, self.shares.per_client,
                      "this address (all its sessions together)")
 
+
 def _over(held: Counter, group: str | None, per_group: Mapping[str, int], total: int, who: str) -> str | None:
     """Why one more event of ``group`` is over ``who``'s share when it ``held`` these, or None."""
     limit = per_group.get(group) if group is not None else None
