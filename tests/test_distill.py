@@ -24,7 +24,9 @@ from vision.training.recipe import save_trained, train_bundle
 from vision.training.teacher import teacher_views
 
 #: Eight labelled 64 px patches a texture: a CNN from scratch learns nothing from them on its own.
-STUDENT = DistillConfig(student="simple_cnn", input_size=32, views=16, epochs=15, batch_size=32)
+#: Soft targets at temperature 2: measured on this task, held-out accuracy 0.75-0.90 at T 2 and
+#: 0.67-0.73 at the default T 4 (two teachers, before and after the fast path's zero-start head).
+STUDENT = DistillConfig(student="simple_cnn", input_size=32, views=16, epochs=15, batch_size=32, temperature=2.0)
 
 
 @pytest.fixture(scope="module")
