@@ -330,8 +330,11 @@ def _metrics(name: str, trained: TrainedBundle, validation_images: int, mine: bo
                f"{evaluation.macro_f1:.3f}, best epoch {trained.result.best_epoch + 1}, "
                f"{trained.result.seconds:.0f} s. {where}.")
     calibration = trained.trust.calibration
-    metrics += (f"\n\nConfidence calibrated: temperature {calibration.temperature:.2f}, expected calibration "
-                f"error {calibration.ece_before:.3f} → {calibration.ece_after:.3f}." if calibration else
+    # Which answers the ECE is measured on: the ones T was fitted on, where a few dozen answers in
+    # ten bins may even read worse after (T is the likelihood's choice, judged by its NLL).
+    metrics += (f"\n\nConfidence calibrated: temperature {calibration.temperature:.2f}; expected calibration "
+                f"error {calibration.ece_before:.3f} → {calibration.ece_after:.3f} on the {calibration.images} "
+                f"{calibration.method} answers it was fitted on." if calibration else
                 f"\n\nConfidence not calibrated: {validation_images} validation images are too few to fit a "
                 "temperature.")
     return metrics + "\n\n" + (audit_summary(audit) if audit else "Data check skipped: every class needs 2 images.")
