@@ -56,3 +56,9 @@ def start_live_view(page, label: str = "star") -> None:
     page.locator("#live-camera button[aria-label='capture photo']").click()
     page.wait_for_function(f"document.querySelector('#live-prediction').innerText.includes('{label}')",
                            timeout=60_000)
+
+
+def tab_names(page) -> list[str]:
+    """The app's tabs, in order, once Gradio has drawn them."""
+    page.wait_for_selector("[role=tab]", timeout=60_000)
+    return [text.strip() for text in page.locator("[role=tab]").all_inner_texts()]

@@ -220,7 +220,8 @@ class HubHandler(BaseHTTPRequestHandler):
         user = self._user()
         if user is None:
             return self._error(401, None, "Invalid credentials in Authorization header")
-        self._json({"type": "user", "name": user[0], "auth": {"accessToken": {"role": user[1]}}})
+        self._json({"type": "user", "name": user[0], "fullname": user[0].title(), "avatarUrl": "",
+                    "auth": {"accessToken": {"role": user[1]}}})
 
     def create_repo(self) -> None:
         payload = json.loads(self._body())

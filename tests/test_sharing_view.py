@@ -21,7 +21,7 @@ from gradio_client import Client, handle_file
 from playwright.sync_api import sync_playwright
 
 from app_server import launch_app
-from browser import launch_chromium
+from browser import launch_chromium, tab_names
 from web_harness import classify_files, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -172,7 +172,7 @@ def test_the_demo_preset_builds_no_workbench_and_its_api_has_no_train(demo, work
         page = browser.new_page(viewport={"width": 1300, "height": 900})
         page.goto(url)
         page.wait_for_selector("#model-header h2", timeout=60_000)
-        tabs = [t.strip() for t in page.locator("[role=tab]").all_inner_texts()]
+        tabs = tab_names(page)
         link = page.get_attribute("#app-title a", "href")
         heading, tab_title = page.inner_text("#app-title"), page.title()
         browser.close()

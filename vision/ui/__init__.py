@@ -20,8 +20,11 @@ from vision.ui.cache import get_classifier, get_explainer
 from vision.ui.config import AppConfig
 from vision.ui.context import Context
 from vision.ui.fairness import FairQueue
+from vision.ui.feedback import FeedbackView
 from vision.ui.layout import build_blocks
+from vision.ui.owner import OWNER_PATH, mount_workbench, owner_context, wants_workbench
 from vision.ui.static import missing_endpoint_handlers, static_routes
+from vision.ui.train import TrainView
 from vision.ui.upload_ceiling import UploadCeiling
 from vision.zoo.everyday import ensure_everyday_bundle
 
@@ -48,7 +51,11 @@ class VisionApp:
             # start's long steps side by side, not one after the other). ``close`` stops it.
             self.web_page.prepare_in_background()
         try:
-            self.demo = build_blocks(self.ctx)
+            feedback = FeedbackView(self.ctx, TrainView(self.ctx))
+            self.demo = build_blocks(self.ctx, feedback)
+            # A demo's hidden views are not in its Blocks; the signed-in owner has them at /owner/,
+            # with the visitors' reports the demo keeps.
+            self.workbench = build_blocks(owner_context(self.ctx), feedback) if wants_workbench(self.ctx) else None
         except BaseException:
             self._stop_page()
             raise
@@ -85,8 +92,11 @@ class VisionApp:
         app_kwargs = {"routes": static_routes(self.web_page, self.ctx.sessions),
                       "exception_handlers": missing_endpoint_handlers(),
                       "middleware": [Middleware(FairQueue, blocks=self.demo, shares=self.config.shares,
-                                                 pace=self.config.serving.pace),
+                                                 pace=self.config.serving.pace, exempt=f"{OWNER_PATH}/"),
                                       Middleware(UploadCeiling, cap_bytes=self.config.upload_cap_bytes)]}
+        if self.workbench is not None:
+            route, app_kwargs["lifespan"] = mount_workbench(self.ctx, self.workbench)
+            app_kwargs["routes"].append(route)
         # _frontend=False skips Gradio's probe of its own index page (a HEAD with a 3 s timeout, meant
         # to detect Colab), which fails the start when the machine is busy, as a Space is while it
         # restarts. Gradio has already checked the server answers (its startup-events request).
@@ -102,6 +112,8 @@ class VisionApp:
         """Stop serving and remove every session's files and every export."""
         try:
             self.demo.close()
+            if self.workbench is not None:
+                self.workbench.close()
         finally:
             self.ctx.sessions.close_all()
             self._stop_page()  # its export is a child process: stopped, then its thread ends

@@ -73,16 +73,20 @@ class FairQueue:
     ``blocks`` is the app's ``gr.Blocks``: the events already in its queue are the ones Gradio
     keeps in ``Queue.event_ids_to_events`` until they end, each with its request (hence its
     client), and an event's kind is its function's ``concurrency_id`` (see ``vision.ui.layout``).
+    Paths under ``exempt`` (the owner's workbench, another Blocks with its own queue) pass through.
     """
 
-    def __init__(self, app: Any, blocks: Any, shares: QueueShares, pace: BodyPace | None = None) -> None:
+    def __init__(self, app: Any, blocks: Any, shares: QueueShares, pace: BodyPace | None = None,
+                 exempt: str | None = None) -> None:
         self.app, self.blocks, self.shares, self.pace = app, blocks, shares, pace or BodyPace()
+        self.exempt = exempt
         self._entering: list[Entry] = []  # checked, and not yet answered by Gradio
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and "/gradio_api/mcp" in scope["path"]:
             scope = _forwarded_as(scope, client_id(scope))
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST" \
+                or (self.exempt is not None and scope["path"].startswith(self.exempt)):
             return await self.app(scope, receive, send)
         path = scope["path"].rstrip("/")
         if path.endswith("/queue/join"):

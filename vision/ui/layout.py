@@ -4,9 +4,9 @@ crosses views is wired here.
 
 The owner chooses what visitors see (``AppConfig.views``, ``--views`` / ``--demo``): a view
 left out is not built at all, so its components, events and API routes do not exist (a call
-to ``/train`` on a demo answers 404). Gradio builds one Blocks for every visitor, so in public
-mode that holds for the owner too: the owner keeps the workbench in a private instance (or the
-CLI); in private mode the one user is the owner and every view is built.
+to ``/train`` on a demo answers 404). Gradio builds one Blocks for every visitor, so the owner of
+a public demo has a second one, the whole workbench, at ``/owner/`` behind their sign-in
+(``vision.ui.owner``); in private mode the one user is the owner and every view is built.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from vision.ui.hub import HubView
 from vision.ui.live import LiveView
 from vision.ui.models import ModelsView
 from vision.ui.optimize import EPOCHS, MAX_SPARSITY, STUDENT_SIZES, VIEWS, OptimizeView, students
+from vision.ui.owner import OWNER_LINK, wants_workbench
 from vision.ui.train import TrainView
 from vision.ui.wiring import EXPLAIN, EXPORT, HUB, QUICK, SAMPLES, TRAIN, UPLOAD, uploaded_file
 
@@ -47,11 +48,15 @@ CACHE_SWEEP = (300, 900)
 CARD_COLUMNS = 10
 
 
-def build_blocks(ctx: Context) -> gr.Blocks:
-    """The app's Blocks: the views ``ctx.config`` shows, and the events between them."""
+def build_blocks(ctx: Context, feedback: FeedbackView | None = None) -> gr.Blocks:
+    """The app's Blocks: the views ``ctx.config`` shows, and the events between them.
+
+    ``feedback``: the app's one store of visitors' reports (one index and one lock on its folder),
+    with the Train view it adds photos through; a demo and the owner's workbench share it.
+    """
     config = ctx.config
-    train = TrainView(ctx)
-    feedback = FeedbackView(ctx, train)  # one per app: one index and one lock on its folder
+    feedback = feedback or FeedbackView(ctx, TrainView(ctx))
+    train = feedback.train
     with gr.Blocks(title=_app_title(ctx), delete_cache=CACHE_SWEEP) as demo:
         _header(ctx)
         parts = SimpleNamespace(classify=None, models=None)
@@ -115,6 +120,8 @@ def _header(ctx: Context) -> None:
     config = ctx.config
     with gr.Row():
         link = " · [Run it in your browser](/web/)" if config.shows("web") else ""
+        if wants_workbench(ctx):  # the owner of a demo: sign in, and the workbench opens
+            link += f" · [Owner: the workbench]({OWNER_LINK})"
         gr.Markdown(f"**{_app_title(ctx)}**{link}", elem_id="app-title")
         if config.oauth:
             gr.LoginButton(scale=0)

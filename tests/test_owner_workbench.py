@@ -1,0 +1,104 @@
+"""The owner of a public demo still has the whole workbench (issue 29): a demo's visitors get only
+Classify, Live and the page, and a call to ``/train`` answers 404; the owner, signed in with
+Hugging Face as ``VISION_OWNER``, opens the workbench at ``/owner/``, which answers 401 to
+anyone else, for the page and for its queue.
+
+The app runs in public mode with "Sign in with Hugging Face" on, as on a Space. Off a Space,
+Gradio's sign-in is its local stand-in: it signs in as the Hub user of the server's token, here
+the owner's, on a Hub server on loopback (``hub_server``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+from playwright.sync_api import sync_playwright
+
+from vision.data.synthetic import make_shapes
+
+from app_server import launch_app
+from browser import launch_chromium, tab_names
+from hub_server import HubServer
+
+pytestmark = [pytest.mark.browser]
+OWNER, VISITOR = "hf_owner_token_1234567890", "hf_visitor_token_1234567890"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from vision.ui.config import DEMO_VIEWS
+
+    with pytest.MonkeyPatch.context() as patch, \
+            HubServer({OWNER: ("olivia", "write"), VISITOR: ("vic", "write")}) as hub:
+        patch.setenv("HF_ENDPOINT", hub.url)
+        # Gradio's stand-in asks huggingface_hub, which read HF_ENDPOINT when it was imported.
+        patch.setattr("huggingface_hub.hf_api.api.endpoint", hub.url)
+        patch.setenv("HF_TOKEN", OWNER)  # the server's login: what Gradio's local sign-in signs in as
+        app, url = launch_app(tmp_path_factory.mktemp("demo") / "models", public=True, owner="olivia",
+                              oauth=True, views=DEMO_VIEWS)
+        yield app, url
+        app.close()
+
+
+def _status(url: str, data: bytes | None = None) -> int:
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_visitors_get_neither_the_workbench_nor_its_routes(demo):
+    _, url = demo
+    assert _status(url + "owner/") == 401
+    assert _status(url + "owner/config") == 401
+    join = json.dumps({"data": [], "fn_index": 0, "session_hash": "visitor"}).encode()
+    assert _status(url + "owner/gradio_api/queue/join", join) == 401
+    assert _status(url + "gradio_api/call/train", b'{"data": []}') == 404
+
+
+def test_the_signed_in_owner_opens_the_whole_workbench_with_the_demos_feedback(demo, tmp_path):
+    _, url = demo
+    photo = tmp_path / "star.png"
+    Image.fromarray(make_shapes(1, size=96, seed=5).images[0]).save(photo)
+    visitor = Client(url, verbose=False)
+    visitor.predict(handle_file(str(photo)), api_name="/classify")
+    visitor.predict(handle_file(str(photo)), "circle", api_name="/send_feedback")  # sent after start
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(url)
+        visitor_tabs = tab_names(page)
+        link = page.get_attribute("#app-title a >> text=Owner: the workbench", "href")
+        page.goto(url + link.lstrip("/"))  # Gradio's sign-in, then back to /owner/
+        assert page.url.startswith(url + "owner/"), page.url
+        owner_tabs = tab_names(page)
+        page.click("[role=tab] >> text=Train")
+        page.click("#feedback-owner button")  # the accordion, then "Show feedback"
+        page.click("#feedback-show")
+        page.wait_for_selector("#feedback-note >> text=1 reports", timeout=30_000)
+        browser.close()
+    assert visitor_tabs == ["Classify", "Live"]
+    assert {"Classify", "Live", "Train", "Models", "Hub", "Export", "Optimize"} <= set(owner_tabs), owner_tabs
+
+
+def test_only_a_fresh_sign_in_as_the_owner_counts():
+    from vision.ui.owner import signed_in_owner
+
+    def request(name: str, expires_in: float) -> SimpleNamespace:
+        info = {"userinfo": {"preferred_username": name}, "expires_at": time.time() + expires_in}
+        return SimpleNamespace(scope={"session": {"oauth_info": info}})
+
+    user = signed_in_owner("olivia")
+    assert user(request("olivia", 60)) == "olivia"
+    assert user(request("vic", 60)) is None
+    assert user(request("olivia", -1)) is None
+    assert user(SimpleNamespace(scope={})) is None
