@@ -62,6 +62,7 @@ def test_visitors_get_neither_the_workbench_nor_its_routes(demo):
     assert _status(url + "owner/config") == 401
     join = json.dumps({"data": [], "fn_index": 0, "session_hash": "visitor"}).encode()
     assert _status(url + "owner/gradio_api/queue/join", join) == 401
+    assert _status(url + "owner/gradio_api/upload", b"not a form") == 401
     assert _status(url + "gradio_api/call/train", b'{"data": []}') == 404
 
 
