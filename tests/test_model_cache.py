@@ -6,11 +6,12 @@ import os
 import shutil
 
 import vision.ui.cache as cache
+from vision.ui.disk import folder_bytes
 
 
 def test_the_model_cache_keeps_within_its_bytes_least_recently_used_first(tiny_bundle, tmp_path, monkeypatch):
     copies = [shutil.copytree(tiny_bundle, tmp_path / name) for name in "abc"]
-    size = cache._bundle_bytes(copies[0])
+    size = folder_bytes(copies[0])
     monkeypatch.setattr(cache, "_CACHE", cache.new_cache(2 * size + 1))
     for folder in copies:
         cache.get_bundle(folder)

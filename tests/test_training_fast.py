@@ -24,16 +24,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory) -> Path:
-    return texture_task(tmp_path_factory, train_per_class=10)
-
-
-@pytest.fixture(scope="module")
 def fast_bundle(task, tmp_path_factory) -> Path:
     """Trained by the CLI with its defaults: the fast path is the default."""
     out = tmp_path_factory.mktemp("bundles") / "textures"
     assert main(["train", str(task / "train"), "--out", str(out), "--epochs", "15"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> Path:
+    return texture_task(tmp_path_factory, train_per_class=10)
 
 
 def test_the_cli_trains_few_shot_on_real_photos(fast_bundle, task, capsys):

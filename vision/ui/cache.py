@@ -18,6 +18,7 @@ from cachetools import LRUCache
 from vision.bundle.store import Bundle, load_bundle
 from vision.explain.cam import Explainer
 from vision.runtime.inference import Classifier
+from vision.ui.disk import folder_bytes
 
 #: Bytes of bundle files the loaded models may stand for, all kinds together (the everyday
 #: model is 18 MB on disk; its classifier and explainer hold about that each).
@@ -53,7 +54,7 @@ def _cached(kind: str, path: str | Path, build: Callable[[Path], Any]) -> Any:
             if key in _CACHE:
                 return _CACHE[key].value
         value = build(folder)
-        size = _bundle_bytes(folder)  # walked once, outside the lock every cached lookup takes
+        size = folder_bytes(folder)  # walked once, outside the lock every cached lookup takes
         with _GUARD:
             for stale in [k for k in _CACHE if k[:2] == key[:2] and k != key]:  # saved over since
                 del _CACHE[stale]
@@ -62,10 +63,6 @@ def _cached(kind: str, path: str | Path, build: Callable[[Path], Any]) -> Any:
                 _CACHE[key] = _Entry(value, size)
             _LOCKS.pop(key, None)
         return value
-
-
-def _bundle_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else 0
 
 
 def get_bundle(path: str | Path) -> Bundle:

@@ -29,6 +29,7 @@ from vision.data.samples import SampleCollection
 from vision.errors import AccessDeniedError, LimitExceededError
 from vision.ui.cache import forget
 from vision.ui.config import AppConfig
+from vision.ui.disk import folder_bytes
 
 log = logging.getLogger(__name__)
 DEFAULT_KEY = "default"
@@ -61,9 +62,7 @@ class Session:
         return SampleCollection(self.root / "samples")
 
     def disk_bytes(self) -> int:
-        if not self.root.exists():
-            return 0
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        return folder_bytes(self.root)
 
     def remaining_bytes(self, limit_mb: int) -> int:
         """Bytes this session may still write under its disk quota."""

@@ -8,7 +8,6 @@ middleware answers an upload 507 while the folder holds more than its ceiling.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any, Awaitable, Callable
 
 from gradio.utils import get_upload_folder
 from starlette.responses import JSONResponse
+
+from vision.ui.disk import folder_bytes
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -61,22 +62,3 @@ class UploadCeiling:
         with self._recounting:
             self._upload_bytes = (time.monotonic(), folder_bytes(Path(get_upload_folder())))
 
-
-def folder_bytes(folder: Path) -> int:
-    """The bytes of the files under ``folder`` (0 when it is missing), links not followed."""
-    total = 0
-    stack = [folder]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:  # gone meanwhile (Gradio's cache sweep)
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                continue
-    return total
