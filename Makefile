@@ -18,7 +18,9 @@ test: $(VENV)/.test-deps system-deps web/node_modules/.installed tests/teachable
 	$(BIN)/python -m ruff check .
 	cd web && node --test test/
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet --site-dir site
-	$(BIN)/python -m pytest
+	# Two workers, a test file each at a time (module fixtures stay in one process): 27 min on 2
+	# cores where one process took 38, since much of the suite waits on browsers, servers and children.
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The guide, rebuilt on every save; a broken link or page is an error in `make test`.
 docs: $(VENV)/.test-deps

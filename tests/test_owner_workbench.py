@@ -103,3 +103,26 @@ def test_only_a_fresh_sign_in_as_the_owner_counts():
     assert user(request("vic", 60)) is None
     assert user(request("olivia", -1)) is None
     assert user(SimpleNamespace(scope={})) is None
+
+
+def test_on_a_phone_the_sign_in_and_the_owners_link_leave_the_answer_on_the_first_screen(demo, tmp_path):
+    """The demo a Space serves has two more things on its title line than the one test_sharing_view
+    checks: the sign-in button and the owner's link."""
+    _, url = demo
+    photo = tmp_path / "shape.png"
+    Image.fromarray(make_shapes(1, size=96, seed=7).images[0]).save(photo)
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 360, "height": 844}, is_mobile=True, has_touch=True)
+        page.goto(url)
+        page.wait_for_selector("#classify-image input[type=file]", state="attached", timeout=60_000)
+        page.set_input_files("#classify-image input[type=file]", str(photo))
+        page.wait_for_function("(document.querySelector('#prediction .output-class') || {}).innerText",
+                               timeout=60_000)
+        page.evaluate("window.scrollTo(0, 0)")
+        answer = page.locator("#prediction .output-class").bounding_box()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        page.screenshot(path=str(tmp_path / "phone.png"))
+        browser.close()
+    assert answer["y"] + answer["height"] <= 844, answer
+    assert width <= 360, width
