@@ -1,9 +1,10 @@
 """The owner of a public demo still has the whole workbench (issue 29): a demo's visitors get only
 Classify, Live and the page, and a call to ``/train`` answers 404; the owner, signed in with
 Hugging Face as ``VISION_OWNER``, opens the workbench at ``/owner/``, which answers 401 to
-anyone else, for the page and for its queue.
+anyone else, for the page and for its queue. Off a Space, Gradio's login form at ``/owner/``
+takes the owner's Hub name and a token the Hub confirms.
 
-The app runs in public mode with "Sign in with Hugging Face" on, as on a Space. Off a Space,
+``demo`` runs in public mode with "Sign in with Hugging Face" on, as on a Space. Off a Space,
 Gradio's sign-in is its local stand-in: it signs in as the Hub user of the server's token, here
 the owner's, on a Hub server on loopback (``hub_server``).
 """
@@ -32,19 +33,36 @@ OWNER, VISITOR = "hf_owner_token_1234567890", "hf_visitor_token_1234567890"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def hub():
+    with pytest.MonkeyPatch.context() as patch, \
+            HubServer({OWNER: ("olivia", "write"), VISITOR: ("vic", "write")}) as server:
+        patch.setenv("HF_ENDPOINT", server.url)
+        # Gradio's stand-in asks huggingface_hub, which read HF_ENDPOINT when it was imported.
+        patch.setattr("huggingface_hub.hf_api.api.endpoint", server.url)
+        patch.setenv("HF_TOKEN", OWNER)  # the server's login: what Gradio's local sign-in signs in as
+        yield server
+
+
+def _demo(tmp_path_factory, oauth: bool):
     from vision.ui.config import DEMO_VIEWS
 
-    with pytest.MonkeyPatch.context() as patch, \
-            HubServer({OWNER: ("olivia", "write"), VISITOR: ("vic", "write")}) as hub:
-        patch.setenv("HF_ENDPOINT", hub.url)
-        # Gradio's stand-in asks huggingface_hub, which read HF_ENDPOINT when it was imported.
-        patch.setattr("huggingface_hub.hf_api.api.endpoint", hub.url)
-        patch.setenv("HF_TOKEN", OWNER)  # the server's login: what Gradio's local sign-in signs in as
-        app, url = launch_app(tmp_path_factory.mktemp("demo") / "models", public=True, owner="olivia",
-                              oauth=True, views=DEMO_VIEWS)
-        yield app, url
-        app.close()
+    return launch_app(tmp_path_factory.mktemp("demo") / "models", public=True, owner="olivia", oauth=oauth,
+                      views=DEMO_VIEWS)
+
+
+@pytest.fixture(scope="module")
+def demo(hub, tmp_path_factory):
+    app, url = _demo(tmp_path_factory, oauth=True)
+    yield app, url
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def self_hosted(hub, tmp_path_factory):
+    """Public mode off a Space: no real sign-in."""
+    app, url = _demo(tmp_path_factory, oauth=False)
+    yield app, url
+    app.close()
 
 
 def _status(url: str, data: bytes | None = None) -> int:
@@ -126,3 +144,28 @@ def test_on_a_phone_the_sign_in_and_the_owners_link_leave_the_answer_on_the_firs
         browser.close()
     assert answer["y"] + answer["height"] <= 844, answer
     assert width <= 360, width
+
+
+def test_off_a_space_the_owner_logs_in_with_a_token_the_hub_confirms(self_hosted):
+    _, url = self_hosted
+    join = json.dumps({"data": [], "fn_index": 0, "session_hash": "visitor"}).encode()
+    assert _status(url + "owner/gradio_api/queue/join", join) == 401
+    assert _status(url + "owner/config") == 401  # nothing of the workbench before the login
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(url)
+        link = page.get_attribute("#app-title a >> text=Owner: the workbench", "href")
+        tried = {}
+        for name, token in (("olivia", VISITOR), ("vic", VISITOR), ("olivia", OWNER)):
+            page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()  # no cookie kept
+            page.goto(url + link.lstrip("/"))
+            page.fill("input[type=text]", name)
+            page.fill("input[type=password]", token)
+            page.click("button:has-text('Login')")
+            # Gradio's login form says "Incorrect Credentials", or the workbench is drawn.
+            page.wait_for_selector("[role=tab], :text-matches('incorrect credentials', 'i')", timeout=60_000)
+            tried[name, token] = tab_names(page) if page.locator("[role=tab]").count() else None
+        browser.close()
+    assert tried["olivia", VISITOR] is None and tried["vic", VISITOR] is None
+    assert {"Train", "Models", "Hub", "Export", "Optimize"} <= set(tried["olivia", OWNER]), tried

@@ -35,7 +35,7 @@ from vision.ui.hub import HubView
 from vision.ui.live import LiveView
 from vision.ui.models import ModelsView
 from vision.ui.optimize import EPOCHS, MAX_SPARSITY, STUDENT_SIZES, VIEWS, OptimizeView, students
-from vision.ui.owner import OWNER_LINK, wants_workbench
+from vision.ui.owner import owner_link, wants_workbench
 from vision.ui.train import TrainView
 from vision.ui.wiring import EXPLAIN, EXPORT, HUB, QUICK, SAMPLES, TRAIN, UPLOAD, uploaded_file
 
@@ -121,7 +121,7 @@ def _header(ctx: Context) -> None:
     with gr.Row():
         link = " · [Run it in your browser](/web/)" if config.shows("web") else ""
         if wants_workbench(ctx):  # the owner of a demo: sign in, and the workbench opens
-            link += f" · [Owner: the workbench]({OWNER_LINK})"
+            link += f" · [Owner: the workbench]({owner_link(ctx)})"
         gr.Markdown(f"**{_app_title(ctx)}**{link}", elem_id="app-title")
         if config.oauth:
             gr.LoginButton(scale=0)
