@@ -169,3 +169,21 @@ def test_off_a_space_the_owner_logs_in_with_a_token_the_hub_confirms(self_hosted
         browser.close()
     assert tried["olivia", VISITOR] is None and tried["vic", VISITOR] is None
     assert {"Train", "Models", "Hub", "Export", "Optimize"} <= set(tried["olivia", OWNER]), tried
+
+
+@pytest.mark.parametrize("views, workbench, page", [("classify,live,web", True, True), ("classify,live", True, False),
+                                                    ("classify,live,train,models,hub,export,optimize", False, False)])
+def test_the_workbench_is_mounted_where_visitors_miss_some_of_it_and_links_only_a_page_that_is_served(
+        views, workbench, page, tmp_path):
+    from vision.defaults import SHAPES_MODEL
+    from vision.ui.config import AppConfig, parse_views
+    from vision.ui.context import Context
+    from vision.ui.owner import owner_context, wants_workbench
+
+    config = AppConfig(default_model=SHAPES_MODEL, models_dir=tmp_path, public=True, owner="olivia",
+                       views=parse_views(views), state_dir=tmp_path / "state")
+    ctx = Context.create(config)
+    assert wants_workbench(ctx) is workbench
+    owner = owner_context(ctx)
+    assert all(owner.config.shows(view) for view in ("classify", "live", "train", "models", "hub", "export"))
+    assert owner.config.shows("web") is page and not wants_workbench(owner)

@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute
 
 from vision.errors import VisionError
 from vision.hub import whoami
+from vision.ui.config import VIEWS
 from vision.ui.context import Context
 
 #: Where the owner's workbench is mounted.
@@ -33,10 +34,11 @@ OWNER_PATH = "/owner"
 
 
 def wants_workbench(ctx: Context) -> bool:
-    """Whether this app mounts the owner's workbench: public, showing visitors only some views,
-    with a named owner."""
+    """Whether this app mounts the owner's workbench: public, with a named owner, and hiding
+    some of the workbench's views from visitors (the page alone is not one: it has no owner's side)."""
     config = ctx.config
-    return config.public and config.views is not None and config.owner is not None
+    return config.public and config.owner is not None and any(
+        not config.shows(view) for view in VIEWS if view != "web")
 
 
 def owner_link(ctx: Context) -> str:
@@ -69,8 +71,10 @@ def owner_token_login(owner: str) -> Callable[[str, str], Awaitable[bool]]:
 
 
 def owner_context(ctx: Context) -> Context:
-    """``ctx`` with every view shown, sharing its sessions, catalog and training slot."""
-    return dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, views=None))
+    """``ctx`` with every view shown (the page where the app serves it), sharing its sessions,
+    catalog and training slot."""
+    views = tuple(view for view in VIEWS if view != "web" or ctx.config.shows("web"))
+    return dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, views=views))
 
 
 def mount_workbench(ctx: Context, blocks: gr.Blocks) -> tuple[BaseRoute, Callable[[Any], Any]]:
