@@ -81,6 +81,8 @@ def test_visitors_get_neither_the_workbench_nor_its_routes(demo):
     join = json.dumps({"data": [], "fn_index": 0, "session_hash": "visitor"}).encode()
     assert _status(url + "owner/gradio_api/queue/join", join) == 401
     assert _status(url + "owner/gradio_api/upload", b"not a form") == 401
+    # Its queue's requests are capped in size as the demo's are, before its login check reads them.
+    assert _status(url + "owner/gradio_api/queue/join", b" " * (2 << 20)) == 413
     assert _status(url + "gradio_api/call/train", b'{"data": []}') == 404
 
 

@@ -73,7 +73,8 @@ class FairQueue:
     ``blocks`` is the app's ``gr.Blocks``: the events already in its queue are the ones Gradio
     keeps in ``Queue.event_ids_to_events`` until they end, each with its request (hence its
     client), and an event's kind is its function's ``concurrency_id`` (see ``vision.ui.layout``).
-    Paths under ``exempt`` (the owner's workbench, another Blocks with its own queue) pass through.
+    Events under the path ``exempt`` (the owner's workbench, another Blocks with its own queue) are
+    not counted, only capped in size.
     """
 
     def __init__(self, app: Any, blocks: Any, shares: QueueShares, pace: BodyPace | None = None,
@@ -85,8 +86,7 @@ class FairQueue:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and "/gradio_api/mcp" in scope["path"]:
             scope = _forwarded_as(scope, client_id(scope))
-        if scope["type"] != "http" or scope["method"] != "POST" \
-                or (self.exempt is not None and scope["path"].startswith(self.exempt)):
+        if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         path = scope["path"].rstrip("/")
         if path.endswith("/queue/join"):
@@ -101,8 +101,10 @@ class FairQueue:
             body = bytes(await read_body(receive, MAX_JOIN_BODY, self.pace, too_large="request too large"))
         except BodyError as error:
             return await _refuse(send, error.status, str(error), close=True)
-        entry = self.entry(client_id(scope), body, call)
-        if entry is None:  # Gradio refuses it without making an event
+        # An exempt path's body is capped too (FastAPI reads a body before its route's login check).
+        exempt = self.exempt is not None and scope["path"].startswith(self.exempt)
+        entry = None if exempt else self.entry(client_id(scope), body, call)
+        if entry is None:  # exempt, or Gradio refuses it without making an event
             return await self.app(scope, _replay(body), send)
         # No await between the check and the append: on the event loop the two are one step.
         reason = self.refusal(entry)

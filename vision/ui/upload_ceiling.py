@@ -61,4 +61,3 @@ class UploadCeiling:
     def _recount(self) -> None:
         with self._recounting:
             self._upload_bytes = (time.monotonic(), folder_bytes(Path(get_upload_folder())))
-
