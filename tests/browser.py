@@ -62,3 +62,18 @@ def tab_names(page) -> list[str]:
     """The app's tabs, in order, once Gradio has drawn them."""
     page.wait_for_selector("[role=tab]", timeout=60_000)
     return [text.strip() for text in page.locator("[role=tab]").all_inner_texts()]
+
+
+def classify_on_phone(browser, url: str, photo, width: int, label: str | None = None):
+    """Open the app at ``url`` as a ``width`` x 844 phone and classify ``photo`` on the Classify view
+    (until the answer is ``label``, or any answer when None). Returns the page, scrolled back to
+    the top, the top label's bounding box and the page's scroll width."""
+    page = browser.new_page(viewport={"width": width, "height": 844}, is_mobile=True, has_touch=True)
+    page.goto(url)
+    page.wait_for_selector("#classify-image input[type=file]", state="attached", timeout=60_000)
+    page.set_input_files("#classify-image input[type=file]", str(photo))
+    answer = "(document.querySelector('#prediction .output-class') || {}).innerText"
+    page.wait_for_function(answer if label is None else f"{answer} === {label!r}", timeout=60_000)
+    page.evaluate("window.scrollTo(0, 0)")
+    box = page.locator("#prediction .output-class").bounding_box()
+    return page, box, page.evaluate("document.documentElement.scrollWidth")

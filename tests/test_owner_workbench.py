@@ -25,7 +25,7 @@ from playwright.sync_api import sync_playwright
 from vision.data.synthetic import make_shapes
 
 from app_server import launch_app
-from browser import launch_chromium, tab_names
+from browser import classify_on_phone, launch_chromium, tab_names
 from hub_server import HubServer
 
 pytestmark = [pytest.mark.browser]
@@ -133,16 +133,7 @@ def test_on_a_phone_the_sign_in_and_the_owners_link_leave_the_answer_on_the_firs
     Image.fromarray(make_shapes(1, size=96, seed=7).images[0]).save(photo)
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        page = browser.new_page(viewport={"width": 360, "height": 844}, is_mobile=True, has_touch=True)
-        page.goto(url)
-        page.wait_for_selector("#classify-image input[type=file]", state="attached", timeout=60_000)
-        page.set_input_files("#classify-image input[type=file]", str(photo))
-        page.wait_for_function("(document.querySelector('#prediction .output-class') || {}).innerText",
-                               timeout=60_000)
-        page.evaluate("window.scrollTo(0, 0)")
-        answer = page.locator("#prediction .output-class").bounding_box()
-        width = page.evaluate("document.documentElement.scrollWidth")
-        page.screenshot(path=str(tmp_path / "phone.png"))
+        _, answer, width = classify_on_phone(browser, url, photo, 360)
         browser.close()
     assert answer["y"] + answer["height"] <= 844, answer
     assert width <= 360, width

@@ -21,7 +21,7 @@ from gradio_client import Client, handle_file
 from playwright.sync_api import sync_playwright
 
 from app_server import launch_app
-from browser import launch_chromium, tab_names
+from browser import classify_on_phone, launch_chromium, tab_names
 from web_harness import classify_files, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -187,15 +187,7 @@ def test_on_a_phone_the_photo_and_the_answer_fit_the_first_screen(demo, textures
     photo = _examples(textures)[0]  # a brick
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        page = browser.new_page(viewport={"width": width, "height": 844}, is_mobile=True, has_touch=True)
-        page.goto(url)
-        page.wait_for_selector("#classify-image input[type=file]", state="attached", timeout=60_000)
-        page.set_input_files("#classify-image input[type=file]", str(photo))
-        page.wait_for_function("(document.querySelector('#prediction .output-class') || {}).innerText === 'brick'",
-                               timeout=60_000)
-        page.evaluate("window.scrollTo(0, 0)")
-        app_box = page.locator("#prediction .output-class").bounding_box()
-        app_width = page.evaluate("document.documentElement.scrollWidth")
+        page, app_box, app_width = classify_on_phone(browser, url, photo, width, label="brick")
         settings_open = page.evaluate("document.querySelector('#explain-settings').innerText.includes('Top k') && "
                                       "!!document.querySelector('#explain-settings input[type=range]')?.offsetParent")
         page.screenshot(path=str(Path(app.config.state_dir).parent / f"phone-{width}.png"))

@@ -83,7 +83,9 @@ class VisionApp:
     def _serve(self, host: str, port: int | None, share: bool, **kwargs: Any) -> None:
         # In public mode the direct /run/* routes are closed (api_open=False): they would skip
         # the queue, its concurrency groups and FairQueue's per-session shares.
-        self.demo.queue(default_concurrency_limit=4, max_size=64, api_open=not self.config.public)
+        # The owner's workbench (public mode only) queues its events the same way.
+        for blocks in [b for b in (self.demo, self.workbench) if b is not None]:
+            blocks.queue(default_concurrency_limit=4, max_size=64, api_open=not self.config.public)
         # /web and /exports are routes of the FastAPI app Gradio creates, so they answer from the
         # first request; mounted after launch() they would answer 404 until then. The same goes
         # for middleware, which Starlette takes only before the app starts.

@@ -78,10 +78,9 @@ def owner_context(ctx: Context) -> Context:
 
 
 def mount_workbench(ctx: Context, blocks: gr.Blocks) -> tuple[BaseRoute, Callable[[Any], Any]]:
-    """The route that serves ``blocks`` at ``OWNER_PATH`` to the signed-in owner, and the lifespan
-    that starts its queue. Both go to the app Gradio creates at launch (``app_kwargs``), so the
-    workbench answers from the first request like the rest of the app."""
-    blocks.queue(default_concurrency_limit=4, max_size=64, api_open=False)
+    """The route that serves ``blocks`` (queued already) at ``OWNER_PATH`` to the signed-in owner,
+    and the lifespan that starts its queue. Both go to the app Gradio creates at launch
+    (``app_kwargs``), so the workbench answers from the first request like the rest of the app."""
     # mount_gradio_app does Blocks' launch-time set-up, then mounts on the app it is given: a
     # shell here, whose one route and lifespan are handed on.
     owner = str(ctx.config.owner)
